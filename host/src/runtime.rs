@@ -1,0 +1,377 @@
+//! The WebAssembly side of the host: the engine, the linker, each route's
+//! compiled and pre-linked component, and running one request in a fresh
+//! instance.
+//!
+//! Everything that depends only on the manifest happens in [`Runtime::load`]:
+//! compiling each component, reading which methods it exports, resolving its
+//! imports against the linker. Per request there is only a new `Store`, an
+//! instantiation from the pre-linked component and one call.
+
+use crate::capabilities::kv::{KvAccess, KvBackend};
+use crate::capabilities::stdio::{GuestLog, Stream};
+use crate::manifest::{Manifest, ManifestError, ManifestErrors, RouteSpec};
+use crate::router::{Match, PathError, Router};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{
+    Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable,
+};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../guest-sdk/wit",
+        world: "edge:route/guest-imports",
+        with: {
+            "wasi:keyvalue/store.bucket": crate::capabilities::kv::Bucket,
+        },
+    });
+}
+
+pub use bindings::edge::route::types::{Request as GuestRequest, Response as GuestResponse};
+
+/// How often the epoch ticks. A running guest yields to the scheduler at each
+/// tick, so a busy guest cannot starve other requests on its thread, and a
+/// time limit is enforced within one tick.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Wall time one request may spend in its guest before the host gives up
+/// on it and answers 504.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP method a route can export a handler for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+    Options,
+}
+
+impl Method {
+    pub const ALL: [Method; 7] = [
+        Method::Get,
+        Method::Post,
+        Method::Put,
+        Method::Patch,
+        Method::Delete,
+        Method::Head,
+        Method::Options,
+    ];
+
+    /// The name of the component export that handles this method.
+    pub fn export_name(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Post => "post",
+            Method::Put => "put",
+            Method::Patch => "patch",
+            Method::Delete => "delete",
+            Method::Head => "head",
+            Method::Options => "options",
+        }
+    }
+
+    /// The method as HTTP spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+        }
+    }
+
+    pub fn from_http(method: &http::Method) -> Option<Method> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.as_str() == method.as_str())
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The per-request state a guest's imports work on.
+pub struct HostState {
+    wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) kv: KvAccess,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The boundary's types interface holds only records: nothing to implement.
+impl bindings::edge::route::types::Host for HostState {}
+
+/// Why a guest call produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// The guest trapped (a panic, `unreachable`, a bad memory access...).
+    #[error("guest trapped: {0:#}")]
+    Trap(wasmtime::Error),
+    /// The guest ran past its time limit and was stopped.
+    #[error("guest ran past its {0:?} time limit")]
+    Timeout(Duration),
+    /// The host could not set up the instance.
+    #[error("could not instantiate the route: {0:#}")]
+    Instantiate(wasmtime::Error),
+}
+
+/// One route, ready to serve: compiled, pre-linked and with its grants.
+pub struct CompiledRoute {
+    /// The route's pattern, as written in the manifest.
+    pub name: Arc<str>,
+    pre: InstancePre<HostState>,
+    handlers: [Option<ComponentExportIndex>; 7],
+    /// The `Allow` header's value, computed at load.
+    pub allow: String,
+    env: Arc<[(String, String)]>,
+    kv: KvAccess,
+    timeout: Duration,
+}
+
+impl CompiledRoute {
+    /// Whether the component exports a handler for `method`.
+    pub fn handles(&self, method: Method) -> bool {
+        self.handlers[method.index()].is_some()
+    }
+}
+
+/// An immutable snapshot of every route, built from one validated manifest.
+pub struct RouteTable {
+    router: Router,
+    routes: Vec<CompiledRoute>,
+}
+
+impl RouteTable {
+    /// The route for a raw request path and its decoded params.
+    pub fn lookup(&self, path: &str) -> Result<Option<(&CompiledRoute, Vec<(String, String)>)>, PathError> {
+        Ok(self
+            .router
+            .lookup(path)?
+            .and_then(|Match { route, params }| Some((self.routes.get(route)?, params))))
+    }
+
+    pub fn routes(&self) -> &[CompiledRoute] {
+        &self.routes
+    }
+}
+
+/// The engine and linker shared by all routes.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    kv: Arc<dyn KvBackend>,
+}
+
+impl Runtime {
+    /// Builds the engine (with the epoch ticker that enforces time limits)
+    /// and the linker holding every import a route may use.
+    pub fn new(kv: Arc<dyn KvBackend>) -> wasmtime::Result<Runtime> {
+        let mut config = Config::new();
+        // Epoch checks cost a load and compare at loop headers and calls,
+        // far less than fuel, and are enough for wall-time limits.
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+
+        let mut linker = Linker::new(&engine);
+        // WASI p2 is linked because every Rust wasm32-wasip2 program imports
+        // it; what it can reach is set per request (no preopens, only the
+        // granted env, sockets denied).
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::GuestImports::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )?;
+        Ok(Runtime { engine, linker, kv })
+    }
+
+    /// Compiles and links every route of a validated manifest. Reports every
+    /// route that fails, each with the manifest line.
+    pub fn load(&self, manifest: &Manifest) -> Result<RouteTable, ManifestErrors> {
+        let mut errors = Vec::new();
+        let mut routes = Vec::new();
+        for spec in &manifest.routes {
+            match self.compile_route(spec) {
+                Ok(route) => routes.push(route),
+                Err(reason) => errors.push(ManifestError::Component {
+                    file: manifest.file.display().to_string(),
+                    line: spec.line,
+                    route: spec.pattern.to_string(),
+                    reason,
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ManifestErrors(errors));
+        }
+        let router = Router::new(manifest.routes.iter().map(|spec| &spec.pattern));
+        Ok(RouteTable { router, routes })
+    }
+
+    fn compile_route(&self, spec: &RouteSpec) -> Result<CompiledRoute, String> {
+        let file = spec.component.display();
+        let bytes = std::fs::read(&spec.component)
+            .map_err(|err| format!("cannot read component {file}: {err}"))?;
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+            Some([0, b'a', b's', b'm', _, _, 0, 0]) => {
+                return Err(format!(
+                    "{file} is a core WebAssembly module, not a component; build the route for wasm32-wasip2"
+                ))
+            }
+            _ => return Err(format!("{file} is not a WebAssembly component")),
+        }
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|err| format!("{file} does not compile: {err:#}"))?;
+
+        let mut handlers = [None; 7];
+        let ty = component.component_type();
+        for method in Method::ALL {
+            if ty.get_export(&self.engine, method.export_name()).is_some() {
+                handlers[method.index()] =
+                    component.get_export_index(None, method.export_name());
+            }
+        }
+        if handlers.iter().all(Option::is_none) {
+            return Err(format!(
+                "{file} exports no method handler (get, post, put, patch, delete, head, options); is it built with guest_sdk::route!?"
+            ));
+        }
+
+        let pre = self.linker.instantiate_pre(&component).map_err(|err| {
+            format!("{file} imports something the host does not provide: {err:#}")
+        })?;
+        for method in Method::ALL {
+            if handlers[method.index()].is_none() {
+                continue;
+            }
+            let func = match ty.get_export(&self.engine, method.export_name()).map(|e| e.ty) {
+                Some(wasmtime::component::types::ComponentItem::ComponentFunc(func)) => func,
+                _ => return Err(format!("{file}: export `{}` is not a function", method.export_name())),
+            };
+            func.typecheck::<(GuestRequest,), (GuestResponse,)>(&pre.instance_type())
+                .map_err(|err| {
+                    format!(
+                        "{file}: export `{}` is not `func(req: request) -> response`: {err:#}",
+                        method.export_name()
+                    )
+                })?;
+        }
+
+        let mut allowed: Vec<&str> = Method::ALL
+            .into_iter()
+            .filter(|m| handlers[m.index()].is_some())
+            .map(Method::as_str)
+            .collect();
+        if handlers[Method::Get.index()].is_some() && !allowed.contains(&"HEAD") {
+            allowed.push("HEAD");
+        }
+        if !allowed.contains(&"OPTIONS") {
+            allowed.push("OPTIONS");
+        }
+        allowed.sort_unstable();
+
+        Ok(CompiledRoute {
+            name: Arc::from(spec.pattern.as_str()),
+            pre,
+            handlers,
+            allow: allowed.join(", "),
+            env: spec.env.clone().into(),
+            kv: KvAccess {
+                backend: Arc::clone(&self.kv),
+                granted: spec.kv.clone().into(),
+            },
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// Runs `method`'s handler of `route` on `request` in a fresh instance.
+    /// The route must export the method (see [`CompiledRoute::handles`]).
+    pub async fn call(
+        &self,
+        route: &CompiledRoute,
+        method: Method,
+        request: GuestRequest,
+        request_id: u64,
+    ) -> Result<GuestResponse, GuestError> {
+        let log = GuestLog::new(Arc::clone(&route.name), request_id);
+        let result = tokio::time::timeout(
+            route.timeout,
+            self.call_in_fresh_instance(route, method, request, &log),
+        )
+        .await
+        .unwrap_or(Err(GuestError::Timeout(route.timeout)));
+        log.finish();
+        result
+    }
+
+    async fn call_in_fresh_instance(
+        &self,
+        route: &CompiledRoute,
+        method: Method,
+        request: GuestRequest,
+        log: &GuestLog,
+    ) -> Result<GuestResponse, GuestError> {
+        let Some(export) = route.handlers[method.index()] else {
+            return Err(GuestError::Instantiate(wasmtime::format_err!(
+                "route has no `{}` export",
+                method.export_name()
+            )));
+        };
+        let wasi = WasiCtx::builder()
+            .envs(&route.env)
+            .stdout(log.writer(Stream::Stdout))
+            .stderr(log.writer(Stream::Stderr))
+            .build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            kv: route.kv.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let instance = route
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(GuestError::Instantiate)?;
+        let func = instance
+            .get_typed_func::<(GuestRequest,), (GuestResponse,)>(&mut store, export)
+            .map_err(GuestError::Instantiate)?;
+        let (response,) = func
+            .call_async(&mut store, (request,))
+            .await
+            .map_err(GuestError::Trap)?;
+        Ok(response)
+    }
+}

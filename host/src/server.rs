@@ -1,0 +1,319 @@
+//! The HTTP side: accept connections, match the path, run the route, write
+//! the answer. The request path reads top to bottom in [`handle`].
+//!
+//! Every answer the host makes itself is JSON `{"error": "..."}`; the mapping
+//! from failures to statuses lives in [`HostAnswer::into_response`].
+
+use crate::runtime::{CompiledRoute, GuestError, GuestRequest, GuestResponse, Method, RouteTable, Runtime};
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+/// Largest request body a route receives; a larger one is refused with 413.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// How long a client may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for in-flight requests before exiting anyway.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What every connection shares.
+pub struct Host {
+    runtime: Runtime,
+    table: RouteTable,
+    next_request_id: AtomicU64,
+}
+
+impl Host {
+    pub fn new(runtime: Runtime, table: RouteTable) -> Host {
+        Host {
+            runtime,
+            table,
+            next_request_id: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting and
+/// waits up to [`DRAIN_DEADLINE`] for in-flight requests.
+pub async fn serve(listener: TcpListener, host: Arc<Host>, shutdown: impl Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: keep serving the
+                    // connections we have and try again shortly.
+                    tracing::warn!("accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let host = Arc::clone(&host);
+        let service = service_fn(move |req| {
+            let host = Arc::clone(&host);
+            async move { Ok::<_, std::convert::Infallible>(handle(&host, req, client).await) }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%client, "connection ended: {err}");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting up to {DRAIN_DEADLINE:?} for in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(DRAIN_DEADLINE) => tracing::warn!("drain deadline passed; exiting with requests still open"),
+    }
+}
+
+/// One request, start to finish.
+async fn handle(host: &Host, req: Request<Incoming>, client: SocketAddr) -> Response<Full<Bytes>> {
+    let id = host.next_request_id.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path());
+    let started = Instant::now();
+    let mut response = route_request(host, req, client, id)
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(HostAnswer::into_response);
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    span.in_scope(|| {
+        tracing::debug!(status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "done");
+    });
+    response
+}
+
+async fn route_request(
+    host: &Host,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    id: u64,
+) -> Result<Response<Full<Bytes>>, HostAnswer> {
+    let (route, params) = host
+        .table
+        .lookup(req.uri().path())
+        .map_err(|err| HostAnswer::BadPath(err.to_string()))?
+        .ok_or(HostAnswer::NotFound)?;
+
+    let requested = Method::from_http(req.method());
+    let (method, strip_body) = match requested {
+        Some(m) if route.handles(m) => (m, false),
+        Some(Method::Head) if route.handles(Method::Get) => (Method::Get, true),
+        Some(Method::Options) => return Ok(options_answer(route)),
+        _ => return Err(HostAnswer::MethodNotAllowed(route.allow.clone())),
+    };
+
+    let request = read_request(req, params, client, DEFAULT_MAX_BODY).await?;
+    let response = host
+        .runtime
+        .call(route, method, request, id)
+        .await
+        .map_err(|err| match err {
+            GuestError::Timeout(limit) => {
+                tracing::warn!(route = %route.name, "guest timed out after {limit:?}");
+                HostAnswer::Timeout
+            }
+            other => {
+                tracing::error!(route = %route.name, "{other}");
+                HostAnswer::GuestFailed
+            }
+        })?;
+    into_http(response, strip_body).map_err(|reason| {
+        tracing::error!(route = %route.name, "guest returned an invalid response: {reason}");
+        HostAnswer::GuestFailed
+    })
+}
+
+/// `OPTIONS` on a route without its own handler: list what it answers.
+fn options_answer(route: &CompiledRoute) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    if let Ok(allow) = HeaderValue::from_str(&route.allow) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
+}
+
+/// Reads the body within `max_body` and builds the record the guest gets.
+async fn read_request(
+    req: Request<Incoming>,
+    params: Vec<(String, String)>,
+    client: SocketAddr,
+    max_body: usize,
+) -> Result<GuestRequest, HostAnswer> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body as u64) {
+        return Err(HostAnswer::BodyTooLarge(max_body));
+    }
+    let (parts, body) = req.into_parts();
+    let body = Limited::new(body, max_body)
+        .collect()
+        .await
+        .map_err(|err| {
+            if err.downcast_ref::<LengthLimitError>().is_some() {
+                HostAnswer::BodyTooLarge(max_body)
+            } else {
+                HostAnswer::BadBody(err.to_string())
+            }
+        })?
+        .to_bytes();
+
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+        .collect();
+    Ok(GuestRequest {
+        method: parts.method.as_str().to_string(),
+        url: format!("http://{authority}{path_and_query}"),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        params,
+        headers,
+        body: body.to_vec(),
+        client_addr: client.to_string(),
+    })
+}
+
+/// Headers the host owns: framing and connection management are decided by
+/// the host, never by a guest.
+const HOST_OWNED_HEADERS: [&str; 8] = [
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Checks and converts a guest's response.
+fn into_http(guest: GuestResponse, strip_body: bool) -> Result<Response<Full<Bytes>>, String> {
+    let status = StatusCode::from_u16(guest.status)
+        .ok()
+        .filter(|s| s.as_u16() >= 200)
+        .ok_or_else(|| format!("status {} is not a final HTTP status", guest.status))?;
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, value) in guest.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("header name {name:?} is not valid"))?;
+        if HOST_OWNED_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let value = HeaderValue::from_bytes(&value)
+            .map_err(|_| format!("value of header {name} is not valid"))?;
+        headers.append(name, value);
+    }
+    let no_body = matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+    if no_body && !guest.body.is_empty() {
+        return Err(format!("status {status} cannot have a body"));
+    }
+    if strip_body {
+        // HEAD answered by GET: the same headers, the length GET would send,
+        // and no body.
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(guest.body.len()));
+    } else {
+        *response.body_mut() = Full::new(Bytes::from(guest.body));
+    }
+    Ok(response)
+}
+
+/// An answer the host gives itself instead of the route's.
+#[derive(Debug)]
+enum HostAnswer {
+    NotFound,
+    BadPath(String),
+    MethodNotAllowed(String),
+    BodyTooLarge(usize),
+    BadBody(String),
+    GuestFailed,
+    Timeout,
+}
+
+impl HostAnswer {
+    /// The one place failures become statuses.
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let (status, body, allow) = match self {
+            HostAnswer::NotFound => (StatusCode::NOT_FOUND, serde_json::json!({ "error": "Not found" }), None),
+            HostAnswer::BadPath(reason) => (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": format!("Bad request: {reason}") }),
+                None,
+            ),
+            HostAnswer::MethodNotAllowed(allow) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                serde_json::json!({ "error": "Method not allowed", "allow": allow }),
+                Some(allow),
+            ),
+            HostAnswer::BodyTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                serde_json::json!({ "error": "Request body too large", "limit_bytes": limit }),
+                None,
+            ),
+            HostAnswer::BadBody(reason) => (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": format!("Could not read the request body: {reason}") }),
+                None,
+            ),
+            HostAnswer::GuestFailed => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": "Internal server error" }),
+                None,
+            ),
+            HostAnswer::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                serde_json::json!({ "error": "The route took too long to answer" }),
+                None,
+            ),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            headers.insert(header::ALLOW, allow);
+        }
+        response
+    }
+}
