@@ -1,0 +1,218 @@
+//! The example API of the README, end to end: the real host binary serving the
+//! real `manifest.toml` with components built from `routes/`.
+
+mod support;
+
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+use support::{component, repo_root, unix_now, Host, Start};
+
+const SECRET: &str = "whsec_test_secret";
+
+fn start(data_dir: &std::path::Path) -> Host {
+    for name in ["api_health", "api_posts", "api_posts_postid", "api_webhooks_stripe", "api_data"] {
+        component(name);
+    }
+    Host::start(Start {
+        manifest: &repo_root().join("manifest.toml"),
+        data_dir,
+        env: vec![("STRIPE_WEBHOOK_SECRET", SECRET)],
+    })
+}
+
+fn sign(body: &str, t: u64, secret: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[test]
+fn health_reports_ok_and_the_time() {
+    let data = tempfile::tempdir().unwrap();
+    let host = start(data.path());
+    let reply = host.get("/api/health");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let body = reply.json();
+    assert_eq!(body["status"], "ok");
+    let timestamp = body["timestamp"].as_u64().expect("timestamp in ms");
+    let now_ms = unix_now() * 1000;
+    assert!(timestamp.abs_diff(now_ms) < 60_000, "{timestamp} vs {now_ms}");
+
+    // Trailing slash and case of static segments do not matter.
+    assert_eq!(host.get("/api/health/").status, 200);
+    assert_eq!(host.get("/API/Health").status, 200);
+}
+
+#[test]
+fn posts_crud() {
+    let data = tempfile::tempdir().unwrap();
+    let host = start(data.path());
+
+    let empty = host.get("/api/posts");
+    assert_eq!((empty.status, empty.json()), (200, json!([])));
+
+    let created = host.post("/api/posts", r#"{"title":"Hello","body":"First post"}"#);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let post = created.json();
+    let id = post["id"].as_str().expect("generated id").to_string();
+    assert!(!id.is_empty());
+    assert_eq!(post["title"], "Hello");
+    assert_eq!(post["body"], "First post");
+    assert_eq!(created.header("location"), Some(format!("/api/posts/{id}").as_str()));
+
+    let second = host.post("/api/posts", r#"{"title":"Second"}"#).json();
+    assert_ne!(second["id"], post["id"]);
+
+    let list = host.get("/api/posts").json();
+    let titles: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["Hello", "Second"]);
+
+    let one = host.get(&format!("/api/posts/{id}"));
+    assert_eq!((one.status, one.json()), (200, post.clone()));
+
+    let head = host.request("HEAD", &format!("/api/posts/{id}"), &[], b"");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty(), "HEAD has no body");
+    assert_eq!(head.header("content-length"), Some(one.body.len().to_string().as_str()));
+
+    let deleted = host.request("DELETE", &format!("/api/posts/{id}"), &[], b"");
+    assert_eq!(deleted.status, 204);
+    assert!(deleted.body.is_empty());
+
+    let gone = host.get(&format!("/api/posts/{id}"));
+    assert_eq!((gone.status, gone.json()), (404, json!({ "error": "Not found" })));
+    assert_eq!(host.request("DELETE", &format!("/api/posts/{id}"), &[], b"").status, 404);
+    assert_eq!(host.get("/api/posts").json().as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn invalid_post_bodies_are_400() {
+    let data = tempfile::tempdir().unwrap();
+    let host = start(data.path());
+    for body in ["{not json", "", r#"["an array"]"#, "42"] {
+        let reply = host.post("/api/posts", body);
+        assert_eq!(reply.status, 400, "body {body:?}: {}", reply.text());
+        assert!(reply.json()["error"].is_string());
+    }
+    let reply = host.post("/api/posts", "{not json");
+    assert!(reply.json()["error"].as_str().unwrap().starts_with("Invalid JSON body"));
+    assert_eq!(host.get("/api/posts").json(), json!([]), "nothing was stored");
+}
+
+#[test]
+fn unimplemented_methods_are_405_with_allow() {
+    let data = tempfile::tempdir().unwrap();
+    let host = start(data.path());
+    for method in ["PUT", "PATCH", "POST"] {
+        let reply = host.request(method, "/api/posts/1", &[], b"{}");
+        assert_eq!(reply.status, 405, "{method}");
+        let mut allow: Vec<&str> = reply.header("allow").unwrap().split(", ").collect();
+        allow.sort();
+        assert_eq!(allow, ["DELETE", "GET", "HEAD", "OPTIONS"]);
+        assert_eq!(reply.json()["error"], "Method not allowed");
+    }
+    let reply = host.request("GET", "/api/webhooks/stripe", &[], b"");
+    assert_eq!((reply.status, reply.header("allow")), (405, Some("OPTIONS, POST")));
+
+    let options = host.request("OPTIONS", "/api/posts", &[], b"");
+    assert_eq!(options.status, 204);
+    assert_eq!(options.header("allow"), Some("GET, HEAD, OPTIONS, POST"));
+}
+
+#[test]
+fn unknown_paths_and_bad_escapes() {
+    let data = tempfile::tempdir().unwrap();
+    let host = start(data.path());
+    let missing = host.get("/api/nothing");
+    assert_eq!((missing.status, missing.json()), (404, json!({ "error": "Not found" })));
+    assert_eq!(host.get("/api/posts/1/extra").status, 404);
+    let bad = host.get("/api/posts/%zz");
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().unwrap().contains("percent"));
+    // The host is still fine afterwards.
+    assert_eq!(host.get("/api/health").status, 200);
+}
+
+#[test]
+fn data_sets_cache_and_cors_headers() {
+    let data = tempfile::tempdir().unwrap();
+    let host = start(data.path());
+    let reply = host.get("/api/data");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("cache-control"), Some("public, s-maxage=60"));
+    assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert!(reply.json()["items"].is_array());
+}
+
+#[test]
+fn stripe_webhook_checks_signatures() {
+    let data = tempfile::tempdir().unwrap();
+    let host = start(data.path());
+    let body = r#"{"id":"evt_1","object":"event","type":"checkout.session.completed"}"#;
+    let post = |signature: Option<&str>| {
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(signature.map(|s| ("stripe-signature", s)));
+        host.request("POST", "/api/webhooks/stripe", &headers, body.as_bytes())
+    };
+
+    let missing = post(None);
+    assert_eq!((missing.status, missing.json()), (400, json!({ "error": "Missing signature" })));
+
+    let t = unix_now();
+    let valid = post(Some(&format!("t={t},v1={}", sign(body, t, SECRET))));
+    assert_eq!((valid.status, valid.json()), (200, json!({ "received": true })));
+
+    let invalid = json!({ "error": "Invalid signature" });
+    let wrong_secret = post(Some(&format!("t={t},v1={}", sign(body, t, "whsec_wrong"))));
+    assert_eq!((wrong_secret.status, wrong_secret.json()), (400, invalid.clone()));
+    let stale_t = t - 301;
+    let stale = post(Some(&format!("t={stale_t},v1={}", sign(body, stale_t, SECRET))));
+    assert_eq!((stale.status, stale.json()), (400, invalid.clone()));
+    let garbage = post(Some("nonsense"));
+    assert_eq!((garbage.status, garbage.json()), (400, invalid));
+
+    // The guest's stdout reached the host log, tagged with its route.
+    let log = host.wait_for_log("verified stripe event");
+    let line = log.lines().find(|l| l.contains("verified stripe event")).unwrap();
+    assert!(line.contains("/api/webhooks/stripe"), "{line}");
+}
+
+#[test]
+fn posts_survive_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let host = start(data.path());
+    let post = host.post("/api/posts", r#"{"title":"Durable"}"#).json();
+    let status = host.terminate();
+    assert!(status.success(), "graceful exit: {status}");
+
+    let host = start(data.path());
+    let id = post["id"].as_str().unwrap();
+    let again = host.get(&format!("/api/posts/{id}"));
+    assert_eq!((again.status, again.json()), (200, post));
+}
+
+#[test]
+fn a_missing_secret_stops_the_host_from_starting() {
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgehost"))
+        .arg("serve")
+        .arg("--manifest")
+        .arg(repo_root().join("manifest.toml"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("STRIPE_WEBHOOK_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("route \"/api/webhooks/stripe\": secret STRIPE_WEBHOOK_SECRET is not set"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("manifest.toml:"), "names the file and line: {stderr}");
+}
