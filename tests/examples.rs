@@ -11,7 +11,13 @@ use support::{component, repo_root, unix_now, Host, Start};
 const SECRET: &str = "whsec_test_secret";
 
 fn start(data_dir: &std::path::Path) -> Host {
-    for name in ["api_health", "api_posts", "api_posts_postid", "api_webhooks_stripe", "api_data"] {
+    for name in [
+        "api_health",
+        "api_posts",
+        "api_posts_postid",
+        "api_webhooks_stripe",
+        "api_data",
+    ] {
         component(name);
     }
     Host::start(Start {
@@ -38,7 +44,10 @@ fn health_reports_ok_and_the_time() {
     assert_eq!(body["status"], "ok");
     let timestamp = body["timestamp"].as_u64().expect("timestamp in ms");
     let now_ms = unix_now() * 1000;
-    assert!(timestamp.abs_diff(now_ms) < 60_000, "{timestamp} vs {now_ms}");
+    assert!(
+        timestamp.abs_diff(now_ms) < 60_000,
+        "{timestamp} vs {now_ms}"
+    );
 
     // Trailing slash and case of static segments do not matter.
     assert_eq!(host.get("/api/health/").status, 200);
@@ -60,13 +69,21 @@ fn posts_crud() {
     assert!(!id.is_empty());
     assert_eq!(post["title"], "Hello");
     assert_eq!(post["body"], "First post");
-    assert_eq!(created.header("location"), Some(format!("/api/posts/{id}").as_str()));
+    assert_eq!(
+        created.header("location"),
+        Some(format!("/api/posts/{id}").as_str())
+    );
 
     let second = host.post("/api/posts", r#"{"title":"Second"}"#).json();
     assert_ne!(second["id"], post["id"]);
 
     let list = host.get("/api/posts").json();
-    let titles: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["title"].as_str().unwrap()).collect();
+    let titles: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
     assert_eq!(titles, ["Hello", "Second"]);
 
     let one = host.get(&format!("/api/posts/{id}"));
@@ -75,15 +92,25 @@ fn posts_crud() {
     let head = host.request("HEAD", &format!("/api/posts/{id}"), &[], b"");
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty(), "HEAD has no body");
-    assert_eq!(head.header("content-length"), Some(one.body.len().to_string().as_str()));
+    assert_eq!(
+        head.header("content-length"),
+        Some(one.body.len().to_string().as_str())
+    );
 
     let deleted = host.request("DELETE", &format!("/api/posts/{id}"), &[], b"");
     assert_eq!(deleted.status, 204);
     assert!(deleted.body.is_empty());
 
     let gone = host.get(&format!("/api/posts/{id}"));
-    assert_eq!((gone.status, gone.json()), (404, json!({ "error": "Not found" })));
-    assert_eq!(host.request("DELETE", &format!("/api/posts/{id}"), &[], b"").status, 404);
+    assert_eq!(
+        (gone.status, gone.json()),
+        (404, json!({ "error": "Not found" }))
+    );
+    assert_eq!(
+        host.request("DELETE", &format!("/api/posts/{id}"), &[], b"")
+            .status,
+        404
+    );
     assert_eq!(host.get("/api/posts").json().as_array().unwrap().len(), 1);
 }
 
@@ -97,8 +124,15 @@ fn invalid_post_bodies_are_400() {
         assert!(reply.json()["error"].is_string());
     }
     let reply = host.post("/api/posts", "{not json");
-    assert!(reply.json()["error"].as_str().unwrap().starts_with("Invalid JSON body"));
-    assert_eq!(host.get("/api/posts").json(), json!([]), "nothing was stored");
+    assert!(reply.json()["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("Invalid JSON body"));
+    assert_eq!(
+        host.get("/api/posts").json(),
+        json!([]),
+        "nothing was stored"
+    );
 }
 
 #[test]
@@ -114,7 +148,10 @@ fn unimplemented_methods_are_405_with_allow() {
         assert_eq!(reply.json()["error"], "Method not allowed");
     }
     let reply = host.request("GET", "/api/webhooks/stripe", &[], b"");
-    assert_eq!((reply.status, reply.header("allow")), (405, Some("OPTIONS, POST")));
+    assert_eq!(
+        (reply.status, reply.header("allow")),
+        (405, Some("OPTIONS, POST"))
+    );
 
     let options = host.request("OPTIONS", "/api/posts", &[], b"");
     assert_eq!(options.status, 204);
@@ -126,7 +163,10 @@ fn unknown_paths_and_bad_escapes() {
     let data = tempfile::tempdir().unwrap();
     let host = start(data.path());
     let missing = host.get("/api/nothing");
-    assert_eq!((missing.status, missing.json()), (404, json!({ "error": "Not found" })));
+    assert_eq!(
+        (missing.status, missing.json()),
+        (404, json!({ "error": "Not found" }))
+    );
     assert_eq!(host.get("/api/posts/1/extra").status, 404);
     let bad = host.get("/api/posts/%zz");
     assert_eq!(bad.status, 400);
@@ -159,24 +199,39 @@ fn stripe_webhook_checks_signatures() {
     };
 
     let missing = post(None);
-    assert_eq!((missing.status, missing.json()), (400, json!({ "error": "Missing signature" })));
+    assert_eq!(
+        (missing.status, missing.json()),
+        (400, json!({ "error": "Missing signature" }))
+    );
 
     let t = unix_now();
     let valid = post(Some(&format!("t={t},v1={}", sign(body, t, SECRET))));
-    assert_eq!((valid.status, valid.json()), (200, json!({ "received": true })));
+    assert_eq!(
+        (valid.status, valid.json()),
+        (200, json!({ "received": true }))
+    );
 
     let invalid = json!({ "error": "Invalid signature" });
     let wrong_secret = post(Some(&format!("t={t},v1={}", sign(body, t, "whsec_wrong"))));
-    assert_eq!((wrong_secret.status, wrong_secret.json()), (400, invalid.clone()));
+    assert_eq!(
+        (wrong_secret.status, wrong_secret.json()),
+        (400, invalid.clone())
+    );
     let stale_t = t - 301;
-    let stale = post(Some(&format!("t={stale_t},v1={}", sign(body, stale_t, SECRET))));
+    let stale = post(Some(&format!(
+        "t={stale_t},v1={}",
+        sign(body, stale_t, SECRET)
+    )));
     assert_eq!((stale.status, stale.json()), (400, invalid.clone()));
     let garbage = post(Some("nonsense"));
     assert_eq!((garbage.status, garbage.json()), (400, invalid));
 
     // The guest's stdout reached the host log, tagged with its route.
     let log = host.wait_for_log("verified stripe event");
-    let line = log.lines().find(|l| l.contains("verified stripe event")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("verified stripe event"))
+        .unwrap();
     assert!(line.contains("/api/webhooks/stripe"), "{line}");
 }
 
@@ -214,5 +269,8 @@ fn a_missing_secret_stops_the_host_from_starting() {
         stderr.contains("route \"/api/webhooks/stripe\": secret STRIPE_WEBHOOK_SECRET is not set"),
         "{stderr}"
     );
-    assert!(stderr.contains("manifest.toml:"), "names the file and line: {stderr}");
+    assert!(
+        stderr.contains("manifest.toml:"),
+        "names the file and line: {stderr}"
+    );
 }

@@ -36,7 +36,10 @@ fn start(dir: &std::path::Path) -> Host {
     Host::start(Start {
         manifest: &manifest,
         data_dir: &dir.join("data"),
-        env: vec![("PROBE_SECRET", "granted-secret"), ("HOST_ONLY_SECRET", "must-not-leak")],
+        env: vec![
+            ("PROBE_SECRET", "granted-secret"),
+            ("HOST_ONLY_SECRET", "must-not-leak"),
+        ],
     })
 }
 
@@ -54,7 +57,11 @@ fn a_trapping_route_is_a_500_and_the_host_keeps_serving() {
     }
     // The log has the details, with the route.
     let log = host.wait_for_log("fixture panic on /trap");
-    assert!(log.lines().any(|l| l.contains("guest trapped") && l.contains("/trap")), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("guest trapped") && l.contains("/trap")),
+        "{log}"
+    );
 }
 
 #[test]
@@ -69,28 +76,59 @@ fn a_route_sees_only_what_the_manifest_grants() {
     );
     assert_eq!(seen["kv_open"], "ok");
     let denied = host.get("/probe/1?store=posts").json();
-    assert!(denied["kv_open"].as_str().unwrap().contains("access denied"), "{denied}");
+    assert!(
+        denied["kv_open"]
+            .as_str()
+            .unwrap()
+            .contains("access denied"),
+        "{denied}"
+    );
     let file = seen["file"].as_str().unwrap();
-    assert!(file.starts_with("error:"), "host files are invisible: {file}");
+    assert!(
+        file.starts_with("error:"),
+        "host files are invisible: {file}"
+    );
 }
 
 #[test]
 fn the_guest_gets_the_request_as_sent() {
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path());
-    let reply = host.request("GET", "/probe/a%2Fb%20c?x=1&y=two", &[("X-Custom", "Value")], b"");
+    let reply = host.request(
+        "GET",
+        "/probe/a%2Fb%20c?x=1&y=two",
+        &[("X-Custom", "Value")],
+        b"",
+    );
     let seen = reply.json();
-    assert_eq!(seen["params"], json!({ "id": "a/b c" }), "decoded, never split");
+    assert_eq!(
+        seen["params"],
+        json!({ "id": "a/b c" }),
+        "decoded, never split"
+    );
     assert_eq!(seen["method"], "GET");
     assert_eq!(seen["path"], "/probe/a%2Fb%20c");
     assert_eq!(seen["query"], "x=1&y=two");
-    assert_eq!(seen["url"], format!("http://{}/probe/a%2Fb%20c?x=1&y=two", host.addr));
-    assert!(seen["headers"].as_array().unwrap().contains(&json!(["x-custom", "Value"])));
-    assert!(seen["client_addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(
+        seen["url"],
+        format!("http://{}/probe/a%2Fb%20c?x=1&y=two", host.addr)
+    );
+    assert!(seen["headers"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(["x-custom", "Value"])));
+    assert!(seen["client_addr"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
 
     let body: Vec<u8> = (0..=255u8).collect();
     let echoed = host.request("POST", "/probe/1", &[], &body);
-    assert_eq!((echoed.status, echoed.body), (200, body), "bytes pass through untouched");
+    assert_eq!(
+        (echoed.status, echoed.body),
+        (200, body),
+        "bytes pass through untouched"
+    );
 
     // An explicit `head` export is called instead of GET, and the body is still dropped.
     let head = host.request("HEAD", "/probe/1", &[], b"");
@@ -102,7 +140,10 @@ fn the_guest_gets_the_request_as_sent() {
 fn bad_components_are_refused_at_load_with_the_route_named() {
     let cases: [(&[u8], &str); 3] = [
         (b"not wasm at all", "is not a WebAssembly component"),
-        (b"\0asm\x01\0\0\0", "is a core WebAssembly module, not a component"),
+        (
+            b"\0asm\x01\0\0\0",
+            "is a core WebAssembly module, not a component",
+        ),
         // An empty component: valid, but it exports no handler.
         (b"\0asm\x0d\0\x01\0", "exports no method handler"),
     ];
@@ -121,7 +162,10 @@ fn bad_components_are_refused_at_load_with_the_route_named() {
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{stderr}");
-        assert!(stderr.contains("manifest.toml:2: route \"/api/health\""), "{stderr}");
+        assert!(
+            stderr.contains("manifest.toml:2: route \"/api/health\""),
+            "{stderr}"
+        );
     }
 }
 
@@ -142,6 +186,14 @@ fn a_bad_manifest_is_refused_with_every_problem() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("manifest.toml:6: route \"/a/$y\" claims the same paths as route \"/a/$x\" on line 2"), "{stderr}");
-    assert!(stderr.contains("manifest.toml:10: route \"/b\": component file missing.wasm not found"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "manifest.toml:6: route \"/a/$y\" claims the same paths as route \"/a/$x\" on line 2"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("manifest.toml:10: route \"/b\": component file missing.wasm not found"),
+        "{stderr}"
+    );
 }

@@ -48,7 +48,9 @@ impl Store {
     /// # Ok::<(), guest_sdk::Error>(())
     /// ```
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.bucket.get(key).map_err(|err| kv_error(&self.name, err))
+        self.bucket
+            .get(key)
+            .map_err(|err| kv_error(&self.name, err))
     }
 
     /// Sets `key` to `value`, replacing any value it had.

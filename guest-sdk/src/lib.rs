@@ -28,6 +28,7 @@
 //! }
 //!
 //! guest_sdk::route!(get, post);
+//! # fn main() {}
 //! ```
 //!
 //! Environment values and secrets the manifest grants the route are read with

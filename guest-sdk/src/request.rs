@@ -244,7 +244,9 @@ impl RequestBuilder {
     /// assert_eq!(req.param("id"), Some("1"));
     /// ```
     pub fn param(mut self, name: &str, value: &str) -> Self {
-        self.inner.params.push((name.to_string(), value.to_string()));
+        self.inner
+            .params
+            .push((name.to_string(), value.to_string()));
         self
     }
 

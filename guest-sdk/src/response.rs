@@ -154,9 +154,7 @@ impl Response {
     /// assert_eq!(guest_sdk::Response::text("").headers().count(), 1);
     /// ```
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
+        self.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
     }
 
     /// The body.

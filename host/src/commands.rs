@@ -23,7 +23,10 @@ pub fn init_logging() {
 }
 
 /// Loads, validates and compiles a manifest: everything short of serving.
-fn load(manifest_path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<(Manifest, Runtime, RouteTable)> {
+fn load(
+    manifest_path: &Path,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<(Manifest, Runtime, RouteTable)> {
     let manifest = manifest::load(manifest_path)?;
     let data_dir = data_dir.unwrap_or_else(|| manifest.data_dir.clone());
     let kv = DiskKv::open(&data_dir).context("cannot open the key-value data")?;
@@ -34,7 +37,11 @@ fn load(manifest_path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<(Mani
 }
 
 /// `edgehost serve`.
-pub fn serve(manifest_path: &Path, listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn serve(
+    manifest_path: &Path,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let (manifest, runtime, table) = load(manifest_path, data_dir)?;
     let listen = listen.unwrap_or(manifest.listen);
     let routes = table.routes().len();
@@ -133,7 +140,11 @@ pub fn build(dirs: &[PathBuf]) -> anyhow::Result<()> {
     for package in &packages {
         cargo.args(["-p", package]);
     }
-    eprintln!("building {} route crates for {TARGET}: {}", packages.len(), packages.join(" "));
+    eprintln!(
+        "building {} route crates for {TARGET}: {}",
+        packages.len(),
+        packages.join(" ")
+    );
     let status = cargo.status().context("cannot run cargo")?;
     if !status.success() {
         bail!("cargo build failed ({status})");
@@ -147,7 +158,13 @@ fn ensure_target() -> anyhow::Result<()> {
         .args(["target", "list", "--installed"])
         .output();
     match installed {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == TARGET) => Ok(()),
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET) =>
+        {
+            Ok(())
+        }
         Ok(_) => {
             eprintln!("installing the {TARGET} target with rustup");
             let status = Command::new("rustup")

@@ -222,7 +222,8 @@ pub fn parse(
     for raw_route in raw.routes {
         let line = line_of(raw_route.path.span().start);
         let route = raw_route.path.get_ref().clone();
-        let fail = |errors: &mut Vec<ManifestError>, make: &dyn Fn(String, usize, String) -> ManifestError| {
+        let fail = |errors: &mut Vec<ManifestError>,
+                    make: &dyn Fn(String, usize, String) -> ManifestError| {
             errors.push(make(file_name.clone(), line, route.clone()));
         };
         let pattern = match Pattern::parse(&route) {
@@ -239,15 +240,15 @@ pub fn parse(
         };
         if let Some(pattern) = &pattern {
             match shapes.get(&pattern.shape()) {
-                Some((first, first_line)) => {
-                    fail(&mut errors, &|file, line, route| ManifestError::DuplicatePattern {
+                Some((first, first_line)) => fail(&mut errors, &|file, line, route| {
+                    ManifestError::DuplicatePattern {
                         file,
                         line,
                         route,
                         first: first.clone(),
                         first_line: *first_line,
-                    })
-                }
+                    }
+                }),
                 None => {
                     shapes.insert(pattern.shape(), (route.clone(), line));
                 }
@@ -255,11 +256,13 @@ pub fn parse(
         }
         let component = base.join(raw_route.component.get_ref());
         if !component.is_file() {
-            fail(&mut errors, &|file, line, route| ManifestError::MissingComponent {
-                file,
-                line,
-                route,
-                component: raw_route.component.get_ref().clone(),
+            fail(&mut errors, &|file, line, route| {
+                ManifestError::MissingComponent {
+                    file,
+                    line,
+                    route,
+                    component: raw_route.component.get_ref().clone(),
+                }
             });
         }
         for name in &raw_route.kv {
@@ -300,21 +303,25 @@ pub fn parse(
                 continue;
             }
             if env.iter().any(|(existing, _)| existing == name) {
-                fail(&mut errors, &|file, line, route| ManifestError::DuplicateEnv {
-                    file,
-                    line,
-                    route,
-                    name: name.clone(),
+                fail(&mut errors, &|file, line, route| {
+                    ManifestError::DuplicateEnv {
+                        file,
+                        line,
+                        route,
+                        name: name.clone(),
+                    }
                 });
                 continue;
             }
             match secret(name) {
                 Some(value) => env.push((name.clone(), value)),
-                None => fail(&mut errors, &|file, line, route| ManifestError::MissingSecret {
-                    file,
-                    line,
-                    route,
-                    name: name.clone(),
+                None => fail(&mut errors, &|file, line, route| {
+                    ManifestError::MissingSecret {
+                        file,
+                        line,
+                        route,
+                        name: name.clone(),
+                    }
                 }),
             }
         }
@@ -404,7 +411,10 @@ secrets = ["PRESENT"]
         assert_eq!(route.kv, ["posts"]);
         assert_eq!(
             route.env,
-            [("MODE".into(), "test".into()), ("PRESENT".into(), "s3cret".into())]
+            [
+                ("MODE".into(), "test".into()),
+                ("PRESENT".into(), "s3cret".into())
+            ]
         );
         assert!(route.component.ends_with("a.wasm"));
         assert!(manifest.data_dir.ends_with(DEFAULT_DATA_DIR));
@@ -451,7 +461,10 @@ secrets = ["PRESENT"]
         ];
         for (text, expected) in cases {
             let error = check(text).unwrap_err();
-            assert!(error.contains(expected), "for\n{text}\ngot: {error}\nwanted: {expected}");
+            assert!(
+                error.contains(expected),
+                "for\n{text}\ngot: {error}\nwanted: {expected}"
+            );
         }
     }
 

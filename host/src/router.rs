@@ -52,7 +52,9 @@ pub enum PatternError {
     EmptySegment,
     #[error("the splat `$` must be the last segment")]
     SplatNotLast,
-    #[error("`${0}` is not a valid param name; use letters, digits and `_`, not starting with a digit")]
+    #[error(
+        "`${0}` is not a valid param name; use letters, digits and `_`, not starting with a digit"
+    )]
     BadParamName(String),
     #[error("param `${0}` appears twice")]
     DuplicateParam(String),
@@ -75,10 +77,11 @@ impl Pattern {
                 if segment.is_empty() {
                     return Err(PatternError::EmptySegment);
                 }
-                if let Some(bad) = segment
-                    .chars()
-                    .find(|c| matches!(c, '?' | '#' | '%' | '{' | '}' | '\\') || c.is_control() || c.is_whitespace())
-                {
+                if let Some(bad) = segment.chars().find(|c| {
+                    matches!(c, '?' | '#' | '%' | '{' | '}' | '\\')
+                        || c.is_control()
+                        || c.is_whitespace()
+                }) {
                     return Err(PatternError::BadCharacter(segment.to_string(), bad));
                 }
                 let parsed = match segment.strip_prefix('$') {
@@ -156,12 +159,15 @@ pub enum PathError {
     NotUtf8,
 }
 
+/// Decoded path params, in pattern order.
+pub type Params = Vec<(String, String)>;
+
 /// The winning route for a path, with its params decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match {
     /// The route's index in the list given to [`Router::new`].
     pub route: usize,
-    pub params: Vec<(String, String)>,
+    pub params: Params,
 }
 
 #[derive(Debug, Default)]
@@ -228,7 +234,8 @@ impl Router {
 fn find(node: &Node, segments: &[String], params: &mut Vec<(String, String)>) -> Option<usize> {
     let Some((first, rest)) = segments.split_first() else {
         return node.route.or_else(|| {
-            node.splat.inspect(|_| params.push((SPLAT.to_string(), String::new())))
+            node.splat
+                .inspect(|_| params.push((SPLAT.to_string(), String::new())))
         });
     };
     if let Some(child) = node.statics.get(first.to_lowercase().as_str()) {
@@ -245,7 +252,8 @@ fn find(node: &Node, segments: &[String], params: &mut Vec<(String, String)>) ->
             params.pop();
         }
     }
-    node.splat.inspect(|_| params.push((SPLAT.to_string(), segments.join("/"))))
+    node.splat
+        .inspect(|_| params.push((SPLAT.to_string(), segments.join("/"))))
 }
 
 /// Percent-decodes one path segment.
@@ -286,37 +294,117 @@ mod tests {
     /// (patterns, path) -> winning pattern and its params.
     #[test]
     fn precedence_table() {
-        type Case<'a> = (&'a [&'a str], &'a str, Option<(&'a str, &'a [(&'a str, &'a str)])>);
+        type Case<'a> = (
+            &'a [&'a str],
+            &'a str,
+            Option<(&'a str, &'a [(&'a str, &'a str)])>,
+        );
         let cases: &[Case] = &[
-            (&["/api/posts", "/api/posts/$postId"], "/api/posts", Some(("/api/posts", &[]))),
-            (&["/api/posts/$postId", "/api/posts/new"], "/api/posts/new", Some(("/api/posts/new", &[]))),
-            (&["/api/posts/$postId", "/api/posts/new"], "/api/posts/42", Some(("/api/posts/$postId", &[("postId", "42")]))),
+            (
+                &["/api/posts", "/api/posts/$postId"],
+                "/api/posts",
+                Some(("/api/posts", &[])),
+            ),
+            (
+                &["/api/posts/$postId", "/api/posts/new"],
+                "/api/posts/new",
+                Some(("/api/posts/new", &[])),
+            ),
+            (
+                &["/api/posts/$postId", "/api/posts/new"],
+                "/api/posts/42",
+                Some(("/api/posts/$postId", &[("postId", "42")])),
+            ),
             // static beats param beats splat, regardless of manifest order
-            (&["/files/$", "/files/$id", "/files/readme"], "/files/readme", Some(("/files/readme", &[]))),
-            (&["/files/$", "/files/$id", "/files/readme"], "/files/x", Some(("/files/$id", &[("id", "x")]))),
-            (&["/files/$", "/files/$id"], "/files/a/b", Some(("/files/$", &[("_splat", "a/b")]))),
+            (
+                &["/files/$", "/files/$id", "/files/readme"],
+                "/files/readme",
+                Some(("/files/readme", &[])),
+            ),
+            (
+                &["/files/$", "/files/$id", "/files/readme"],
+                "/files/x",
+                Some(("/files/$id", &[("id", "x")])),
+            ),
+            (
+                &["/files/$", "/files/$id"],
+                "/files/a/b",
+                Some(("/files/$", &[("_splat", "a/b")])),
+            ),
             // the earlier segment decides first
-            (&["/$a/b", "/a/$"], "/a/b", Some(("/a/$", &[("_splat", "b")]))),
-            (&["/a/$b/$", "/a/$b/c"], "/a/x/c", Some(("/a/$b/c", &[("b", "x")]))),
+            (
+                &["/$a/b", "/a/$"],
+                "/a/b",
+                Some(("/a/$", &[("_splat", "b")])),
+            ),
+            (
+                &["/a/$b/$", "/a/$b/c"],
+                "/a/x/c",
+                Some(("/a/$b/c", &[("b", "x")])),
+            ),
             // a short splat does not block a longer match, and backtracking works
-            (&["/a/$", "/a/b/c/$"], "/a/b/c/d/e", Some(("/a/b/c/$", &[("_splat", "d/e")]))),
-            (&["/a/$", "/a/b/c/$"], "/a/b/x", Some(("/a/$", &[("_splat", "b/x")]))),
-            (&["/a/b/c", "/a/$x/d"], "/a/b/d", Some(("/a/$x/d", &[("x", "b")]))),
+            (
+                &["/a/$", "/a/b/c/$"],
+                "/a/b/c/d/e",
+                Some(("/a/b/c/$", &[("_splat", "d/e")])),
+            ),
+            (
+                &["/a/$", "/a/b/c/$"],
+                "/a/b/x",
+                Some(("/a/$", &[("_splat", "b/x")])),
+            ),
+            (
+                &["/a/b/c", "/a/$x/d"],
+                "/a/b/d",
+                Some(("/a/$x/d", &[("x", "b")])),
+            ),
             // splat may be empty
-            (&["/files/$"], "/files", Some(("/files/$", &[("_splat", "")]))),
-            (&["/files/$"], "/files/", Some(("/files/$", &[("_splat", "")]))),
+            (
+                &["/files/$"],
+                "/files",
+                Some(("/files/$", &[("_splat", "")])),
+            ),
+            (
+                &["/files/$"],
+                "/files/",
+                Some(("/files/$", &[("_splat", "")])),
+            ),
             (&["/$"], "/", Some(("/$", &[("_splat", "")]))),
             (&["/", "/$"], "/", Some(("/", &[]))),
             // trailing slash tolerated, static case-insensitive, params keep case
             (&["/api/health"], "/api/health/", Some(("/api/health", &[]))),
             (&["/api/health"], "/API/Health", Some(("/api/health", &[]))),
-            (&["/api/posts/$postId"], "/Api/Posts/AbC", Some(("/api/posts/$postId", &[("postId", "AbC")]))),
+            (
+                &["/api/posts/$postId"],
+                "/Api/Posts/AbC",
+                Some(("/api/posts/$postId", &[("postId", "AbC")])),
+            ),
             // params are decoded and never escape their segment
-            (&["/api/posts/$postId"], "/api/posts/a%2Fb", Some(("/api/posts/$postId", &[("postId", "a/b")]))),
-            (&["/api/posts/$postId", "/api/posts/a/b"], "/api/posts/a%2Fb", Some(("/api/posts/$postId", &[("postId", "a/b")]))),
-            (&["/api/posts/$postId"], "/api/posts/hello%20w%C3%B6rld", Some(("/api/posts/$postId", &[("postId", "hello wörld")]))),
-            (&["/api/posts/$postId"], "/api/posts/..", Some(("/api/posts/$postId", &[("postId", "..")]))),
-            (&["/api/$x"], "/api/%2e%2e", Some(("/api/$x", &[("x", "..")]))),
+            (
+                &["/api/posts/$postId"],
+                "/api/posts/a%2Fb",
+                Some(("/api/posts/$postId", &[("postId", "a/b")])),
+            ),
+            (
+                &["/api/posts/$postId", "/api/posts/a/b"],
+                "/api/posts/a%2Fb",
+                Some(("/api/posts/$postId", &[("postId", "a/b")])),
+            ),
+            (
+                &["/api/posts/$postId"],
+                "/api/posts/hello%20w%C3%B6rld",
+                Some(("/api/posts/$postId", &[("postId", "hello wörld")])),
+            ),
+            (
+                &["/api/posts/$postId"],
+                "/api/posts/..",
+                Some(("/api/posts/$postId", &[("postId", "..")])),
+            ),
+            (
+                &["/api/$x"],
+                "/api/%2e%2e",
+                Some(("/api/$x", &[("x", "..")])),
+            ),
             (&["/a/$x"], "/a/%24", Some(("/a/$x", &[("x", "$")]))),
             // static segments match their decoded form
             (&["/api/posts"], "/api/po%73ts", Some(("/api/posts", &[]))),
@@ -350,10 +438,17 @@ mod tests {
     fn malformed_escapes_are_errors_not_panics() {
         let (router, _) = router(&["/a/$x"]);
         for path in ["/a/%", "/a/%2", "/a/%zz", "/a/%+1", "/a/%-1", "/a/x%"] {
-            assert_eq!(router.lookup(path), Err(PathError::MalformedEscape), "{path}");
+            assert_eq!(
+                router.lookup(path),
+                Err(PathError::MalformedEscape),
+                "{path}"
+            );
         }
         assert_eq!(router.lookup("/a/%ff"), Err(PathError::NotUtf8));
-        assert_eq!(router.lookup("/a/%C3%A9").unwrap().unwrap().params[0].1, "é");
+        assert_eq!(
+            router.lookup("/a/%C3%A9").unwrap().unwrap().params[0].1,
+            "é"
+        );
     }
 
     #[test]
@@ -367,7 +462,10 @@ mod tests {
             ("/$a-b", PatternError::BadParamName("a-b".into())),
             ("/$_splat", PatternError::BadParamName("_splat".into())),
             ("/$a/$a", PatternError::DuplicateParam("a".into())),
-            ("/post-$id", PatternError::MisplacedDollar("post-$id".into())),
+            (
+                "/post-$id",
+                PatternError::MisplacedDollar("post-$id".into()),
+            ),
             ("/$a$b", PatternError::MisplacedDollar("$a$b".into())),
             ("/{-$x}", PatternError::BadCharacter("{-$x}".into(), '{')),
             ("/a?b", PatternError::BadCharacter("a?b".into(), '?')),
@@ -377,7 +475,14 @@ mod tests {
         for (source, expected) in cases {
             assert_eq!(Pattern::parse(source), Err(expected), "{source}");
         }
-        for ok in ["/", "/api", "/api/posts/$postId", "/files/$", "/$", "/v1/$a/x/$b_2/$"] {
+        for ok in [
+            "/",
+            "/api",
+            "/api/posts/$postId",
+            "/files/$",
+            "/$",
+            "/v1/$a/x/$b_2/$",
+        ] {
             assert!(Pattern::parse(ok).is_ok(), "{ok}");
         }
     }

@@ -10,7 +10,7 @@
 use crate::capabilities::kv::{KvAccess, KvBackend};
 use crate::capabilities::stdio::{GuestLog, Stream};
 use crate::manifest::{Manifest, ManifestError, ManifestErrors, RouteSpec};
-use crate::router::{Match, PathError, Router};
+use crate::router::{Match, Params, PathError, Router};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{
@@ -161,7 +161,7 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// The route for a raw request path and its decoded params.
-    pub fn lookup(&self, path: &str) -> Result<Option<(&CompiledRoute, Vec<(String, String)>)>, PathError> {
+    pub fn lookup(&self, path: &str) -> Result<Option<(&CompiledRoute, Params)>, PathError> {
         Ok(self
             .router
             .lookup(path)?
@@ -256,8 +256,7 @@ impl Runtime {
         let ty = component.component_type();
         for method in Method::ALL {
             if ty.get_export(&self.engine, method.export_name()).is_some() {
-                handlers[method.index()] =
-                    component.get_export_index(None, method.export_name());
+                handlers[method.index()] = component.get_export_index(None, method.export_name());
             }
         }
         if handlers.iter().all(Option::is_none) {
@@ -273,9 +272,17 @@ impl Runtime {
             if handlers[method.index()].is_none() {
                 continue;
             }
-            let func = match ty.get_export(&self.engine, method.export_name()).map(|e| e.ty) {
+            let func = match ty
+                .get_export(&self.engine, method.export_name())
+                .map(|e| e.ty)
+            {
                 Some(wasmtime::component::types::ComponentItem::ComponentFunc(func)) => func,
-                _ => return Err(format!("{file}: export `{}` is not a function", method.export_name())),
+                _ => {
+                    return Err(format!(
+                        "{file}: export `{}` is not a function",
+                        method.export_name()
+                    ))
+                }
             };
             func.typecheck::<(GuestRequest,), (GuestResponse,)>(&pre.instance_type())
                 .map_err(|err| {

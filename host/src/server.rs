@@ -4,7 +4,9 @@
 //! Every answer the host makes itself is JSON `{"error": "..."}`; the mapping
 //! from failures to statuses lives in [`HostAnswer::into_response`].
 
-use crate::runtime::{CompiledRoute, GuestError, GuestRequest, GuestResponse, Method, RouteTable, Runtime};
+use crate::runtime::{
+    CompiledRoute, GuestError, GuestRequest, GuestResponse, Method, RouteTable, Runtime,
+};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -102,7 +104,11 @@ async fn handle(host: &Host, req: Request<Incoming>, client: SocketAddr) -> Resp
         response.headers_mut().insert("x-request-id", value);
     }
     span.in_scope(|| {
-        tracing::debug!(status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "done");
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "done"
+        );
     });
     response
 }
@@ -275,7 +281,11 @@ impl HostAnswer {
     /// The one place failures become statuses.
     fn into_response(self) -> Response<Full<Bytes>> {
         let (status, body, allow) = match self {
-            HostAnswer::NotFound => (StatusCode::NOT_FOUND, serde_json::json!({ "error": "Not found" }), None),
+            HostAnswer::NotFound => (
+                StatusCode::NOT_FOUND,
+                serde_json::json!({ "error": "Not found" }),
+                None,
+            ),
             HostAnswer::BadPath(reason) => (
                 StatusCode::BAD_REQUEST,
                 serde_json::json!({ "error": format!("Bad request: {reason}") }),
@@ -310,7 +320,10 @@ impl HostAnswer {
         let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
             headers.insert(header::ALLOW, allow);
         }

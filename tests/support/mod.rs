@@ -108,7 +108,10 @@ impl Host {
             if log.contains(needle) {
                 return log;
             }
-            assert!(Instant::now() < deadline, "log never contained {needle:?}:\n{log}");
+            assert!(
+                Instant::now() < deadline,
+                "log never contained {needle:?}:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -126,7 +129,13 @@ impl Host {
         )
     }
 
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
         request(self.addr, method, path, headers, body)
     }
 
@@ -171,7 +180,10 @@ impl Reply {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|err| {
-            panic!("body is not JSON ({err}): {:?}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({err}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
@@ -181,7 +193,13 @@ impl Reply {
 }
 
 /// One request on a fresh connection (`Connection: close`), read to the end.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -249,7 +267,8 @@ fn decode_chunked(mut raw: &[u8]) -> Vec<u8> {
         let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") else {
             return body;
         };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..line_end]).trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..line_end]).trim(), 16)
+            .unwrap_or(0);
         if size == 0 {
             return body;
         }

@@ -7,8 +7,10 @@
 
 use proc_macro::{Delimiter, TokenStream, TokenTree};
 
-/// The boundary's types, shared with the host and with `guest-sdk`'s own bindings.
-const TYPES_WIT: &str = include_str!("../../wit/types.wit");
+/// guest-sdk's WIT folder (the boundary's types and their dependencies). It is
+/// named explicitly, by absolute path, so that wit-bindgen never falls back to
+/// a `wit/` folder of the route's own crate.
+const WIT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit");
 
 const METHODS: [&str; 7] = ["get", "post", "put", "patch", "delete", "head", "options"];
 
@@ -81,11 +83,13 @@ fn parse(input: TokenStream) -> Result<Vec<(String, String)>, String> {
 
 fn expand(handlers: &[(String, String)]) -> TokenStream {
     let mut world = String::from(
-        "\nworld route-exports {\n    use types.{request, response};\n",
+        "package edge:route-exports;\n\nworld route {\n    use edge:route/types@0.1.0.{request, response};\n",
     );
     let mut impls = String::new();
     for (method, handler) in handlers {
-        world.push_str(&format!("    export {method}: func(req: request) -> response;\n"));
+        world.push_str(&format!(
+            "    export {method}: func(req: request) -> response;\n"
+        ));
         impls.push_str(&format!(
             "fn {method}(req: ::guest_sdk::__private::types::Request) \
              -> ::guest_sdk::__private::types::Response {{ \
@@ -93,15 +97,15 @@ fn expand(handlers: &[(String, String)]) -> TokenStream {
         ));
     }
     world.push_str("}\n");
-    let wit = format!("{TYPES_WIT}{world}");
     let code = format!(
         r#"
 #[doc(hidden)]
 #[allow(warnings, clippy::all)]
 mod __guest_sdk_route {{
     ::guest_sdk::__private::wit_bindgen::generate!({{
-        inline: {wit:?},
-        world: "edge:route/route-exports",
+        inline: {world:?},
+        path: {WIT_DIR:?},
+        world: "edge:route-exports/route",
         runtime_path: "::guest_sdk::__private::wit_bindgen::rt",
         with: {{ "edge:route/types@0.1.0": ::guest_sdk::__private::types }},
     }});

@@ -30,8 +30,12 @@ pub trait KvBackend: Send + Sync {
     fn exists(&self, store: &str, key: &str) -> Result<bool, KvError>;
     /// Up to `limit` keys in order, starting after the first `skip`; and
     /// whether more follow.
-    fn list_keys(&self, store: &str, skip: u64, limit: usize)
-        -> Result<(Vec<String>, bool), KvError>;
+    fn list_keys(
+        &self,
+        store: &str,
+        skip: u64,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), KvError>;
 }
 
 /// The embedded default backend: one `redb` database file, one table per store.
@@ -147,22 +151,29 @@ impl HostState {
 
 impl store::Host for HostState {
     fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
-        if !self.kv.granted.iter().any(|name| *name == identifier) {
+        if !self.kv.granted.contains(&identifier) {
             return Err(store::Error::AccessDenied);
         }
-        self.table
-            .push(Bucket { name: identifier })
-            .map_err(other)
+        self.table.push(Bucket { name: identifier }).map_err(other)
     }
 }
 
 impl store::HostBucket for HostState {
-    fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>, store::Error> {
+    fn get(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, store::Error> {
         let name = self.bucket(&bucket)?;
         self.kv.backend.get(name, &key).map_err(other)
     }
 
-    fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<(), store::Error> {
+    fn set(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), store::Error> {
         let name = self.bucket(&bucket)?;
         self.kv.backend.set(name, &key, &value).map_err(other)
     }
@@ -221,7 +232,10 @@ mod tests {
         assert!(!kv.exists("posts", "k4").unwrap());
         assert_eq!(kv.get("other", "k0").unwrap().as_deref(), Some(&b"x"[..]));
         let (first, more) = kv.list_keys("posts", 0, 3).unwrap();
-        assert_eq!((first, more), (vec!["k0".into(), "k1".into(), "k2".into()], true));
+        assert_eq!(
+            (first, more),
+            (vec!["k0".into(), "k1".into(), "k2".into()], true)
+        );
         let (rest, more) = kv.list_keys("posts", 3, 3).unwrap();
         assert_eq!((rest, more), (vec!["k3".into()], false));
         assert_eq!(kv.list_keys("empty", 0, 3).unwrap(), (vec![], false));

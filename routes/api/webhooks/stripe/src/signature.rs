@@ -63,11 +63,9 @@ pub fn verify(body: &[u8], header: &str, secret: &str, now: u64) -> Result<(), S
         return Err(SignatureError::NoSignatures);
     }
     let expected = hex::encode(mac(body, timestamp, secret));
-    let matched = signatures
-        .iter()
-        .fold(false, |found, candidate| {
-            found | bool::from(expected.as_bytes().ct_eq(candidate.as_bytes()))
-        });
+    let matched = signatures.iter().fold(false, |found, candidate| {
+        found | bool::from(expected.as_bytes().ct_eq(candidate.as_bytes()))
+    });
     if !matched {
         return Err(SignatureError::Mismatch);
     }
@@ -100,7 +98,10 @@ mod tests {
     #[test]
     fn known_vector_signs_and_verifies() {
         assert_eq!(sign(BODY, T, SECRET), V1);
-        assert_eq!(verify(BODY, &format!("t={T},v1={V1}"), SECRET, T + 10), Ok(()));
+        assert_eq!(
+            verify(BODY, &format!("t={T},v1={V1}"), SECRET, T + 10),
+            Ok(())
+        );
     }
 
     #[test]
@@ -113,13 +114,43 @@ mod tests {
     fn rejects() {
         let cases: [(&str, &[u8], &str, u64, SignatureError); 7] = [
             ("v1=abc", BODY, SECRET, T, SignatureError::NoTimestamp),
-            ("t=soon,v1=abc", BODY, SECRET, T, SignatureError::NoTimestamp),
-            ("t=1700000000", BODY, SECRET, T, SignatureError::NoSignatures),
-            ("t=1700000000,v1=00", BODY, SECRET, T, SignatureError::Mismatch),
+            (
+                "t=soon,v1=abc",
+                BODY,
+                SECRET,
+                T,
+                SignatureError::NoTimestamp,
+            ),
+            (
+                "t=1700000000",
+                BODY,
+                SECRET,
+                T,
+                SignatureError::NoSignatures,
+            ),
+            (
+                "t=1700000000,v1=00",
+                BODY,
+                SECRET,
+                T,
+                SignatureError::Mismatch,
+            ),
             // The body is signed byte for byte: re-serialized JSON does not verify.
-            ("", br#"{"id": "evt_test", "object": "event"}"#, SECRET, T, SignatureError::Mismatch),
+            (
+                "",
+                br#"{"id": "evt_test", "object": "event"}"#,
+                SECRET,
+                T,
+                SignatureError::Mismatch,
+            ),
             ("", BODY, "whsec_other", T, SignatureError::Mismatch),
-            ("", BODY, SECRET, T + 301, SignatureError::Stale { age_secs: 301 }),
+            (
+                "",
+                BODY,
+                SECRET,
+                T + 301,
+                SignatureError::Stale { age_secs: 301 },
+            ),
         ];
         for (header, body, secret, now, expected) in cases {
             let header = if header.is_empty() {
@@ -127,7 +158,11 @@ mod tests {
             } else {
                 header.to_string()
             };
-            assert_eq!(verify(body, &header, secret, now), Err(expected), "{header}");
+            assert_eq!(
+                verify(body, &header, secret, now),
+                Err(expected),
+                "{header}"
+            );
         }
     }
 
@@ -141,6 +176,9 @@ mod tests {
     #[test]
     fn uppercase_hex_does_not_match() {
         let header = format!("t={T},v1={}", V1.to_uppercase());
-        assert_eq!(verify(BODY, &header, SECRET, T), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(BODY, &header, SECRET, T),
+            Err(SignatureError::Mismatch)
+        );
     }
 }
