@@ -45,7 +45,7 @@ pub fn serve(
     let (manifest, runtime, table) = load(manifest_path, data_dir)?;
     let listen = listen.unwrap_or(manifest.listen);
     let routes = table.routes().len();
-    let host = Arc::new(Host::new(runtime, table));
+    let host = Arc::new(Host::new(runtime, table, manifest.clients.clone()));
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

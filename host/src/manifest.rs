@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
 
 /// Where the host listens when neither the manifest nor the command line says.
@@ -42,7 +43,89 @@ struct RawManifest {
 struct RawServer {
     listen: Option<Spanned<String>>,
     data_dir: Option<String>,
+    header_timeout: Option<Spanned<Quantity>>,
+    body_timeout: Option<Spanned<Quantity>>,
+    drain_timeout: Option<Spanned<Quantity>>,
+    max_header_bytes: Option<Spanned<Quantity>>,
+    max_headers: Option<Spanned<Quantity>>,
+    // Defaults for every route's limits.
+    timeout: Option<Spanned<Quantity>>,
+    memory: Option<Spanned<Quantity>>,
+    max_body: Option<Spanned<Quantity>>,
+    max_response: Option<Spanned<Quantity>>,
+    max_concurrency: Option<Spanned<Quantity>>,
 }
+
+/// A limit as written: a number, or a string with a unit (`"64MiB"`, `"5s"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Quantity {
+    Number(u64),
+    Text(String),
+}
+
+/// Limits that apply to each route. The defaults are here; `[server]` may
+/// change them for every route, and a route's own keys change them for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall time one request may spend in the guest; past it the instance is
+    /// dropped and the client gets 504. 10 s bounds a stuck route while
+    /// leaving far more than an API call needs.
+    pub timeout: Duration,
+    /// Linear memory of one instance. 128 MiB is what Workers, Fastly and
+    /// Vercel give an isolate.
+    pub memory: usize,
+    /// Largest request body; larger is 413 without reading the rest.
+    pub max_body: usize,
+    /// Largest response body a guest may return; larger is 500.
+    pub max_response: usize,
+    /// Instances of the route running at once; past it, 503 with
+    /// `Retry-After`, so one hot or stuck route cannot take every thread.
+    pub max_concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(10),
+            memory: 128 * MIB,
+            max_body: MIB,
+            max_response: 16 * MIB,
+            max_concurrency: 64,
+        }
+    }
+}
+
+/// Limits on clients, for the whole server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Time a client has to send a request head (slow-loris defence).
+    pub header_timeout: Duration,
+    /// Time a client has to send a whole request body; past it, 408.
+    pub body_timeout: Duration,
+    /// Largest request head in bytes; larger is 431. 64 KiB holds any sane
+    /// set of headers and cookies (Cloudflare allows 128 KB in all).
+    pub max_header_bytes: usize,
+    /// Most header lines in one request; more is 431.
+    pub max_headers: usize,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * KIB,
+            max_headers: 100,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +138,11 @@ struct RawRoute {
     env: BTreeMap<String, String>,
     #[serde(default)]
     secrets: Vec<String>,
+    timeout: Option<Spanned<Quantity>>,
+    memory: Option<Spanned<Quantity>>,
+    max_body: Option<Spanned<Quantity>>,
+    max_response: Option<Spanned<Quantity>>,
+    max_concurrency: Option<Spanned<Quantity>>,
 }
 
 /// A checked manifest: every pattern parses, no two collide, every component
@@ -64,6 +152,7 @@ pub struct Manifest {
     pub file: PathBuf,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub clients: ClientLimits,
     pub routes: Vec<RouteSpec>,
 }
 
@@ -79,6 +168,7 @@ pub struct RouteSpec {
     pub kv: Vec<String>,
     /// Environment the route sees: `env` values, then secrets (sorted by name).
     pub env: Vec<(String, String)>,
+    pub limits: Limits,
 }
 
 /// One problem in a manifest.
@@ -140,6 +230,13 @@ pub enum ManifestError {
         line: usize,
         route: String,
         name: String,
+    },
+    #[error("{file}:{line}: `{key}`: {reason}")]
+    BadLimit {
+        file: String,
+        line: usize,
+        key: &'static str,
+        reason: String,
     },
     #[error("{file}:{line}: route {route:?}: {reason}")]
     Component {
@@ -216,10 +313,49 @@ pub fn parse(
     };
     let data_dir = base.join(raw.server.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
 
+    let mut limit = |key: &'static str, value: &Option<Spanned<Quantity>>, kind: Kind| -> Option<u64> {
+        let value = value.as_ref()?;
+        match kind.parse(value.get_ref()) {
+            Ok(parsed) => Some(parsed),
+            Err(reason) => {
+                errors.push(ManifestError::BadLimit {
+                    file: file_name.clone(),
+                    line: line_of(value.span().start),
+                    key,
+                    reason,
+                });
+                None
+            }
+        }
+    };
+    let server = &raw.server;
+    let mut clients = ClientLimits::default();
+    set_duration(&mut clients.header_timeout, limit("header_timeout", &server.header_timeout, Kind::Duration));
+    set_duration(&mut clients.body_timeout, limit("body_timeout", &server.body_timeout, Kind::Duration));
+    set_duration(&mut clients.drain_timeout, limit("drain_timeout", &server.drain_timeout, Kind::Duration));
+    set_size(&mut clients.max_header_bytes, limit("max_header_bytes", &server.max_header_bytes, Kind::Size));
+    set_size(&mut clients.max_headers, limit("max_headers", &server.max_headers, Kind::Count));
+    let mut defaults = Limits::default();
+    apply_limits(
+        &mut defaults,
+        [&server.timeout, &server.memory, &server.max_body, &server.max_response, &server.max_concurrency],
+        &mut limit,
+    );
+    let mut route_limits = Vec::new();
+    for raw_route in &raw.routes {
+        let mut limits = defaults.clone();
+        apply_limits(
+            &mut limits,
+            [&raw_route.timeout, &raw_route.memory, &raw_route.max_body, &raw_route.max_response, &raw_route.max_concurrency],
+            &mut limit,
+        );
+        route_limits.push(limits);
+    }
+
     let mut routes = Vec::new();
     // shape -> (pattern, line) of the first route with that shape
     let mut shapes: HashMap<String, (String, usize)> = HashMap::new();
-    for raw_route in raw.routes {
+    for (raw_route, limits) in raw.routes.into_iter().zip(route_limits) {
         let line = line_of(raw_route.path.span().start);
         let route = raw_route.path.get_ref().clone();
         let fail = |errors: &mut Vec<ManifestError>,
@@ -332,6 +468,7 @@ pub fn parse(
                 line,
                 kv: raw_route.kv,
                 env,
+                limits,
             });
         }
     }
@@ -340,11 +477,95 @@ pub fn parse(
             file: file.to_path_buf(),
             listen,
             data_dir,
+            clients,
             routes,
         })
     } else {
         Err(ManifestErrors(errors))
     }
+}
+
+/// What unit a limit is in.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Milliseconds; written `"500ms"`, `"10s"`, `"2m"`.
+    Duration,
+    /// Bytes; written as a number or `"64KiB"`, `"16MiB"`, `"1GiB"` (or KB/MB/GB, powers of 1000).
+    Size,
+    /// A plain positive number.
+    Count,
+}
+
+impl Kind {
+    fn parse(self, value: &Quantity) -> Result<u64, String> {
+        let parsed = match (self, value) {
+            (Kind::Duration, Quantity::Number(_)) => {
+                return Err("give a unit, for example \"500ms\" or \"10s\"".into())
+            }
+            (_, Quantity::Number(n)) => Some(*n),
+            (Kind::Count, Quantity::Text(_)) => None,
+            (Kind::Duration, Quantity::Text(text)) => with_unit(text, &[("ms", 1), ("s", 1000), ("m", 60_000)]),
+            (Kind::Size, Quantity::Text(text)) => with_unit(
+                text,
+                &[
+                    ("B", 1),
+                    ("KiB", 1 << 10),
+                    ("MiB", 1 << 20),
+                    ("GiB", 1 << 30),
+                    ("KB", 1000),
+                    ("MB", 1_000_000),
+                    ("GB", 1_000_000_000),
+                    ("", 1),
+                ],
+            ),
+        };
+        let what = match self {
+            Kind::Duration => "a duration such as \"500ms\", \"10s\" or \"2m\"",
+            Kind::Size => "a size such as 65536, \"64KiB\" or \"16MiB\"",
+            Kind::Count => "a whole number",
+        };
+        match parsed {
+            Some(0) => Err(format!("must be more than zero; expected {what}")),
+            Some(n) => Ok(n),
+            None => Err(format!("expected {what}")),
+        }
+    }
+}
+
+/// `"<number><unit>"` with one of `units` (longest suffix wins).
+fn with_unit(text: &str, units: &[(&str, u64)]) -> Option<u64> {
+    let text = text.trim();
+    units.iter().find_map(|(unit, factor)| {
+        let number = text.strip_suffix(unit)?.trim();
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        number.parse::<u64>().ok()?.checked_mul(*factor)
+    })
+}
+
+fn set_duration(slot: &mut Duration, ms: Option<u64>) {
+    if let Some(ms) = ms {
+        *slot = Duration::from_millis(ms);
+    }
+}
+
+fn set_size(slot: &mut usize, value: Option<u64>) {
+    if let Some(value) = value {
+        *slot = usize::try_from(value).unwrap_or(usize::MAX);
+    }
+}
+
+type LimitParser<'a> = dyn FnMut(&'static str, &Option<Spanned<Quantity>>, Kind) -> Option<u64> + 'a;
+
+/// Overrides `limits` with the keys given (timeout, memory, max_body, max_response, max_concurrency).
+fn apply_limits(limits: &mut Limits, keys: [&Option<Spanned<Quantity>>; 5], parse: &mut LimitParser<'_>) {
+    let [timeout, memory, max_body, max_response, max_concurrency] = keys;
+    set_duration(&mut limits.timeout, parse("timeout", timeout, Kind::Duration));
+    set_size(&mut limits.memory, parse("memory", memory, Kind::Size));
+    set_size(&mut limits.max_body, parse("max_body", max_body, Kind::Size));
+    set_size(&mut limits.max_response, parse("max_response", max_response, Kind::Size));
+    set_size(&mut limits.max_concurrency, parse("max_concurrency", max_concurrency, Kind::Count));
 }
 
 /// Names of env vars, secrets and stores: what a shell and a key would accept.

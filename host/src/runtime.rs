@@ -9,14 +9,15 @@
 
 use crate::capabilities::kv::{KvAccess, KvBackend};
 use crate::capabilities::stdio::{GuestLog, Stream};
-use crate::manifest::{Manifest, ManifestError, ManifestErrors, RouteSpec};
+use crate::manifest::{Limits, Manifest, ManifestError, ManifestErrors, RouteSpec};
 use crate::router::{Match, Params, PathError, Router};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{
     Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable,
 };
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub(crate) mod bindings {
@@ -36,9 +37,9 @@ pub use bindings::edge::route::types::{Request as GuestRequest, Response as Gues
 /// time limit is enforced within one tick.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Wall time one request may spend in its guest before the host gives up
-/// on it and answers 504.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wasm stack one instance may use. Deep recursion past it is a trap (a
+/// 500), never a host stack overflow.
+const MAX_WASM_STACK: usize = 512 * 1024;
 
 /// An HTTP method a route can export a handler for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +106,7 @@ pub struct HostState {
     wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) kv: KvAccess,
+    limits: StoreLimits,
 }
 
 impl WasiView for HostState {
@@ -143,13 +145,19 @@ pub struct CompiledRoute {
     pub allow: String,
     env: Arc<[(String, String)]>,
     kv: KvAccess,
-    timeout: Duration,
+    pub limits: Limits,
+    running: Arc<Semaphore>,
 }
 
 impl CompiledRoute {
     /// Whether the component exports a handler for `method`.
     pub fn handles(&self, method: Method) -> bool {
         self.handlers[method.index()].is_some()
+    }
+
+    /// A slot to run one instance, or `None` when `max_concurrency` are running.
+    pub fn try_reserve(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.running).try_acquire_owned().ok()
     }
 }
 
@@ -188,6 +196,7 @@ impl Runtime {
         // Epoch checks cost a load and compare at loop headers and calls,
         // far less than fuel, and are enough for wall-time limits.
         config.epoch_interruption(true);
+        config.max_wasm_stack(MAX_WASM_STACK);
         let engine = Engine::new(&config)?;
 
         let ticker = engine.weak();
@@ -316,12 +325,14 @@ impl Runtime {
                 backend: Arc::clone(&self.kv),
                 granted: spec.kv.clone().into(),
             },
-            timeout: DEFAULT_TIMEOUT,
+            limits: spec.limits.clone(),
+            running: Arc::new(Semaphore::new(spec.limits.max_concurrency)),
         })
     }
 
-    /// Runs `method`'s handler of `route` on `request` in a fresh instance.
-    /// The route must export the method (see [`CompiledRoute::handles`]).
+    /// Runs `method`'s handler of `route` on `request` in a fresh instance,
+    /// within the route's time and memory limits. The caller holds a slot from
+    /// [`CompiledRoute::try_reserve`].
     pub async fn call(
         &self,
         route: &CompiledRoute,
@@ -330,12 +341,15 @@ impl Runtime {
         request_id: u64,
     ) -> Result<GuestResponse, GuestError> {
         let log = GuestLog::new(Arc::clone(&route.name), request_id);
+        let timeout = route.limits.timeout;
+        // Dropping the call's future at the deadline drops the store and the
+        // instance with it; the guest is paused at an epoch tick, never mid-host-call.
         let result = tokio::time::timeout(
-            route.timeout,
+            timeout,
             self.call_in_fresh_instance(route, method, request, &log),
         )
         .await
-        .unwrap_or(Err(GuestError::Timeout(route.timeout)));
+        .unwrap_or(Err(GuestError::Timeout(timeout)));
         log.finish();
         result
     }
@@ -362,8 +376,17 @@ impl Runtime {
             wasi,
             table: ResourceTable::new(),
             kv: route.kv.clone(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(route.limits.memory)
+                // A route is one component: a handful of instances, tables
+                // and memories, never thousands.
+                .instances(64)
+                .tables(64)
+                .memories(16)
+                .build(),
         };
         let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
 

@@ -4,6 +4,7 @@
 //! Every answer the host makes itself is JSON `{"error": "..."}`; the mapping
 //! from failures to statuses lives in [`HostAnswer::into_response`].
 
+use crate::manifest::ClientLimits;
 use crate::runtime::{
     CompiledRoute, GuestError, GuestRequest, GuestResponse, Method, RouteTable, Runtime,
 };
@@ -23,32 +24,27 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-/// Largest request body a route receives; a larger one is refused with 413.
-pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
-/// How long a client may take to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long shutdown waits for in-flight requests before exiting anyway.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
-
 /// What every connection shares.
 pub struct Host {
     runtime: Runtime,
     table: RouteTable,
+    clients: ClientLimits,
     next_request_id: AtomicU64,
 }
 
 impl Host {
-    pub fn new(runtime: Runtime, table: RouteTable) -> Host {
+    pub fn new(runtime: Runtime, table: RouteTable, clients: ClientLimits) -> Host {
         Host {
             runtime,
             table,
+            clients,
             next_request_id: AtomicU64::new(1),
         }
     }
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
-/// waits up to [`DRAIN_DEADLINE`] for in-flight requests.
+/// waits up to the drain timeout for in-flight requests.
 pub async fn serve(listener: TcpListener, host: Arc<Host>, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -67,14 +63,16 @@ pub async fn serve(listener: TcpListener, host: Arc<Host>, shutdown: impl Future
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let host = Arc::clone(&host);
+        let for_service = Arc::clone(&host);
         let service = service_fn(move |req| {
-            let host = Arc::clone(&host);
+            let host = Arc::clone(&for_service);
             async move { Ok::<_, std::convert::Infallible>(handle(&host, req, client).await) }
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(host.clients.header_timeout)
+            .max_buf_size(host.clients.max_header_bytes.max(MIN_BUF_SIZE))
+            .max_headers(host.clients.max_headers)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -84,10 +82,11 @@ pub async fn serve(listener: TcpListener, host: Arc<Host>, shutdown: impl Future
         });
     }
     drop(listener);
-    tracing::info!("shutting down: waiting up to {DRAIN_DEADLINE:?} for in-flight requests");
+    let drain = host.clients.drain_timeout;
+    tracing::info!("shutting down: waiting up to {drain:?} for in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(DRAIN_DEADLINE) => tracing::warn!("drain deadline passed; exiting with requests still open"),
+        () = tokio::time::sleep(drain) => tracing::warn!("drain deadline passed; exiting with requests still open"),
     }
 }
 
@@ -133,7 +132,14 @@ async fn route_request(
         _ => return Err(HostAnswer::MethodNotAllowed(route.allow.clone())),
     };
 
-    let request = read_request(req, params, client, DEFAULT_MAX_BODY).await?;
+    let limits = &route.limits;
+    let request = tokio::time::timeout(
+        host.clients.body_timeout,
+        read_request(req, params, client, limits.max_body),
+    )
+    .await
+    .map_err(|_| HostAnswer::BodyTimeout)??;
+    let _slot = route.try_reserve().ok_or(HostAnswer::Busy)?;
     let response = host
         .runtime
         .call(route, method, request, id)
@@ -148,7 +154,7 @@ async fn route_request(
                 HostAnswer::GuestFailed
             }
         })?;
-    into_http(response, strip_body).map_err(|reason| {
+    into_http(response, strip_body, limits.max_response).map_err(|reason| {
         tracing::error!(route = %route.name, "guest returned an invalid response: {reason}");
         HostAnswer::GuestFailed
     })
@@ -219,6 +225,9 @@ async fn read_request(
     })
 }
 
+/// hyper's smallest read buffer; the head limit cannot go below it.
+const MIN_BUF_SIZE: usize = 8192;
+
 /// Headers the host owns: framing and connection management are decided by
 /// the host, never by a guest.
 const HOST_OWNED_HEADERS: [&str; 8] = [
@@ -233,7 +242,17 @@ const HOST_OWNED_HEADERS: [&str; 8] = [
 ];
 
 /// Checks and converts a guest's response.
-fn into_http(guest: GuestResponse, strip_body: bool) -> Result<Response<Full<Bytes>>, String> {
+fn into_http(
+    guest: GuestResponse,
+    strip_body: bool,
+    max_response: usize,
+) -> Result<Response<Full<Bytes>>, String> {
+    if guest.body.len() > max_response {
+        return Err(format!(
+            "body of {} bytes is over the route's max_response of {max_response}",
+            guest.body.len()
+        ));
+    }
     let status = StatusCode::from_u16(guest.status)
         .ok()
         .filter(|s| s.as_u16() >= 200)
@@ -273,6 +292,8 @@ enum HostAnswer {
     MethodNotAllowed(String),
     BodyTooLarge(usize),
     BadBody(String),
+    BodyTimeout,
+    Busy,
     GuestFailed,
     Timeout,
 }
@@ -306,6 +327,16 @@ impl HostAnswer {
                 serde_json::json!({ "error": format!("Could not read the request body: {reason}") }),
                 None,
             ),
+            HostAnswer::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                serde_json::json!({ "error": "The request body took too long to arrive" }),
+                None,
+            ),
+            HostAnswer::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "error": "The route is busy; try again shortly" }),
+                None,
+            ),
             HostAnswer::GuestFailed => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 serde_json::json!({ "error": "Internal server error" }),
@@ -326,6 +357,14 @@ impl HostAnswer {
         );
         if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
             headers.insert(header::ALLOW, allow);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still be on the wire: this connection
+            // cannot carry another request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
