@@ -313,32 +313,54 @@ pub fn parse(
     };
     let data_dir = base.join(raw.server.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
 
-    let mut limit = |key: &'static str, value: &Option<Spanned<Quantity>>, kind: Kind| -> Option<u64> {
-        let value = value.as_ref()?;
-        match kind.parse(value.get_ref()) {
-            Ok(parsed) => Some(parsed),
-            Err(reason) => {
-                errors.push(ManifestError::BadLimit {
-                    file: file_name.clone(),
-                    line: line_of(value.span().start),
-                    key,
-                    reason,
-                });
-                None
+    let mut limit =
+        |key: &'static str, value: &Option<Spanned<Quantity>>, kind: Kind| -> Option<u64> {
+            let value = value.as_ref()?;
+            match kind.parse(value.get_ref()) {
+                Ok(parsed) => Some(parsed),
+                Err(reason) => {
+                    errors.push(ManifestError::BadLimit {
+                        file: file_name.clone(),
+                        line: line_of(value.span().start),
+                        key,
+                        reason,
+                    });
+                    None
+                }
             }
-        }
-    };
+        };
     let server = &raw.server;
     let mut clients = ClientLimits::default();
-    set_duration(&mut clients.header_timeout, limit("header_timeout", &server.header_timeout, Kind::Duration));
-    set_duration(&mut clients.body_timeout, limit("body_timeout", &server.body_timeout, Kind::Duration));
-    set_duration(&mut clients.drain_timeout, limit("drain_timeout", &server.drain_timeout, Kind::Duration));
-    set_size(&mut clients.max_header_bytes, limit("max_header_bytes", &server.max_header_bytes, Kind::Size));
-    set_size(&mut clients.max_headers, limit("max_headers", &server.max_headers, Kind::Count));
+    set_duration(
+        &mut clients.header_timeout,
+        limit("header_timeout", &server.header_timeout, Kind::Duration),
+    );
+    set_duration(
+        &mut clients.body_timeout,
+        limit("body_timeout", &server.body_timeout, Kind::Duration),
+    );
+    set_duration(
+        &mut clients.drain_timeout,
+        limit("drain_timeout", &server.drain_timeout, Kind::Duration),
+    );
+    set_size(
+        &mut clients.max_header_bytes,
+        limit("max_header_bytes", &server.max_header_bytes, Kind::Size),
+    );
+    set_size(
+        &mut clients.max_headers,
+        limit("max_headers", &server.max_headers, Kind::Count),
+    );
     let mut defaults = Limits::default();
     apply_limits(
         &mut defaults,
-        [&server.timeout, &server.memory, &server.max_body, &server.max_response, &server.max_concurrency],
+        [
+            &server.timeout,
+            &server.memory,
+            &server.max_body,
+            &server.max_response,
+            &server.max_concurrency,
+        ],
         &mut limit,
     );
     let mut route_limits = Vec::new();
@@ -346,7 +368,13 @@ pub fn parse(
         let mut limits = defaults.clone();
         apply_limits(
             &mut limits,
-            [&raw_route.timeout, &raw_route.memory, &raw_route.max_body, &raw_route.max_response, &raw_route.max_concurrency],
+            [
+                &raw_route.timeout,
+                &raw_route.memory,
+                &raw_route.max_body,
+                &raw_route.max_response,
+                &raw_route.max_concurrency,
+            ],
             &mut limit,
         );
         route_limits.push(limits);
@@ -504,7 +532,9 @@ impl Kind {
             }
             (_, Quantity::Number(n)) => Some(*n),
             (Kind::Count, Quantity::Text(_)) => None,
-            (Kind::Duration, Quantity::Text(text)) => with_unit(text, &[("ms", 1), ("s", 1000), ("m", 60_000)]),
+            (Kind::Duration, Quantity::Text(text)) => {
+                with_unit(text, &[("ms", 1), ("s", 1000), ("m", 60_000)])
+            }
             (Kind::Size, Quantity::Text(text)) => with_unit(
                 text,
                 &[
@@ -556,16 +586,33 @@ fn set_size(slot: &mut usize, value: Option<u64>) {
     }
 }
 
-type LimitParser<'a> = dyn FnMut(&'static str, &Option<Spanned<Quantity>>, Kind) -> Option<u64> + 'a;
+type LimitParser<'a> =
+    dyn FnMut(&'static str, &Option<Spanned<Quantity>>, Kind) -> Option<u64> + 'a;
 
 /// Overrides `limits` with the keys given (timeout, memory, max_body, max_response, max_concurrency).
-fn apply_limits(limits: &mut Limits, keys: [&Option<Spanned<Quantity>>; 5], parse: &mut LimitParser<'_>) {
+fn apply_limits(
+    limits: &mut Limits,
+    keys: [&Option<Spanned<Quantity>>; 5],
+    parse: &mut LimitParser<'_>,
+) {
     let [timeout, memory, max_body, max_response, max_concurrency] = keys;
-    set_duration(&mut limits.timeout, parse("timeout", timeout, Kind::Duration));
+    set_duration(
+        &mut limits.timeout,
+        parse("timeout", timeout, Kind::Duration),
+    );
     set_size(&mut limits.memory, parse("memory", memory, Kind::Size));
-    set_size(&mut limits.max_body, parse("max_body", max_body, Kind::Size));
-    set_size(&mut limits.max_response, parse("max_response", max_response, Kind::Size));
-    set_size(&mut limits.max_concurrency, parse("max_concurrency", max_concurrency, Kind::Count));
+    set_size(
+        &mut limits.max_body,
+        parse("max_body", max_body, Kind::Size),
+    );
+    set_size(
+        &mut limits.max_response,
+        parse("max_response", max_response, Kind::Size),
+    );
+    set_size(
+        &mut limits.max_concurrency,
+        parse("max_concurrency", max_concurrency, Kind::Count),
+    );
 }
 
 /// Names of env vars, secrets and stores: what a shell and a key would accept.

@@ -124,9 +124,10 @@ impl bindings::edge::route::types::Host for HostState {}
 /// Why a guest call produced no response.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
-    /// The guest trapped (a panic, `unreachable`, a bad memory access...).
-    #[error("guest trapped: {0:#}")]
-    Trap(wasmtime::Error),
+    /// The guest trapped (a panic, `unreachable`, a bad memory access, stack
+    /// exhaustion...); the message is the trap's reason, one line.
+    #[error("guest trapped: {0}")]
+    Trap(String),
     /// The guest ran past its time limit and was stopped.
     #[error("guest ran past its {0:?} time limit")]
     Timeout(Duration),
@@ -401,7 +402,20 @@ impl Runtime {
         let (response,) = func
             .call_async(&mut store, (request,))
             .await
-            .map_err(GuestError::Trap)?;
+            .map_err(|err| {
+                // The wasm backtrace can run to thousands of frames (deep
+                // recursion): the log gets it only at debug level.
+                tracing::debug!("guest trap in full: {err:?}");
+                GuestError::Trap(trap_reason(&err))
+            })?;
         Ok(response)
+    }
+}
+
+/// The one-line reason of a trap: wasmtime's trap code when there is one.
+fn trap_reason(err: &wasmtime::Error) -> String {
+    match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => err.root_cause().to_string(),
     }
 }

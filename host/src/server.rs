@@ -361,9 +361,12 @@ impl HostAnswer {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if status == StatusCode::REQUEST_TIMEOUT {
-            // The rest of the body may still be on the wire: this connection
-            // cannot carry another request.
+        if matches!(
+            status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
+            // The request was not read to its end, so the rest of it may still
+            // be on the wire: this connection cannot carry another request.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response

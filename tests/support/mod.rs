@@ -95,6 +95,11 @@ impl Host {
         Host { child, addr, log }
     }
 
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the host has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

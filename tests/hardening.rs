@@ -1,0 +1,355 @@
+//! Hostile guests and hostile clients against the real host: every limit is
+//! hit on purpose, and each test asserts what the client got, what the guest
+//! saw, and that the host kept serving.
+
+mod support;
+
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+use support::{component, request, send_raw, write_manifest, Host, Start};
+
+fn manifest_text() -> String {
+    format!(
+        r#"
+[server]
+header_timeout = "1s"
+body_timeout = "1s"
+drain_timeout = "20s"
+max_header_bytes = "16KiB"
+max_headers = 50
+
+[[route]]
+path = "/hostile/$mode"
+component = {hostile:?}
+timeout = "2s"
+memory = "64MiB"
+max_concurrency = 2
+
+[[route]]
+path = "/slow/$mode"
+component = {hostile:?}
+timeout = "30s"
+
+[[route]]
+path = "/echo/$id"
+component = {probe:?}
+max_body = "64KiB"
+
+[[route]]
+path = "/api/health"
+component = {health:?}
+"#,
+        hostile = component("fixture_hostile"),
+        probe = component("fixture_probe"),
+        health = component("api_health"),
+    )
+}
+
+fn start(dir: &std::path::Path) -> Host {
+    let manifest = write_manifest(dir, &manifest_text());
+    Host::start(Start {
+        manifest: &manifest,
+        data_dir: &dir.join("data"),
+        env: vec![("HOST_ONLY_SECRET", "must-not-leak")],
+    })
+}
+
+fn assert_healthy(host: &Host) {
+    assert_eq!(host.get("/api/health").status, 200, "host still serves");
+}
+
+/// Resident memory of the host process, in KiB.
+fn rss_kib(host: &Host) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", host.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_with_504() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+    let reply = host.get("/hostile/loop");
+    assert_eq!(reply.status, 504);
+    assert_eq!(
+        reply.json(),
+        json!({ "error": "The route took too long to answer" })
+    );
+    host.wait_for_log("guest timed out after 2s");
+    assert_healthy(&host);
+}
+
+#[test]
+fn guest_failures_are_500_without_internals() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+    let rss_before = rss_kib(&host);
+    for mode in [
+        "memory",
+        "recursion",
+        "panic",
+        "huge-response",
+        "bad-header",
+        "bad-status",
+        "memory",
+        "memory",
+        "memory",
+    ] {
+        let reply = host.get(&format!("/hostile/{mode}"));
+        assert_eq!(reply.status, 500, "{mode}: {}", reply.text());
+        assert_eq!(
+            reply.json(),
+            json!({ "error": "Internal server error" }),
+            "{mode}"
+        );
+        assert_healthy(&host);
+    }
+    // Four 64 MiB memory bombs later, the host has not kept their memory.
+    let growth_mib = rss_kib(&host).saturating_sub(rss_before) / 1024;
+    assert!(growth_mib < 100, "host grew by {growth_mib} MiB");
+    let log = host.log();
+    for (mode, needle) in [
+        ("memory", "guest trapped"),
+        ("recursion", "guest trapped"),
+        ("panic", "guest trapped: wasm trap: wasm `unreachable`"),
+        ("huge-response", "max_response"),
+        ("bad-header", "header name"),
+        ("bad-status", "not a final HTTP status"),
+    ] {
+        let path = format!("path=/hostile/{mode}}}");
+        assert!(
+            log.lines().any(|l| l.contains(&path) && l.contains(needle)),
+            "log should say {needle:?} for {mode}:\n{log}"
+        );
+    }
+    assert!(
+        log.contains("hostile panic"),
+        "the guest's panic message is logged"
+    );
+}
+
+#[test]
+fn megabytes_of_stdout_are_bounded_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+    let reply = host.get("/hostile/stdout");
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "printed 10 MiB")
+    );
+    let log = host.wait_for_log("the rest is dropped");
+    let guest_lines = log.lines().filter(|l| l.contains("xxxxxxxx")).count();
+    // 64 KiB budget, 1 KiB lines.
+    assert!(
+        (60..=70).contains(&guest_lines),
+        "{guest_lines} guest lines logged"
+    );
+    assert!(log.len() < 1024 * 1024, "log is {} bytes", log.len());
+}
+
+#[test]
+fn the_sandbox_denies_files_env_and_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+
+    let files = host.get("/hostile/files").json();
+    for line in files.as_array().unwrap() {
+        assert!(line.as_str().unwrap().contains("error"), "{files}");
+    }
+
+    let env = host.get("/hostile/env").json();
+    assert_eq!(env["vars"], json!([]), "no host environment: {env}");
+    assert_eq!(env["PATH"], json!(null));
+    assert_eq!(env["HOME"], json!(null));
+
+    // A listener the guest could reach if sockets were allowed.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let target = listener.local_addr().unwrap();
+    let socket = host.get(&format!("/hostile/socket?addr={target}"));
+    assert!(socket.text().starts_with("error:"), "{}", socket.text());
+    assert!(listener.accept().is_err(), "nothing connected");
+}
+
+#[test]
+fn every_request_gets_a_fresh_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+    for _ in 0..3 {
+        assert_eq!(host.get("/hostile/calls").json(), json!({ "calls": 1 }));
+    }
+}
+
+#[test]
+fn a_route_at_its_concurrency_limit_gets_503_and_others_keep_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+    let addr = host.addr;
+    let loops: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || request(addr, "GET", "/hostile/loop", &[], b"")))
+        .collect();
+    // Both loops are running once the route refuses a third request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        let reply = host.get("/hostile/calls");
+        if reply.status == 503 {
+            break reply;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "route never reached its limit"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    assert_eq!(busy.json()["error"], "The route is busy; try again shortly");
+    // Meanwhile another route answers, while the loops still spin.
+    for _ in 0..5 {
+        assert_healthy(&host);
+    }
+    assert!(
+        loops.iter().all(|l| !l.is_finished()),
+        "loops were still running"
+    );
+    for handle in loops {
+        assert_eq!(handle.join().unwrap().status, 504);
+    }
+    // The slots are free again.
+    assert_eq!(host.get("/hostile/calls").status, 200);
+}
+
+#[test]
+fn request_bodies_over_the_limit_are_413_without_being_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+    let small = host.request("POST", "/echo/1", &[], &[7u8; 1000]);
+    assert_eq!((small.status, small.body.len()), (200, 1000));
+
+    let big = host.request("POST", "/echo/1", &[], &vec![7u8; 100 * 1024]);
+    assert_eq!(big.status, 413);
+    assert_eq!(big.json()["error"], "Request body too large");
+
+    // A declared 10 GB body is refused from its head alone: none of it is sent.
+    let declared = send_raw(
+        host.addr,
+        b"POST /echo/1 HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000000\r\n\r\n",
+        false,
+    );
+    assert_eq!(declared.status, 413);
+
+    // Chunked, without a length: counted as it arrives.
+    let mut chunked = b"POST /echo/1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..20 {
+        chunked.extend_from_slice(b"1000\r\n");
+        chunked.extend_from_slice(&[b'a'; 0x1000]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(send_raw(host.addr, &chunked, false).status, 413);
+    assert_healthy(&host);
+}
+
+#[test]
+fn malformed_requests_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+    // Content-Length and Transfer-Encoding together: the chunked framing
+    // wins (RFC 9112, 6.3), so the guest sees the empty chunked body, not
+    // five bytes of the next request.
+    let conflicting = send_raw(
+        host.addr,
+        b"POST /echo/1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /",
+        false,
+    );
+    assert_eq!((conflicting.status, conflicting.body.len()), (200, 0));
+    // A transfer-coding other than chunked cannot be framed at all.
+    let unframed = send_raw(
+        host.addr,
+        b"POST /echo/1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\nabc",
+        false,
+    );
+    assert_eq!(unframed.status, 400);
+
+    let big_header = format!(
+        "GET /api/health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(32 * 1024)
+    );
+    assert_eq!(
+        send_raw(host.addr, big_header.as_bytes(), false).status,
+        431
+    );
+
+    let mut many = String::from("GET /api/health HTTP/1.1\r\nhost: x\r\n");
+    for i in 0..80 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(send_raw(host.addr, many.as_bytes(), false).status, 431);
+
+    assert_eq!(
+        send_raw(host.addr, b"NOT HTTP AT ALL\r\n\r\n", false).status,
+        400
+    );
+    for path in ["/hostile/%", "/hostile/%G0", "/echo/%C3"] {
+        assert_eq!(host.get(path).status, 400, "{path}");
+    }
+    assert_healthy(&host);
+}
+
+#[test]
+fn slow_and_stalled_clients_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+
+    // A head that never finishes: the connection is closed after header_timeout.
+    let mut slow = TcpStream::connect(host.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(b"GET /api/health HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest)
+        .expect("the host closes the connection");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(!text.contains("200 OK"), "{text}");
+
+    // A body that stalls halfway: 408 after body_timeout.
+    let mut stalled = TcpStream::connect(host.addr).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stalled
+        .write_all(b"POST /echo/1 HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789")
+        .unwrap();
+    let mut answer = Vec::new();
+    stalled.read_to_end(&mut answer).unwrap();
+    let reply = support::parse_response(&answer, false);
+    assert_eq!(reply.status, 408);
+
+    // Hundreds of idle connections do not stop the host from serving.
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(host.addr).unwrap())
+        .collect();
+    assert_healthy(&host);
+    drop(idle);
+}
+
+#[test]
+fn shutdown_lets_in_flight_requests_finish_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+    let addr = host.addr;
+    let slow = std::thread::spawn(move || request(addr, "GET", "/slow/sleep?ms=1500", &[], b""));
+    host.wait_for_log("sleeping for 1500 ms");
+    let status = host.terminate();
+    let reply = slow.join().unwrap();
+    assert_eq!(reply.status, 200, "the in-flight request completed");
+    assert_eq!(reply.json(), json!({ "slept_ms": 1500 }));
+    assert!(status.success(), "exit status {status}");
+    assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
+}
