@@ -746,9 +746,123 @@ secrets = ["PRESENT"]
     }
 
     #[test]
+    fn limits_default_then_server_then_route() {
+        let manifest = check(
+            r#"
+[server]
+timeout = "2s"
+memory = "64MiB"
+max_body = 2048
+body_timeout = "250ms"
+max_header_bytes = "32KiB"
+
+[[route]]
+path = "/a"
+component = "a.wasm"
+
+[[route]]
+path = "/b"
+component = "b.wasm"
+timeout = "1m"
+max_response = "2MB"
+max_concurrency = 3
+"#,
+        )
+        .unwrap();
+        let [a, b] = [&manifest.routes[0].limits, &manifest.routes[1].limits];
+        assert_eq!(a.timeout, Duration::from_secs(2));
+        assert_eq!(a.memory, 64 << 20);
+        assert_eq!(a.max_body, 2048);
+        assert_eq!(a.max_response, Limits::default().max_response);
+        assert_eq!(a.max_concurrency, Limits::default().max_concurrency);
+        assert_eq!(b.timeout, Duration::from_secs(60));
+        assert_eq!(b.memory, 64 << 20, "server default still applies");
+        assert_eq!(b.max_response, 2_000_000);
+        assert_eq!(b.max_concurrency, 3);
+        assert_eq!(manifest.clients.body_timeout, Duration::from_millis(250));
+        assert_eq!(manifest.clients.max_header_bytes, 32 * 1024);
+        assert_eq!(
+            manifest.clients.header_timeout,
+            ClientLimits::default().header_timeout
+        );
+    }
+
+    #[test]
+    fn bad_limits_name_the_key_and_line() {
+        let cases = [
+            (
+                "[server]\ntimeout = 5\n",
+                "manifest.toml:2: `timeout`: give a unit",
+            ),
+            (
+                "[server]\ntimeout = \"5 parsecs\"\n",
+                "manifest.toml:2: `timeout`: expected a duration",
+            ),
+            (
+                "[server]\nmemory = \"lots\"\n",
+                "manifest.toml:2: `memory`: expected a size",
+            ),
+            (
+                "[server]\nmax_body = \"0KiB\"\n",
+                "`max_body`: must be more than zero",
+            ),
+            (
+                "[server]\nmax_concurrency = \"many\"\n",
+                "`max_concurrency`: expected a whole number",
+            ),
+            (
+                "[server]\nmax_concurrency = 0\n",
+                "`max_concurrency`: must be more than zero",
+            ),
+            (
+                "[server]\nmemory = \"99999999999999999999GiB\"\n",
+                "`memory`: expected a size",
+            ),
+            (
+                "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\nmax_body = \"-1\"\n",
+                "manifest.toml:4: `max_body`: expected a size",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = check(text).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "for\n{text}\ngot: {error}\nwanted: {expected}"
+            );
+        }
+    }
+
+    #[test]
     fn empty_manifest_is_valid_and_serves_nothing() {
         let manifest = check("").unwrap();
         assert!(manifest.routes.is_empty());
         assert_eq!(manifest.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever the text, parsing returns a manifest or errors, never panics.
+            #[test]
+            fn arbitrary_text_never_panics(text in "\\PC*") {
+                let _ = check(&text);
+            }
+
+            /// Near-valid manifests: random values in every key.
+            #[test]
+            fn arbitrary_values_never_panic(
+                path in "\\PC{0,12}",
+                limit in "\\PC{0,8}",
+                number in any::<i64>(),
+                key in prop_oneof![Just("timeout"), Just("memory"), Just("max_body"), Just("max_concurrency"), Just("listen")],
+            ) {
+                let text = format!(
+                    "[server]\n{key} = {limit:?}\n\n[[route]]\npath = {path:?}\ncomponent = \"a.wasm\"\nmax_concurrency = {number}\n"
+                );
+                let _ = check(&text);
+            }
+        }
     }
 }

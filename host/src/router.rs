@@ -505,4 +505,114 @@ mod tests {
         // Hashed static children: the root has one entry per route, found directly.
         assert_eq!(router.root.statics.len(), 1000);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Segment kinds in precedence order: lower wins.
+        fn rank(segment: &Segment) -> u8 {
+            match segment {
+                Segment::Static(_) => 0,
+                Segment::Param(_) => 1,
+                Segment::Splat => 2,
+            }
+        }
+
+        /// The reference: does `pattern` match `path`, and with what kind sequence?
+        fn reference_match(pattern: &Pattern, segments: &[String]) -> Option<Vec<u8>> {
+            let mut kinds = Vec::new();
+            for (i, segment) in pattern.segments.iter().enumerate() {
+                kinds.push(rank(segment));
+                match segment {
+                    Segment::Splat => return Some(kinds),
+                    Segment::Static(text) => {
+                        if segments.get(i)?.to_lowercase() != *text {
+                            return None;
+                        }
+                    }
+                    Segment::Param(_) => {
+                        if segments.get(i)?.is_empty() {
+                            return None;
+                        }
+                    }
+                }
+            }
+            (segments.len() == pattern.segments.len()).then_some(kinds)
+        }
+
+        fn pattern_strategy() -> impl Strategy<Value = String> {
+            let segment = prop_oneof![
+                Just("a".to_string()),
+                Just("b".to_string()),
+                Just("$p".to_string()),
+                Just("$q".to_string()),
+            ];
+            (prop::collection::vec(segment, 0..4), any::<bool>()).prop_map(|(segments, splat)| {
+                let mut names = 0;
+                let mut path = String::new();
+                for segment in segments {
+                    path.push('/');
+                    if segment.starts_with('$') {
+                        // Unique param names within one pattern.
+                        names += 1;
+                        path.push_str(&format!("{segment}{names}"));
+                    } else {
+                        path.push_str(&segment);
+                    }
+                }
+                if splat || path.is_empty() {
+                    path.push_str("/$");
+                }
+                path
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn lookup_never_panics(path in "\\PC*") {
+                let patterns: Vec<Pattern> = ["/", "/$", "/a/$x", "/a/b/$"]
+                    .iter()
+                    .map(|p| Pattern::parse(p).unwrap())
+                    .collect();
+                let _ = Router::new(&patterns).lookup(&path);
+            }
+
+            #[test]
+            fn pattern_parse_never_panics(source in "\\PC*") {
+                let _ = Pattern::parse(&source);
+            }
+
+            /// The trie agrees with a brute-force matcher that ranks every
+            /// matching pattern segment by segment, whatever the pattern order.
+            #[test]
+            fn trie_picks_the_most_specific_match(
+                sources in prop::collection::vec(pattern_strategy(), 1..8),
+                path_segments in prop::collection::vec(
+                    prop_oneof![Just("a"), Just("B"), Just("b"), Just("x"), Just("a%2Fb")], 0..5),
+                reverse in any::<bool>(),
+            ) {
+                let mut patterns: Vec<Pattern> = Vec::new();
+                for source in &sources {
+                    let pattern = Pattern::parse(source).unwrap();
+                    if !patterns.iter().any(|p| p.shape() == pattern.shape()) {
+                        patterns.push(pattern);
+                    }
+                }
+                if reverse {
+                    patterns.reverse();
+                }
+                let path = format!("/{}", path_segments.join("/"));
+                let decoded: Vec<String> = path_segments.iter().map(|s| s.replace("%2F", "/")).collect();
+                let expected = patterns
+                    .iter()
+                    .filter_map(|p| reference_match(p, &decoded).map(|kinds| (kinds, p.as_str())))
+                    .min()
+                    .map(|(_, source)| source.to_string());
+                let router = Router::new(&patterns);
+                let got = router.lookup(&path).unwrap().map(|m| patterns[m.route].as_str().to_string());
+                prop_assert_eq!(got, expected, "path {}", path);
+            }
+        }
+    }
 }

@@ -419,3 +419,79 @@ fn trap_reason(err: &wasmtime::Error) -> String {
         None => err.root_cause().to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::kv::DiskKv;
+    use crate::manifest::Limits;
+    use crate::router::Pattern;
+
+    /// Compiles a component written in WAT as the route `/t`.
+    fn compile(wat: &str) -> Result<CompiledRoute, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.wasm");
+        std::fs::write(&file, wat::parse_str(wat).unwrap()).unwrap();
+        let kv = DiskKv::open(&dir.path().join("kv")).unwrap();
+        let runtime = Runtime::new(Arc::new(kv)).unwrap();
+        runtime.compile_route(&RouteSpec {
+            pattern: Pattern::parse("/t").unwrap(),
+            component: file,
+            line: 1,
+            kv: Vec::new(),
+            env: Vec::new(),
+            limits: Limits::default(),
+        })
+    }
+
+    /// A core module with one function, lifted as component export `get`.
+    const LIFTED_NOTHING: &str = r#"
+        (core module $m (func (export "f")))
+        (core instance $i (instantiate $m))
+        (func $get (canon lift (core func $i "f")))
+        (export "get" (func $get))
+    "#;
+
+    #[test]
+    fn an_import_the_host_lacks_is_a_load_error() {
+        let error = compile(&format!(
+            r#"(component
+                (import "unknown:pkg/iface" (instance (export "f" (func))))
+                {LIFTED_NOTHING}
+            )"#
+        ))
+        .err()
+        .unwrap();
+        assert!(
+            error.contains("imports something the host does not provide"),
+            "{error}"
+        );
+        assert!(error.contains("unknown:pkg/iface"), "{error}");
+    }
+
+    #[test]
+    fn a_handler_of_the_wrong_type_is_a_load_error() {
+        let error = compile(&format!("(component {LIFTED_NOTHING})"))
+            .err()
+            .unwrap();
+        assert!(
+            error.contains("export `get` is not `func(req: request) -> response`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn exports_that_are_not_methods_do_not_count() {
+        let error = compile(
+            r#"(component
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (export "run" (func $f))
+            )"#,
+        )
+        .err()
+        .unwrap();
+        assert!(error.contains("exports no method handler"), "{error}");
+    }
+}
