@@ -250,6 +250,47 @@ fn posts_survive_a_restart() {
 }
 
 #[test]
+fn a_restart_with_an_unchanged_manifest_compiles_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let first = start(data.path());
+    assert_eq!(
+        first.log().matches("compiled in").count(),
+        5,
+        "{}",
+        first.log()
+    );
+    drop(first);
+    let entries = std::fs::read_dir(data.path().join("compiled"))
+        .unwrap()
+        .count();
+    assert_eq!(entries, 5, "one cache entry per component");
+
+    let second = start(data.path());
+    let log = second.log();
+    assert_eq!(
+        log.matches("loaded from the compile cache").count(),
+        5,
+        "{log}"
+    );
+    assert!(!log.contains("compiled in"), "{log}");
+    assert_eq!(second.get("/api/health").status, 200);
+
+    // A corrupt entry is ignored and recompiled, never trusted.
+    drop(second);
+    for entry in std::fs::read_dir(data.path().join("compiled")).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    let third = start(data.path());
+    assert_eq!(
+        third.log().matches("compiled in").count(),
+        5,
+        "{}",
+        third.log()
+    );
+    assert_eq!(third.get("/api/health").status, 200);
+}
+
+#[test]
 fn a_missing_secret_stops_the_host_from_starting() {
     let data = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgehost"))

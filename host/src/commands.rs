@@ -1,8 +1,8 @@
 //! What each subcommand of `edgehost` does.
 
-use crate::capabilities::kv::DiskKv;
-use crate::manifest::{self, Manifest};
-use crate::runtime::{RouteTable, Runtime};
+use crate::capabilities::kv::{DiskKv, KvBackend, NoKv};
+use crate::manifest::{self, Limits, Manifest};
+use crate::runtime::{EngineSettings, RouteTable, Runtime};
 use crate::server::{self, Host};
 use anyhow::{bail, Context};
 use std::io::IsTerminal;
@@ -22,15 +22,37 @@ pub fn init_logging() {
         .init();
 }
 
+/// Whether a command serves requests (and so opens the key-value data).
+#[derive(PartialEq)]
+enum Purpose {
+    Serve,
+    Inspect,
+}
+
 /// Loads, validates and compiles a manifest: everything short of serving.
 fn load(
     manifest_path: &Path,
     data_dir: Option<PathBuf>,
+    purpose: Purpose,
 ) -> anyhow::Result<(Manifest, Runtime, RouteTable)> {
     let manifest = manifest::load(manifest_path)?;
     let data_dir = data_dir.unwrap_or_else(|| manifest.data_dir.clone());
-    let kv = DiskKv::open(&data_dir).context("cannot open the key-value data")?;
-    let runtime = Runtime::new(Arc::new(kv))
+    let kv: Arc<dyn KvBackend> = match purpose {
+        Purpose::Serve => {
+            Arc::new(DiskKv::open(&data_dir).context("cannot open the key-value data")?)
+        }
+        Purpose::Inspect => Arc::new(NoKv),
+    };
+    let settings = EngineSettings {
+        max_memory: manifest
+            .routes
+            .iter()
+            .map(|route| route.limits.memory)
+            .max()
+            .unwrap_or(Limits::default().memory),
+        cache_dir: Some(data_dir.join("compiled")),
+    };
+    let runtime = Runtime::new(kv, settings)
         .map_err(|err| anyhow::anyhow!("cannot start the WebAssembly engine: {err:#}"))?;
     let table = runtime.load(&manifest)?;
     Ok((manifest, runtime, table))
@@ -42,7 +64,7 @@ pub fn serve(
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let (manifest, runtime, table) = load(manifest_path, data_dir)?;
+    let (manifest, runtime, table) = load(manifest_path, data_dir, Purpose::Serve)?;
     let listen = listen.unwrap_or(manifest.listen);
     let routes = table.routes().len();
     let host = Arc::new(Host::new(runtime, table, manifest.clients.clone()));
@@ -95,7 +117,7 @@ async fn shutdown_signal() {
 
 /// `edgehost check`.
 pub fn check(manifest_path: &Path) -> anyhow::Result<()> {
-    let (manifest, _, table) = load(manifest_path, None)?;
+    let (manifest, _, table) = load(manifest_path, None, Purpose::Inspect)?;
     eprintln!(
         "{}: {} routes, all compiled and linked",
         manifest.file.display(),
@@ -106,7 +128,7 @@ pub fn check(manifest_path: &Path) -> anyhow::Result<()> {
 
 /// `edgehost routes`.
 pub fn routes(manifest_path: &Path) -> anyhow::Result<()> {
-    let (manifest, _, table) = load(manifest_path, None)?;
+    let (manifest, _, table) = load(manifest_path, None, Purpose::Inspect)?;
     println!("{:<32} {:<40} {:<12} ENV", "PATH", "METHODS", "KV");
     for (spec, route) in manifest.routes.iter().zip(table.routes()) {
         let env: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();

@@ -11,13 +11,18 @@ use crate::capabilities::kv::{KvAccess, KvBackend};
 use crate::capabilities::stdio::{GuestLog, Stream};
 use crate::manifest::{Limits, Manifest, ManifestError, ManifestErrors, RouteSpec};
 use crate::router::{Match, Params, PathError, Router};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{
     Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable,
 };
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    StoreLimits, StoreLimitsBuilder,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub(crate) mod bindings {
@@ -182,18 +187,54 @@ impl RouteTable {
     }
 }
 
+/// Instances that may be alive at once across all routes: the size of the
+/// pooling allocator's pool. Virtual address space is reserved for each slot,
+/// physical memory only for what instances touch.
+const POOL_INSTANCES: u32 = 1000;
+/// Linear memory bytes reset with `memset` rather than `madvise` when a slot
+/// is reused. With `pagemap_scan` only pages the guest dirtied are reset, so
+/// a small route costs a few page copies and no page-table work (no TLB
+/// shootdown across cores) per request.
+const KEEP_RESIDENT_MEMORY: usize = 8 << 20;
+const KEEP_RESIDENT_TABLE: usize = 1 << 20;
+const KEEP_RESIDENT_STACK: usize = 128 << 10;
+
+/// Engine settings, one place.
+pub struct EngineSettings {
+    /// The largest linear memory any route may have (the pool's slot size).
+    pub max_memory: usize,
+    /// Where compiled components are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
 /// The engine and linker shared by all routes.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     kv: Arc<dyn KvBackend>,
+    cache_dir: Option<PathBuf>,
 }
 
 impl Runtime {
     /// Builds the engine (with the epoch ticker that enforces time limits)
     /// and the linker holding every import a route may use.
-    pub fn new(kv: Arc<dyn KvBackend>) -> wasmtime::Result<Runtime> {
+    pub fn new(kv: Arc<dyn KvBackend>, settings: EngineSettings) -> wasmtime::Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_INSTANCES)
+            // A Rust component has one or two core instances, memories and tables.
+            .total_core_instances(4 * POOL_INSTANCES)
+            .total_memories(2 * POOL_INSTANCES)
+            .total_tables(2 * POOL_INSTANCES)
+            .total_stacks(POOL_INSTANCES)
+            .max_memory_size(settings.max_memory)
+            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+            .table_keep_resident(KEEP_RESIDENT_TABLE)
+            .async_stack_keep_resident(KEEP_RESIDENT_STACK)
+            .pagemap_scan(Enabled::Auto);
         let mut config = Config::new();
+        // Instances come from a pool of pre-reserved slots: instantiation is
+        // a slot reuse, not an mmap, and memory images are copy-on-write.
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         // Epoch checks cost a load and compare at loop headers and calls,
         // far less than fuel, and are enough for wall-time limits.
         config.epoch_interruption(true);
@@ -220,7 +261,12 @@ impl Runtime {
             &mut linker,
             |state| state,
         )?;
-        Ok(Runtime { engine, linker, kv })
+        Ok(Runtime {
+            engine,
+            linker,
+            kv,
+            cache_dir: settings.cache_dir,
+        })
     }
 
     /// Compiles and links every route of a validated manifest. Reports every
@@ -259,8 +305,16 @@ impl Runtime {
             }
             _ => return Err(format!("{file} is not a WebAssembly component")),
         }
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(|err| format!("{file} does not compile: {err:#}"))?;
+        let started = std::time::Instant::now();
+        let (component, cached) = self
+            .compile_cached(&bytes)
+            .map_err(|err| format!("{file} does not compile: {err}"))?;
+        let how = if cached {
+            "loaded from the compile cache"
+        } else {
+            "compiled"
+        };
+        tracing::info!(route = %spec.pattern, "{how} in {:?}", started.elapsed());
 
         let mut handlers = [None; 7];
         let ty = component.component_type();
@@ -329,6 +383,61 @@ impl Runtime {
             limits: spec.limits.clone(),
             running: Arc::new(Semaphore::new(spec.limits.max_concurrency)),
         })
+    }
+
+    /// Compiles a component, or loads it from the cache when these bytes were
+    /// compiled before with the same engine settings.
+    /// Says whether it came from the cache.
+    fn compile_cached(&self, bytes: &[u8]) -> Result<(Component, bool), String> {
+        let compile = || Component::new(&self.engine, bytes).map_err(|err| format!("{err:#}"));
+        let Some(dir) = &self.cache_dir else {
+            return Ok((compile()?, false));
+        };
+        let cached = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
+        if cached.is_file() {
+            // SAFETY: the file was written by `Component::serialize` below with
+            // this engine's settings (they are part of its name), into the
+            // host's own data folder. Whoever can write there can run native
+            // code in the host, as they could by replacing its binary.
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(component) => return Ok((component, true)),
+                Err(err) => tracing::warn!(
+                    "ignoring unusable compile cache entry {}: {err:#}",
+                    cached.display()
+                ),
+            }
+        }
+        let component = compile()?;
+        if let Err(err) = write_cache_entry(dir, &cached, &component) {
+            tracing::warn!(
+                "could not cache the compiled component in {}: {err}",
+                dir.display()
+            );
+        }
+        Ok((component, false))
+    }
+
+    /// Content hash of the component plus everything about the engine that
+    /// makes compiled code compatible.
+    fn cache_key(&self, bytes: &[u8]) -> String {
+        struct Sha(Sha256);
+        impl std::hash::Hasher for Sha {
+            fn finish(&self) -> u64 {
+                0
+            }
+            fn write(&mut self, bytes: &[u8]) {
+                self.0.update(bytes);
+            }
+        }
+        let mut hasher = Sha(Sha256::new());
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut hasher);
+        hasher.0.update(bytes);
+        hasher
+            .0
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Runs `method`'s handler of `route` on `request` in a fresh instance,
@@ -412,6 +521,16 @@ impl Runtime {
     }
 }
 
+/// Writes a compiled component atomically (temporary file, then rename), so
+/// a crash never leaves a truncated entry behind.
+fn write_cache_entry(dir: &Path, path: &Path, component: &Component) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|err| err.to_string())?;
+    let bytes = component.serialize().map_err(|err| format!("{err:#}"))?;
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temporary, bytes).map_err(|err| err.to_string())?;
+    std::fs::rename(&temporary, path).map_err(|err| err.to_string())
+}
+
 /// The one-line reason of a trap: wasmtime's trap code when there is one.
 fn trap_reason(err: &wasmtime::Error) -> String {
     match err.downcast_ref::<wasmtime::Trap>() {
@@ -433,7 +552,11 @@ mod tests {
         let file = dir.path().join("t.wasm");
         std::fs::write(&file, wat::parse_str(wat).unwrap()).unwrap();
         let kv = DiskKv::open(&dir.path().join("kv")).unwrap();
-        let runtime = Runtime::new(Arc::new(kv)).unwrap();
+        let settings = EngineSettings {
+            max_memory: Limits::default().memory,
+            cache_dir: None,
+        };
+        let runtime = Runtime::new(Arc::new(kv), settings).unwrap();
         runtime.compile_route(&RouteSpec {
             pattern: Pattern::parse("/t").unwrap(),
             component: file,

@@ -123,6 +123,36 @@ impl KvBackend for DiskKv {
     }
 }
 
+/// A backend for commands that load routes without serving them (`check`,
+/// `routes`): it never touches the data, so it can run beside a live host.
+pub struct NoKv;
+
+impl NoKv {
+    fn unavailable<T>() -> Result<T, KvError> {
+        Err(KvError(
+            "key-value stores are not open in this command".into(),
+        ))
+    }
+}
+
+impl KvBackend for NoKv {
+    fn get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, KvError> {
+        NoKv::unavailable()
+    }
+    fn set(&self, _: &str, _: &str, _: &[u8]) -> Result<(), KvError> {
+        NoKv::unavailable()
+    }
+    fn delete(&self, _: &str, _: &str) -> Result<(), KvError> {
+        NoKv::unavailable()
+    }
+    fn exists(&self, _: &str, _: &str) -> Result<bool, KvError> {
+        NoKv::unavailable()
+    }
+    fn list_keys(&self, _: &str, _: u64, _: usize) -> Result<(Vec<String>, bool), KvError> {
+        NoKv::unavailable()
+    }
+}
+
 /// What one request may do with key-value stores.
 #[derive(Clone)]
 pub struct KvAccess {
