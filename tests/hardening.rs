@@ -28,6 +28,12 @@ memory = "64MiB"
 max_concurrency = 2
 
 [[route]]
+path = "/busy/$mode"
+component = {hostile:?}
+timeout = "5s"
+max_concurrency = 2
+
+[[route]]
 path = "/slow/$mode"
 component = {hostile:?}
 timeout = "30s"
@@ -190,22 +196,18 @@ fn a_route_at_its_concurrency_limit_gets_503_and_others_keep_answering() {
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path());
     let addr = host.addr;
-    let loops: Vec<_> = (0..2)
-        .map(|_| std::thread::spawn(move || request(addr, "GET", "/hostile/loop", &[], b"")))
+    // Two loops fill the route's two slots; each is known to be spinning (it
+    // says so in the log) before the next request goes out.
+    let loops: Vec<_> = (1..=2)
+        .map(|n| {
+            let handle =
+                std::thread::spawn(move || request(addr, "GET", "/busy/loop", &[], b""));
+            host.wait_for_log_count("spinning", n);
+            handle
+        })
         .collect();
-    // Both loops are running once the route refuses a third request.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let busy = loop {
-        let reply = host.get("/hostile/calls");
-        if reply.status == 503 {
-            break reply;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "route never reached its limit"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let busy = host.get("/busy/calls");
+    assert_eq!(busy.status, 503, "a third request is refused while both spin");
     assert_eq!(busy.header("retry-after"), Some("1"));
     assert_eq!(busy.json()["error"], "The route is busy; try again shortly");
     // Meanwhile another route answers, while the loops still spin.
@@ -220,7 +222,7 @@ fn a_route_at_its_concurrency_limit_gets_503_and_others_keep_answering() {
         assert_eq!(handle.join().unwrap().status, 504);
     }
     // The slots are free again.
-    assert_eq!(host.get("/hostile/calls").status, 200);
+    assert_eq!(host.get("/busy/calls").status, 200);
 }
 
 #[test]

@@ -107,10 +107,15 @@ impl Host {
 
     /// Waits (with a deadline) until the log contains `needle`.
     pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_log_count(needle, 1)
+    }
+
+    /// Waits (with a deadline) until the log contains `needle` `count` times.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = self.log();
-            if log.contains(needle) {
+            if log.matches(needle).count() >= count {
                 return log;
             }
             assert!(
