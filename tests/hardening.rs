@@ -200,14 +200,16 @@ fn a_route_at_its_concurrency_limit_gets_503_and_others_keep_answering() {
     // says so in the log) before the next request goes out.
     let loops: Vec<_> = (1..=2)
         .map(|n| {
-            let handle =
-                std::thread::spawn(move || request(addr, "GET", "/busy/loop", &[], b""));
+            let handle = std::thread::spawn(move || request(addr, "GET", "/busy/loop", &[], b""));
             host.wait_for_log_count("spinning", n);
             handle
         })
         .collect();
     let busy = host.get("/busy/calls");
-    assert_eq!(busy.status, 503, "a third request is refused while both spin");
+    assert_eq!(
+        busy.status, 503,
+        "a third request is refused while both spin"
+    );
     assert_eq!(busy.header("retry-after"), Some("1"));
     assert_eq!(busy.json()["error"], "The route is busy; try again shortly");
     // Meanwhile another route answers, while the loops still spin.

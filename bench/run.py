@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of edgehost against a native hyper server.
+
+Run through scripts/bench.sh, which builds everything first. Every figure is
+measured in this run, on this machine, and reported as a ratio to the native
+baseline measured alongside. Writes BENCHMARKS.md.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+WASM = os.path.join(ROOT, "target", "wasm32-wasip2", "release")
+HOST = os.path.join(RELEASE, "edgehost")
+NATIVE = os.path.join(RELEASE, "bench-native")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_200(url, deadline_s=120.0):
+    """Polls url until it answers 200; returns seconds waited."""
+    start = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return time.monotonic() - start
+        except Exception:
+            pass
+        if time.monotonic() - start > deadline_s:
+            raise RuntimeError(f"{url} never answered 200")
+        time.sleep(0.0005)
+
+
+class Server:
+    """A server process on a free port, stopped on exit."""
+
+    def __init__(self, argv, port, env=None):
+        self.port = port
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def rss_mib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def host(manifest, data_dir, env=None):
+    port = free_port()
+    argv = [HOST, "serve", "--manifest", manifest, "--listen", f"127.0.0.1:{port}",
+            "--data-dir", data_dir]
+    return Server(argv, port, {"RUST_LOG": "warn", **(env or {})})
+
+
+def native():
+    port = free_port()
+    return Server([NATIVE, f"127.0.0.1:{port}"], port)
+
+
+UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
+
+
+def wrk(url, connections, seconds, rss_of=None):
+    """Runs wrk; returns requests/s, p50 and p99 latency in us, and RSS mid-run."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    rss = []
+    if rss_of is not None:
+        def sample():
+            time.sleep(seconds / 2)
+            rss.append(rss_of())
+        threading.Thread(target=sample, daemon=True).start()
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {}
+    for pct in ("50", "99"):
+        m = re.search(rf"\s{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\b", out)
+        lat[pct] = float(m.group(1)) * UNITS[m.group(2)]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"{url}: {non2xx.group(1)} error responses\n{out}")
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "rss": rss[0] if rss else None}
+
+
+def write_manifest(path, routes):
+    with open(path, "w") as f:
+        for pattern, component, extra in routes:
+            f.write(f'[[route]]\npath = "{pattern}"\ncomponent = "{component}"\n{extra}\n')
+
+
+def instance_cost(manifest, path):
+    out = subprocess.run(
+        ["cargo", "bench", "--quiet", "-p", "edgehost", "--bench", "instance", "--",
+         manifest, path, "20000"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout
+    m = re.search(r"mean ([\d.]+) us, p50 ([\d.]+) us, p99 ([\d.]+) us", out)
+    return {"mean": float(m.group(1)), "p50": float(m.group(2)), "p99": float(m.group(3))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=8, help="length of each wrk run")
+    parser.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    args = parser.parse_args()
+
+    work = tempfile.mkdtemp(prefix="edgehost-bench-")
+    hello = os.path.join(WASM, "bench_hello.wasm")
+    posts = os.path.join(WASM, "api_posts.wasm")
+    post_id = os.path.join(WASM, "api_posts_postid.wasm")
+    main_manifest = os.path.join(work, "bench.toml")
+    write_manifest(main_manifest, [
+        ("/", hello, ""),
+        ("/api/posts", posts, 'kv = ["posts"]'),
+        ("/api/posts/$postId", post_id, 'kv = ["posts"]'),
+    ])
+    results = {}
+    s = args.seconds
+
+    print("native hyper baseline ...", flush=True)
+    srv = native()
+    wait_for_200(srv.url("/"))
+    results["native"] = {c: wrk(srv.url("/"), c, s, srv.rss_mib if c == 32 else None) for c in (1, 32)}
+    srv.stop()
+
+    print("edgehost: hello route and GET /api/posts/$postId ...", flush=True)
+    data = os.path.join(work, "data")
+    srv = host(main_manifest, data)
+    wait_for_200(srv.url("/"))
+    idle_rss = srv.rss_mib()
+    req = urllib.request.Request(srv.url("/api/posts"), data=b'{"title":"bench"}', method="POST")
+    with urllib.request.urlopen(req) as r:
+        pid = json.load(r)["id"]
+    results["hello"] = {c: wrk(srv.url("/"), c, s, srv.rss_mib if c == 32 else None) for c in (1, 32)}
+    results["post"] = {c: wrk(srv.url(f"/api/posts/{pid}"), c, s) for c in (1, 32)}
+    srv.stop()
+
+    print("cold start (example manifest) ...", flush=True)
+    cold = {}
+    for label in ("empty cache", "warm cache"):
+        times = []
+        for _ in range(5 if label == "warm cache" else 1):
+            cache_data = os.path.join(work, "cold")
+            if label == "empty cache":
+                shutil.rmtree(cache_data, ignore_errors=True)
+            srv = host(os.path.join(ROOT, "manifest.toml"), cache_data,
+                       {"STRIPE_WEBHOOK_SECRET": "whsec_bench"})
+            times.append(wait_for_200(srv.url("/api/health")) * 1000)
+            srv.stop()
+        cold[label] = statistics.median(times)
+
+    print("route count scaling ...", flush=True)
+    scaling = {}
+    for n in (1, 10, 100, 1000):
+        manifest = os.path.join(work, f"routes-{n}.toml")
+        write_manifest(manifest, [(f"/r{i}/hello/$id", hello, "") for i in range(n)])
+        srv = host(manifest, os.path.join(work, "scale"))
+        target = srv.url(f"/r{n // 2}/hello/x")
+        wait_for_200(target)
+        scaling[n] = wrk(target, 32, s)["rps"]
+        srv.stop()
+
+    print("instantiate + call + drop (in process) ...", flush=True)
+    instance = instance_cost(main_manifest, "/")
+
+    report = render(results, idle_rss, cold, scaling, instance, s)
+    with open(args.output, "w") as f:
+        f.write(report)
+    print(report)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def render(r, idle_rss, cold, scaling, instance, seconds):
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except Exception:
+        pass
+    base = r["native"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `scripts/bench.sh` on {time.strftime('%Y-%m-%d')}: {os.cpu_count()} cores ({cpu}).",
+        "The load generator (`wrk -t1`, one thread) and the server share all cores, unpinned;",
+        f"each run lasts {seconds} s. Ratios are to the native hyper server measured in the same run.",
+        "",
+        "## Request path",
+        "",
+        "| target | conns | requests/s | vs native | p50 | p99 | p50 minus native |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    names = {"native": "native hyper, `GET /`", "hello": "edgehost hello route",
+             "post": "edgehost `GET /api/posts/$postId` (params + kv read)"}
+    for key in ("native", "hello", "post"):
+        for c in (1, 32):
+            m = r[key][c]
+            lines.append(
+                f"| {names[key]} | {c} | {m['rps']:,.0f} | {m['rps'] / base[c]['rps']:.2f} "
+                f"| {m['p50']:.0f} us | {m['p99']:.0f} us | {m['p50'] - base[c]['p50']:+.0f} us |"
+            )
+    lines += [
+        "",
+        "## Instances, start-up, memory, routes",
+        "",
+        "| measure | value |",
+        "| --- | --- |",
+        f"| instantiate + call + drop, hello route (in process) | mean {instance['mean']:.1f} us, "
+        f"p50 {instance['p50']:.1f} us, p99 {instance['p99']:.1f} us |",
+        f"| cold start to first 200, example manifest, empty compile cache | {cold['empty cache']:.0f} ms |",
+        f"| cold start to first 200, example manifest, warm compile cache (median of 5) | {cold['warm cache']:.0f} ms |",
+        f"| resident memory, edgehost idle (3 routes) | {idle_rss:.1f} MiB |",
+        f"| resident memory, edgehost under load (32 conns) | {r['hello'][32]['rss']:.1f} MiB |",
+        f"| resident memory, native under load (32 conns) | {base[32]['rss']:.1f} MiB |",
+    ]
+    for n, rps in scaling.items():
+        lines.append(f"| hello route with {n} routes in the manifest, 32 conns | {rps:,.0f} requests/s "
+                     f"({rps / scaling[1]:.2f} of 1 route) |")
+    lines += [
+        "",
+        "`wasmtime serve` was not measured in this run (see the README's benchmark section).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Benchmarks edgehost side by side with a native hyper server (see bench/run.py)
+# and writes BENCHMARKS.md. Installs wrk from Debian's packages if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v wrk >/dev/null; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk
+fi
+cargo build --release -p edgehost -p bench-native
+./target/release/edgehost build routes bench/routes
+exec python3 bench/run.py "$@"
