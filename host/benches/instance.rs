@@ -46,9 +46,16 @@ fn main() -> anyhow::Result<()> {
         body: Vec::new(),
         client_addr: "127.0.0.1:1".into(),
     };
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    // The server's runtime flavour (multi-threaded) unless asked otherwise.
+    let tokio = if std::env::var_os("BENCH_CURRENT_THREAD").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
     let mut samples = Vec::with_capacity(iterations);
     tokio.block_on(async {
         for i in 0..iterations + 1000 {
