@@ -127,7 +127,7 @@ fn guest_failures_are_500_without_internals() {
         ("bad-header", "header name"),
         ("bad-status", "not a final HTTP status"),
     ] {
-        let path = format!("path=/hostile/{mode}}}");
+        let path = format!("path=/hostile/{mode}");
         assert!(
             log.lines().any(|l| l.contains(&path) && l.contains(needle)),
             "log should say {needle:?} for {mode}:\n{log}"

@@ -456,7 +456,7 @@ impl Runtime {
         // instance with it; the guest is paused at an epoch tick, never mid-host-call.
         let result = tokio::time::timeout(
             timeout,
-            self.call_in_fresh_instance(route, method, request, &log),
+            self.call_in_fresh_instance(route, method, request, request_id, &log),
         )
         .await
         .unwrap_or(Err(GuestError::Timeout(timeout)));
@@ -469,6 +469,7 @@ impl Runtime {
         route: &CompiledRoute,
         method: Method,
         request: GuestRequest,
+        request_id: u64,
         log: &GuestLog,
     ) -> Result<GuestResponse, GuestError> {
         let Some(export) = route.handlers[method.index()] else {
@@ -514,7 +515,7 @@ impl Runtime {
             .map_err(|err| {
                 // The wasm backtrace can run to thousands of frames (deep
                 // recursion): the log gets it only at debug level.
-                tracing::debug!("guest trap in full: {err:?}");
+                tracing::debug!(request_id, "guest trap in full: {err:?}");
                 GuestError::Trap(trap_reason(&err))
             })?;
         Ok(response)

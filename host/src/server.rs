@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tracing::Instrument;
 
 /// What every connection shares.
 pub struct Host {
@@ -93,22 +92,23 @@ pub async fn serve(listener: TcpListener, host: Arc<Host>, shutdown: impl Future
 /// One request, start to finish.
 async fn handle(host: &Host, req: Request<Incoming>, client: SocketAddr) -> Response<Full<Bytes>> {
     let id = host.next_request_id.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
+    // No span per request: creating one formats its fields even when nothing
+    // is logged. Each event names the request id itself.
+    let method = req.method().clone();
     let mut response = route_request(host, req, client, id)
-        .instrument(span.clone())
         .await
         .unwrap_or_else(HostAnswer::into_response);
-    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    span.in_scope(|| {
-        tracing::debug!(
-            status = response.status().as_u16(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "done"
-        );
-    });
+    response
+        .headers_mut()
+        .insert("x-request-id", HeaderValue::from(id));
+    tracing::debug!(
+        request_id = id,
+        %method,
+        status = response.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "done"
+    );
     response
 }
 
@@ -133,12 +133,19 @@ async fn route_request(
     };
 
     let limits = &route.limits;
-    let request = tokio::time::timeout(
-        host.clients.body_timeout,
-        read_request(req, params, client, limits.max_body),
-    )
-    .await
-    .map_err(|_| HostAnswer::BodyTimeout)??;
+    // For the log, should the guest fail (a cheap reference-counted clone).
+    let uri = req.uri().clone();
+    // A request without a body (most GETs) needs no timer for reading it.
+    let request = if req.body().is_end_stream() {
+        read_request(req, params, client, limits.max_body).await?
+    } else {
+        tokio::time::timeout(
+            host.clients.body_timeout,
+            read_request(req, params, client, limits.max_body),
+        )
+        .await
+        .map_err(|_| HostAnswer::BodyTimeout)??
+    };
     let _slot = route.try_reserve().ok_or(HostAnswer::Busy)?;
     let response = host
         .runtime
@@ -146,16 +153,21 @@ async fn route_request(
         .await
         .map_err(|err| match err {
             GuestError::Timeout(limit) => {
-                tracing::warn!(route = %route.name, "guest timed out after {limit:?}");
+                tracing::warn!(request_id = id, route = %route.name, path = %uri.path(), "guest timed out after {limit:?}");
                 HostAnswer::Timeout
             }
             other => {
-                tracing::error!(route = %route.name, "{other}");
+                tracing::error!(request_id = id, route = %route.name, path = %uri.path(), "{other}");
                 HostAnswer::GuestFailed
             }
         })?;
     into_http(response, strip_body, limits.max_response).map_err(|reason| {
-        tracing::error!(route = %route.name, "guest returned an invalid response: {reason}");
+        tracing::error!(
+            request_id = id,
+            route = %route.name,
+            path = %uri.path(),
+            "guest returned an invalid response: {reason}"
+        );
         HostAnswer::GuestFailed
     })
 }
