@@ -34,10 +34,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for_200(url, deadline_s=120.0):
+def wait_for_200(url, deadline_s=120.0, proc=None):
     """Polls url until it answers 200; returns seconds waited."""
     start = time.monotonic()
     while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
@@ -115,6 +117,12 @@ def wrk(url, connections, seconds, rss_of=None):
     return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "rss": rss[0] if rss else None}
 
 
+def median_run(runs):
+    """The median of each figure over several wrk runs of one target."""
+    return {k: statistics.median(r[k] for r in runs) if runs[0][k] is not None else None
+            for k in runs[0]}
+
+
 def write_manifest(path, routes):
     with open(path, "w") as f:
         for pattern, component, extra in routes:
@@ -123,7 +131,7 @@ def write_manifest(path, routes):
 
 def instance_cost(manifest, path):
     out = subprocess.run(
-        ["cargo", "bench", "--quiet", "-p", "edgehost", "--bench", "instance", "--",
+        ["cargo", "bench", "--quiet", "-p", "edgehost", "-p", "bench-native", "--bench", "instance", "--",
          manifest, path, "20000"],
         capture_output=True, text=True, check=True, cwd=ROOT,
     ).stdout
@@ -133,7 +141,8 @@ def instance_cost(manifest, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=8, help="length of each wrk run")
+    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the request-path runs")
     parser.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
     args = parser.parse_args()
 
@@ -150,22 +159,31 @@ def main():
     results = {}
     s = args.seconds
 
-    print("native hyper baseline ...", flush=True)
-    srv = native()
-    wait_for_200(srv.url("/"))
-    results["native"] = {c: wrk(srv.url("/"), c, s, srv.rss_mib if c == 32 else None) for c in (1, 32)}
-    srv.stop()
-
-    print("edgehost: hello route and GET /api/posts/$postId ...", flush=True)
+    # Both servers run side by side (an idle one costs nothing) and the
+    # targets take turns, round after round, so a slow minute on a shared
+    # machine hits all of them alike. Each figure is the median of its rounds.
+    print("request path: native, hello route, GET /api/posts/$postId ...", flush=True)
+    nat = native()
+    wait_for_200(nat.url("/"), proc=nat.proc)
     data = os.path.join(work, "data")
     srv = host(main_manifest, data)
-    wait_for_200(srv.url("/"))
+    wait_for_200(srv.url("/"), proc=srv.proc)
     idle_rss = srv.rss_mib()
     req = urllib.request.Request(srv.url("/api/posts"), data=b'{"title":"bench"}', method="POST")
     with urllib.request.urlopen(req) as r:
         pid = json.load(r)["id"]
-    results["hello"] = {c: wrk(srv.url("/"), c, s, srv.rss_mib if c == 32 else None) for c in (1, 32)}
-    results["post"] = {c: wrk(srv.url(f"/api/posts/{pid}"), c, s) for c in (1, 32)}
+    targets = {
+        "native": (nat, "/"),
+        "hello": (srv, "/"),
+        "post": (srv, f"/api/posts/{pid}"),
+    }
+    runs = {key: {1: [], 32: []} for key in targets}
+    for _ in range(args.rounds):
+        for c in (1, 32):
+            for key, (server, path) in targets.items():
+                runs[key][c].append(wrk(server.url(path), c, s, server.rss_mib if c == 32 else None))
+    results = {key: {c: median_run(runs[key][c]) for c in (1, 32)} for key in targets}
+    nat.stop()
     srv.stop()
 
     print("cold start (example manifest) ...", flush=True)
@@ -178,32 +196,38 @@ def main():
                 shutil.rmtree(cache_data, ignore_errors=True)
             srv = host(os.path.join(ROOT, "manifest.toml"), cache_data,
                        {"STRIPE_WEBHOOK_SECRET": "whsec_bench"})
-            times.append(wait_for_200(srv.url("/api/health")) * 1000)
+            times.append(wait_for_200(srv.url("/api/health"), proc=srv.proc) * 1000)
             srv.stop()
         cold[label] = statistics.median(times)
 
     print("route count scaling ...", flush=True)
-    scaling = {}
+    hosts = {}
     for n in (1, 10, 100, 1000):
         manifest = os.path.join(work, f"routes-{n}.toml")
         write_manifest(manifest, [(f"/r{i}/hello/$id", hello, "") for i in range(n)])
-        srv = host(manifest, os.path.join(work, "scale"))
+        srv = host(manifest, os.path.join(work, f"scale-{n}"))
         target = srv.url(f"/r{n // 2}/hello/x")
-        wait_for_200(target)
-        scaling[n] = wrk(target, 32, s)["rps"]
+        wait_for_200(target, proc=srv.proc)
+        hosts[n] = (srv, target)
+    samples = {n: [] for n in hosts}
+    for _ in range(args.rounds):
+        for n, (srv, target) in hosts.items():
+            samples[n].append(wrk(target, 32, s)["rps"])
+    scaling = {n: statistics.median(v) for n, v in samples.items()}
+    for srv, _ in hosts.values():
         srv.stop()
 
     print("instantiate + call + drop (in process) ...", flush=True)
     instance = instance_cost(main_manifest, "/")
 
-    report = render(results, idle_rss, cold, scaling, instance, s)
+    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds)
     with open(args.output, "w") as f:
         f.write(report)
     print(report)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def render(r, idle_rss, cold, scaling, instance, seconds):
+def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
     cpu = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -216,7 +240,8 @@ def render(r, idle_rss, cold, scaling, instance, seconds):
         "",
         f"Measured by `scripts/bench.sh` on {time.strftime('%Y-%m-%d')}: {os.cpu_count()} cores ({cpu}).",
         "The load generator (`wrk -t1`, one thread) and the server share all cores, unpinned;",
-        f"each run lasts {seconds} s. Ratios are to the native hyper server measured in the same run.",
+        f"each run lasts {seconds} s. Ratios are to the native hyper server measured in the same run;",
+        f"the request-path targets take turns over {rounds} rounds and each figure is the median.",
         "",
         "## Request path",
         "",

@@ -9,6 +9,8 @@ if ! command -v wrk >/dev/null; then
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
     $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk
 fi
+# Same package set everywhere, so features unify and wasmtime compiles once.
 cargo build --release -p edgehost -p bench-native
+cargo bench --no-run -p edgehost -p bench-native --bench instance
 ./target/release/edgehost build routes bench/routes
 exec python3 bench/run.py "$@"
