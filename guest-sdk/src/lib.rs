@@ -51,8 +51,19 @@ pub use response::Response;
 /// name with the signature `fn(Request) -> Result<Response, Error>`, or name
 /// the function with `method => function`:
 ///
-/// ```ignore
+/// ```no_run
+/// use guest_sdk::{Error, Request, Response};
+///
+/// fn get(_req: Request) -> Result<Response, Error> {
+///     Ok(Response::text("hello"))
+/// }
+///
+/// fn remove_post(_req: Request) -> Result<Response, Error> {
+///     Ok(Response::empty())
+/// }
+///
 /// guest_sdk::route!(get, delete => remove_post);
+/// # fn main() {}
 /// ```
 ///
 /// Methods are `get`, `post`, `put`, `patch`, `delete`, `head` and `options`.
