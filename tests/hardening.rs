@@ -118,7 +118,9 @@ fn guest_failures_are_500_without_internals() {
     // Four 64 MiB memory bombs later, the host has not kept their memory.
     let growth_mib = rss_kib(&host).saturating_sub(rss_before) / 1024;
     assert!(growth_mib < 100, "host grew by {growth_mib} MiB");
-    let log = host.log();
+    // The log is read from the host's stderr as it comes: wait for the last
+    // failure's line (the fourth memory bomb) before reading it.
+    let log = host.wait_for_log_count("path=/hostile/memory", 4);
     for (mode, needle) in [
         ("memory", "guest trapped"),
         ("recursion", "guest trapped"),
@@ -225,6 +227,55 @@ fn a_route_at_its_concurrency_limit_gets_503_and_others_keep_answering() {
     }
     // The slots are free again.
     assert_eq!(host.get("/busy/calls").status, 200);
+}
+
+#[test]
+fn a_full_instance_pool_is_503_for_every_route_until_a_slot_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(
+        dir.path(),
+        &format!(
+            r#"
+[server]
+max_instances = 2
+
+[[route]]
+path = "/busy/$mode"
+component = {hostile:?}
+timeout = "5s"
+
+[[route]]
+path = "/api/health"
+component = {health:?}
+"#,
+            hostile = component("fixture_hostile"),
+            health = component("api_health"),
+        ),
+    );
+    let host = Host::start(Start {
+        manifest: &manifest,
+        data_dir: &dir.path().join("data"),
+        env: vec![],
+    });
+    assert_healthy(&host);
+    let addr = host.addr;
+    let loops: Vec<_> = (1..=2)
+        .map(|n| {
+            let handle = std::thread::spawn(move || request(addr, "GET", "/busy/loop", &[], b""));
+            host.wait_for_log_count("spinning", n);
+            handle
+        })
+        .collect();
+    // Both slots of the pool hold a spinning guest: another route cannot get
+    // an instance either, and is told to retry rather than that it failed.
+    let refused = host.get("/api/health");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    host.wait_for_log("instance slots are in use");
+    for handle in loops {
+        assert_eq!(handle.join().unwrap().status, 504);
+    }
+    assert_healthy(&host);
 }
 
 #[test]

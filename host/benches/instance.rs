@@ -30,6 +30,7 @@ fn main() -> anyhow::Result<()> {
     let settings = EngineSettings {
         max_memory: Limits::default().memory,
         cache_dir: Some(manifest.data_dir.join("compiled")),
+        max_instances: manifest.max_instances,
     };
     let runtime = Runtime::new(Arc::new(kv), settings).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let table = runtime.load(&manifest)?;

@@ -44,6 +44,7 @@ fn load(
         Purpose::Inspect => Arc::new(NoKv),
     };
     let settings = EngineSettings {
+        max_instances: manifest.max_instances,
         max_memory: manifest
             .routes
             .iter()

@@ -48,6 +48,7 @@ struct RawServer {
     drain_timeout: Option<Spanned<Quantity>>,
     max_header_bytes: Option<Spanned<Quantity>>,
     max_headers: Option<Spanned<Quantity>>,
+    max_instances: Option<Spanned<Quantity>>,
     // Defaults for every route's limits.
     timeout: Option<Spanned<Quantity>>,
     memory: Option<Spanned<Quantity>>,
@@ -153,8 +154,14 @@ pub struct Manifest {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub clients: ClientLimits,
+    /// Instances alive at once across all routes (the instance pool's
+    /// size). Past it a request gets 503, like a route at its concurrency.
+    pub max_instances: usize,
     pub routes: Vec<RouteSpec>,
 }
+
+/// The instance pool's size unless `[server] max_instances` says otherwise.
+pub const DEFAULT_MAX_INSTANCES: usize = 1000;
 
 /// One route as the manifest grants it.
 #[derive(Debug, Clone)]
@@ -351,6 +358,11 @@ pub fn parse(
         &mut clients.max_headers,
         limit("max_headers", &server.max_headers, Kind::Count),
     );
+    let mut max_instances = DEFAULT_MAX_INSTANCES;
+    set_size(
+        &mut max_instances,
+        limit("max_instances", &server.max_instances, Kind::Count),
+    );
     let mut defaults = Limits::default();
     apply_limits(
         &mut defaults,
@@ -506,6 +518,7 @@ pub fn parse(
             listen,
             data_dir,
             clients,
+            max_instances,
             routes,
         })
     } else {

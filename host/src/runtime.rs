@@ -20,8 +20,8 @@ use wasmtime::component::{
     Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable,
 };
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    StoreLimits, StoreLimitsBuilder,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError,
+    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -139,6 +139,9 @@ pub enum GuestError {
     /// The host could not set up the instance.
     #[error("could not instantiate the route: {0:#}")]
     Instantiate(wasmtime::Error),
+    /// Every slot of the instance pool is in use.
+    #[error("all {0} instance slots are in use")]
+    PoolExhausted(usize),
 }
 
 /// One route, ready to serve: compiled, pre-linked and with its grants.
@@ -187,10 +190,6 @@ impl RouteTable {
     }
 }
 
-/// Instances that may be alive at once across all routes: the size of the
-/// pooling allocator's pool. Virtual address space is reserved for each slot,
-/// physical memory only for what instances touch.
-const POOL_INSTANCES: u32 = 1000;
 /// Linear memory bytes reset with `memset` rather than `madvise` when a slot
 /// is reused. With `pagemap_scan` only pages the guest dirtied are reset, so
 /// a small route costs a few page copies and no page-table work (no TLB
@@ -205,6 +204,10 @@ pub struct EngineSettings {
     pub max_memory: usize,
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// Instances that may be alive at once across all routes: the size of
+    /// the pooling allocator's pool. Virtual address space is reserved for
+    /// each slot, physical memory only for what instances touch.
+    pub max_instances: usize,
 }
 
 /// The engine and linker shared by all routes.
@@ -213,19 +216,21 @@ pub struct Runtime {
     linker: Linker<HostState>,
     kv: Arc<dyn KvBackend>,
     cache_dir: Option<PathBuf>,
+    max_instances: usize,
 }
 
 impl Runtime {
     /// Builds the engine (with the epoch ticker that enforces time limits)
     /// and the linker holding every import a route may use.
     pub fn new(kv: Arc<dyn KvBackend>, settings: EngineSettings) -> wasmtime::Result<Runtime> {
+        let instances = u32::try_from(settings.max_instances).unwrap_or(u32::MAX);
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(POOL_INSTANCES)
+        pool.total_component_instances(instances)
             // A Rust component has one or two core instances, memories and tables.
-            .total_core_instances(4 * POOL_INSTANCES)
-            .total_memories(2 * POOL_INSTANCES)
-            .total_tables(2 * POOL_INSTANCES)
-            .total_stacks(POOL_INSTANCES)
+            .total_core_instances(instances.saturating_mul(4))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(2))
+            .total_stacks(instances)
             .max_memory_size(settings.max_memory)
             .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
             .table_keep_resident(KEEP_RESIDENT_TABLE)
@@ -266,6 +271,7 @@ impl Runtime {
             linker,
             kv,
             cache_dir: settings.cache_dir,
+            max_instances: settings.max_instances,
         })
     }
 
@@ -505,7 +511,13 @@ impl Runtime {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(GuestError::Instantiate)?;
+            .map_err(|err| {
+                if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+                    GuestError::PoolExhausted(self.max_instances)
+                } else {
+                    GuestError::Instantiate(err)
+                }
+            })?;
         let func = instance
             .get_typed_func::<(GuestRequest,), (GuestResponse,)>(&mut store, export)
             .map_err(GuestError::Instantiate)?;
@@ -556,6 +568,7 @@ mod tests {
         let settings = EngineSettings {
             max_memory: Limits::default().memory,
             cache_dir: None,
+            max_instances: 4,
         };
         let runtime = Runtime::new(Arc::new(kv), settings).unwrap();
         runtime.compile_route(&RouteSpec {

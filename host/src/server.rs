@@ -156,6 +156,14 @@ async fn route_request(
                 tracing::warn!(request_id = id, route = %route.name, path = %uri.path(), "guest timed out after {limit:?}");
                 HostAnswer::Timeout
             }
+            GuestError::PoolExhausted(slots) => {
+                tracing::warn!(
+                    request_id = id,
+                    route = %route.name,
+                    "all {slots} instance slots are in use; answering 503"
+                );
+                HostAnswer::Busy
+            }
             other => {
                 tracing::error!(request_id = id, route = %route.name, path = %uri.path(), "{other}");
                 HostAnswer::GuestFailed
