@@ -7,8 +7,9 @@ mod support;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::thread::JoinHandle;
 use std::time::Duration;
-use support::{component, request, send_raw, write_manifest, Host, Start};
+use support::{component, request, send_raw, write_manifest, Host, Reply, Start};
 
 fn manifest_text() -> String {
     format!(
@@ -54,12 +55,32 @@ component = {health:?}
 }
 
 fn start(dir: &std::path::Path) -> Host {
-    let manifest = write_manifest(dir, &manifest_text());
+    start_with(dir, &manifest_text())
+}
+
+/// Starts the host on `manifest` (written into `dir`), with a host-only
+/// secret in its environment that no route is granted.
+fn start_with(dir: &std::path::Path, manifest: &str) -> Host {
+    let manifest = write_manifest(dir, manifest);
     Host::start(Start {
         manifest: &manifest,
         data_dir: &dir.join("data"),
         env: vec![("HOST_ONLY_SECRET", "must-not-leak")],
     })
+}
+
+/// Sends `count` requests to a looping `path`, each one known to be spinning
+/// (it says so in the log) before the next goes out. The handles give each
+/// loop's reply once its time limit stops it.
+fn start_loops(host: &Host, path: &'static str, count: usize) -> Vec<JoinHandle<Reply>> {
+    let addr = host.addr;
+    (1..=count)
+        .map(|n| {
+            let handle = std::thread::spawn(move || request(addr, "GET", path, &[], b""));
+            host.wait_for_log_count("spinning", n);
+            handle
+        })
+        .collect()
 }
 
 fn assert_healthy(host: &Host) {
@@ -197,16 +218,8 @@ fn every_request_gets_a_fresh_instance() {
 fn a_route_at_its_concurrency_limit_gets_503_and_others_keep_answering() {
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path());
-    let addr = host.addr;
-    // Two loops fill the route's two slots; each is known to be spinning (it
-    // says so in the log) before the next request goes out.
-    let loops: Vec<_> = (1..=2)
-        .map(|n| {
-            let handle = std::thread::spawn(move || request(addr, "GET", "/busy/loop", &[], b""));
-            host.wait_for_log_count("spinning", n);
-            handle
-        })
-        .collect();
+    // Two loops fill the route's two slots.
+    let loops = start_loops(&host, "/busy/loop", 2);
     let busy = host.get("/busy/calls");
     assert_eq!(
         busy.status, 503,
@@ -232,7 +245,7 @@ fn a_route_at_its_concurrency_limit_gets_503_and_others_keep_answering() {
 #[test]
 fn a_full_instance_pool_is_503_for_every_route_until_a_slot_frees() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = write_manifest(
+    let host = start_with(
         dir.path(),
         &format!(
             r#"
@@ -252,20 +265,8 @@ component = {health:?}
             health = component("api_health"),
         ),
     );
-    let host = Host::start(Start {
-        manifest: &manifest,
-        data_dir: &dir.path().join("data"),
-        env: vec![],
-    });
     assert_healthy(&host);
-    let addr = host.addr;
-    let loops: Vec<_> = (1..=2)
-        .map(|n| {
-            let handle = std::thread::spawn(move || request(addr, "GET", "/busy/loop", &[], b""));
-            host.wait_for_log_count("spinning", n);
-            handle
-        })
-        .collect();
+    let loops = start_loops(&host, "/busy/loop", 2);
     // Both slots of the pool hold a spinning guest: another route cannot get
     // an instance either, and is told to retry rather than that it failed.
     let refused = host.get("/api/health");

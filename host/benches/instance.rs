@@ -5,7 +5,7 @@
 //! prints one line: `instance <path>: mean <us> us, p50 <us> us, p99 <us> us`.
 
 use edgehost::capabilities::kv::DiskKv;
-use edgehost::manifest::{self, Limits};
+use edgehost::manifest;
 use edgehost::runtime::{EngineSettings, GuestRequest, Method, Runtime};
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,11 +27,7 @@ fn main() -> anyhow::Result<()> {
     let manifest = manifest::load(manifest_path.as_ref())?;
     let data = tempfile::tempdir()?;
     let kv = DiskKv::open(data.path())?;
-    let settings = EngineSettings {
-        max_memory: Limits::default().memory,
-        cache_dir: Some(manifest.data_dir.join("compiled")),
-        max_instances: manifest.max_instances,
-    };
+    let settings = EngineSettings::for_manifest(&manifest, &manifest.data_dir);
     let runtime = Runtime::new(Arc::new(kv), settings).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let table = runtime.load(&manifest)?;
     let (route, params) = table
@@ -47,16 +43,10 @@ fn main() -> anyhow::Result<()> {
         body: Vec::new(),
         client_addr: "127.0.0.1:1".into(),
     };
-    // The server's runtime flavour (multi-threaded) unless asked otherwise.
-    let tokio = if std::env::var_os("BENCH_CURRENT_THREAD").is_some() {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-    };
+    // The server's runtime flavour.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let mut samples = Vec::with_capacity(iterations);
     tokio.block_on(async {
         for i in 0..iterations + 1000 {

@@ -1,7 +1,7 @@
 //! What each subcommand of `edgehost` does.
 
 use crate::capabilities::kv::{DiskKv, KvBackend, NoKv};
-use crate::manifest::{self, Limits, Manifest};
+use crate::manifest::{self, Manifest};
 use crate::runtime::{EngineSettings, RouteTable, Runtime};
 use crate::server::{self, Host};
 use anyhow::{bail, Context};
@@ -43,16 +43,7 @@ fn load(
         }
         Purpose::Inspect => Arc::new(NoKv),
     };
-    let settings = EngineSettings {
-        max_instances: manifest.max_instances,
-        max_memory: manifest
-            .routes
-            .iter()
-            .map(|route| route.limits.memory)
-            .max()
-            .unwrap_or(Limits::default().memory),
-        cache_dir: Some(data_dir.join("compiled")),
-    };
+    let settings = EngineSettings::for_manifest(&manifest, &data_dir);
     let runtime = Runtime::new(kv, settings)
         .map_err(|err| anyhow::anyhow!("cannot start the WebAssembly engine: {err:#}"))?;
     let table = runtime.load(&manifest)?;

@@ -140,8 +140,8 @@ pub enum GuestError {
     #[error("could not instantiate the route: {0:#}")]
     Instantiate(wasmtime::Error),
     /// Every slot of the instance pool is in use.
-    #[error("all {0} instance slots are in use")]
-    PoolExhausted(usize),
+    #[error("all instance slots are in use")]
+    PoolExhausted,
 }
 
 /// One route, ready to serve: compiled, pre-linked and with its grants.
@@ -210,13 +210,30 @@ pub struct EngineSettings {
     pub max_instances: usize,
 }
 
+impl EngineSettings {
+    /// The settings a manifest asks for: a pool slot as large as its largest
+    /// route memory, as many slots as `max_instances`, and the compile cache
+    /// under `data_dir`.
+    pub fn for_manifest(manifest: &Manifest, data_dir: &Path) -> EngineSettings {
+        EngineSettings {
+            max_instances: manifest.max_instances,
+            max_memory: manifest
+                .routes
+                .iter()
+                .map(|route| route.limits.memory)
+                .max()
+                .unwrap_or(Limits::default().memory),
+            cache_dir: Some(data_dir.join("compiled")),
+        }
+    }
+}
+
 /// The engine and linker shared by all routes.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     kv: Arc<dyn KvBackend>,
     cache_dir: Option<PathBuf>,
-    max_instances: usize,
 }
 
 impl Runtime {
@@ -271,7 +288,6 @@ impl Runtime {
             linker,
             kv,
             cache_dir: settings.cache_dir,
-            max_instances: settings.max_instances,
         })
     }
 
@@ -513,7 +529,7 @@ impl Runtime {
             .await
             .map_err(|err| {
                 if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
-                    GuestError::PoolExhausted(self.max_instances)
+                    GuestError::PoolExhausted
                 } else {
                     GuestError::Instantiate(err)
                 }

@@ -153,19 +153,30 @@ async fn route_request(
         .await
         .map_err(|err| match err {
             GuestError::Timeout(limit) => {
-                tracing::warn!(request_id = id, route = %route.name, path = %uri.path(), "guest timed out after {limit:?}");
-                HostAnswer::Timeout
-            }
-            GuestError::PoolExhausted(slots) => {
                 tracing::warn!(
                     request_id = id,
                     route = %route.name,
-                    "all {slots} instance slots are in use; answering 503"
+                    path = %uri.path(),
+                    "guest timed out after {limit:?}"
+                );
+                HostAnswer::Timeout
+            }
+            GuestError::PoolExhausted => {
+                tracing::warn!(
+                    request_id = id,
+                    route = %route.name,
+                    path = %uri.path(),
+                    "all instance slots are in use; answering 503"
                 );
                 HostAnswer::Busy
             }
             other => {
-                tracing::error!(request_id = id, route = %route.name, path = %uri.path(), "{other}");
+                tracing::error!(
+                    request_id = id,
+                    route = %route.name,
+                    path = %uri.path(),
+                    "{other}"
+                );
                 HostAnswer::GuestFailed
             }
         })?;
