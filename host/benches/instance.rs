@@ -48,11 +48,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut samples = Vec::with_capacity(iterations);
+    let request_id: std::sync::Arc<str> = std::sync::Arc::from("bench");
     tokio.block_on(async {
         for i in 0..iterations + 1000 {
             let started = Instant::now();
             let response = runtime
-                .call(route, Method::Get, request.clone(), i as u64)
+                .call(route, Method::Get, request.clone(), &request_id)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let elapsed = started.elapsed();

@@ -1,7 +1,8 @@
 //! What each subcommand of `edgehost` does.
 
+use crate::admin::{self, Admin};
 use crate::capabilities::kv::{DiskKv, KvBackend, NoKv};
-use crate::manifest::{self, Manifest};
+use crate::manifest::{self, AdminSettings, Manifest};
 use crate::runtime::{EngineSettings, RouteTable, Runtime};
 use crate::server::{self, Host};
 use anyhow::{bail, Context};
@@ -10,16 +11,34 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-/// Logs go to stderr; `RUST_LOG` picks what (default: `info`).
-pub fn init_logging() {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, fields at the top level.
+    Json,
+}
+
+/// Logs go to stderr; `RUST_LOG` picks what (default: `info`). Every request
+/// logs one `access` line; `RUST_LOG=info,access=off` turns them off.
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// Whether a command serves requests (and so opens the key-value data).
@@ -29,12 +48,20 @@ enum Purpose {
     Inspect,
 }
 
+/// A loaded manifest, ready to serve.
+struct Loaded {
+    manifest: Manifest,
+    data_dir: PathBuf,
+    runtime: Runtime,
+    table: RouteTable,
+}
+
 /// Loads, validates and compiles a manifest: everything short of serving.
 fn load(
     manifest_path: &Path,
     data_dir: Option<PathBuf>,
     purpose: Purpose,
-) -> anyhow::Result<(Manifest, Runtime, RouteTable)> {
+) -> anyhow::Result<Loaded> {
     let manifest = manifest::load(manifest_path)?;
     let data_dir = data_dir.unwrap_or_else(|| manifest.data_dir.clone());
     let kv: Arc<dyn KvBackend> = match purpose {
@@ -47,19 +74,49 @@ fn load(
     let runtime = Runtime::new(kv, settings)
         .map_err(|err| anyhow::anyhow!("cannot start the WebAssembly engine: {err:#}"))?;
     let table = runtime.load(&manifest)?;
-    Ok((manifest, runtime, table))
+    Ok(Loaded {
+        manifest,
+        data_dir,
+        runtime,
+        table,
+    })
+}
+
+/// What `edgehost serve` was asked.
+pub struct ServeOptions {
+    pub manifest: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    /// Turns the admin API on at this address (overrides `[admin] listen`).
+    pub admin: Option<SocketAddr>,
+    /// Reload when the manifest or a component file changes.
+    pub watch: bool,
 }
 
 /// `edgehost serve`.
-pub fn serve(
-    manifest_path: &Path,
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let (manifest, runtime, table) = load(manifest_path, data_dir, Purpose::Serve)?;
-    let listen = listen.unwrap_or(manifest.listen);
+pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let Loaded {
+        manifest,
+        data_dir,
+        runtime,
+        table,
+    } = load(&options.manifest, options.data_dir, Purpose::Serve)?;
+    let listen = options.listen.unwrap_or(manifest.listen);
     let routes = table.routes().len();
-    let host = Arc::new(Host::new(runtime, table, manifest.clients.clone()));
+    let admin_settings = match (options.admin, &manifest.admin) {
+        (Some(listen), settings) => Some(AdminSettings {
+            listen,
+            ..settings.clone().unwrap_or_default()
+        }),
+        (None, settings) => settings.clone(),
+    };
+    let file = manifest.file.clone();
+    let host = Arc::new(Host::new(runtime, table, manifest));
+    let admin = admin_settings
+        .map(|settings| {
+            Admin::new(Arc::clone(&host), &settings, &data_dir).map(|api| (api, settings.listen))
+        })
+        .transpose()?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -69,14 +126,99 @@ pub fn serve(
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let local = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        if let Some((api, admin_listen)) = admin {
+            let admin_listener = tokio::net::TcpListener::bind(admin_listen)
+                .await
+                .with_context(|| format!("cannot listen on {admin_listen} for the admin API"))?;
+            tracing::info!(
+                "admin API listening on http://{}",
+                admin_listener.local_addr()?
+            );
+            tokio::spawn(admin::serve(
+                admin_listener,
+                Arc::new(api),
+                until_stopped(stopped.clone()),
+            ));
+        }
+        if options.watch {
+            tracing::info!("watching {} and its components for changes", file.display());
+            tokio::spawn(watch(Arc::clone(&host), options.manifest.clone()));
+        }
         tracing::info!(
             "serving {routes} routes from {} on http://{local}",
-            manifest.file.display()
+            file.display()
         );
         tracing::info!("listening on http://{local}");
-        server::serve(listener, host, shutdown_signal()).await;
+        server::serve(listener, host, until_stopped(stopped)).await;
         Ok(())
     })
+}
+
+/// How often `serve --watch` looks at the files.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The manifest file and the component files it names (as far as it can
+/// be read), resolved like the manifest resolves them.
+fn watched_files(manifest_path: &Path) -> Vec<PathBuf> {
+    let base = manifest_path.parent().unwrap_or(Path::new("."));
+    let mut files = vec![manifest_path.to_path_buf()];
+    if let Ok(text) = std::fs::read_to_string(manifest_path) {
+        if let Ok(components) = manifest::component_paths(&text) {
+            files.extend(components.iter().map(|c| base.join(c)));
+        }
+    }
+    files
+}
+
+type Fingerprint = Vec<Option<(SystemTime, u64)>>;
+
+fn fingerprint(files: &[PathBuf]) -> Fingerprint {
+    files
+        .iter()
+        .map(|file| {
+            let meta = std::fs::metadata(file).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        })
+        .collect()
+}
+
+/// `serve --watch`: when the manifest or a component changes (and has stopped
+/// changing for one interval), reload it with the same validation and
+/// atomic swap as a deploy. A bad change is logged and changes nothing.
+async fn watch(host: Arc<Host>, manifest_path: PathBuf) {
+    let mut files = watched_files(&manifest_path);
+    let mut seen = fingerprint(&files);
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let now = fingerprint(&files);
+        if now == seen {
+            continue;
+        }
+        // A build or an editor may still be writing: wait until two looks agree.
+        let mut settled = now;
+        loop {
+            tokio::time::sleep(WATCH_INTERVAL).await;
+            let again = fingerprint(&files);
+            if again == settled {
+                break;
+            }
+            settled = again;
+        }
+        let path = manifest_path.clone();
+        let source = format!("reload of {}", manifest_path.display());
+        // Errors are logged by load_and_swap; the host keeps what it serves.
+        let _ = admin::load_and_swap(&host, source, move || manifest::load(&path)).await;
+        files = watched_files(&manifest_path);
+        seen = fingerprint(&files);
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -109,30 +251,94 @@ async fn shutdown_signal() {
 
 /// `edgehost check`.
 pub fn check(manifest_path: &Path) -> anyhow::Result<()> {
-    let (manifest, _, table) = load(manifest_path, None, Purpose::Inspect)?;
+    let loaded = load(manifest_path, None, Purpose::Inspect)?;
     eprintln!(
         "{}: {} routes, all compiled and linked",
-        manifest.file.display(),
-        table.routes().len()
+        loaded.manifest.file.display(),
+        loaded.table.routes().len()
     );
     Ok(())
 }
 
-/// `edgehost routes`.
+/// `edgehost routes`: the route table, one aligned row per route.
 pub fn routes(manifest_path: &Path) -> anyhow::Result<()> {
-    let (manifest, _, table) = load(manifest_path, None, Purpose::Inspect)?;
-    println!("{:<32} {:<40} {:<12} ENV", "PATH", "METHODS", "KV");
-    for (spec, route) in manifest.routes.iter().zip(table.routes()) {
-        let env: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
-        println!(
-            "{:<32} {:<40} {:<12} {}",
-            route.name,
-            route.allow,
-            spec.kv.join(","),
-            env.join(",")
-        );
+    let loaded = load(manifest_path, None, Purpose::Inspect)?;
+    let mut rows = vec![[
+        "PATH".to_string(),
+        "METHODS".to_string(),
+        "GRANTS".to_string(),
+        "LIMITS".to_string(),
+    ]];
+    for (spec, route) in loaded.manifest.routes.iter().zip(loaded.table.routes()) {
+        let mut grants: Vec<String> = spec.kv.iter().map(|kv| format!("kv:{kv}")).collect();
+        for (name, _) in &spec.env {
+            if spec.secrets.contains(name) {
+                grants.push(format!("secret:{name}"));
+            } else {
+                grants.push(format!("env:{name}"));
+            }
+        }
+        if grants.is_empty() {
+            grants.push("-".into());
+        }
+        let limits = &spec.limits;
+        rows.push([
+            route.name.to_string(),
+            route.allow.clone(),
+            grants.join(" "),
+            format!(
+                "timeout={:?} memory={} max_body={} max_concurrency={}",
+                limits.timeout,
+                size(limits.memory),
+                size(limits.max_body),
+                limits.max_concurrency
+            ),
+        ]);
+    }
+    let mut widths = [0; 4];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
     }
     Ok(())
+}
+
+/// A byte count in the largest binary unit that divides it.
+fn size(bytes: usize) -> String {
+    for (unit, factor) in [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// `edgehost deploy`.
+pub fn deploy(manifest_path: &Path, to: &str, token_env: &str) -> anyhow::Result<()> {
+    let client = admin::Client::new(to, token_env)?;
+    client_runtime()?.block_on(client.deploy(manifest_path))
+}
+
+/// `edgehost rollback`.
+pub fn rollback(to: &str, token_env: &str) -> anyhow::Result<()> {
+    let client = admin::Client::new(to, token_env)?;
+    client_runtime()?.block_on(client.rollback())
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// The target route components are built for.

@@ -5,9 +5,11 @@
 //! linked and run in [`runtime`]; what a guest may import lives in
 //! [`capabilities`].
 
+pub mod admin;
 pub mod capabilities;
 pub mod commands;
 pub mod manifest;
+pub mod metrics;
 pub mod router;
 pub mod runtime;
 pub mod server;

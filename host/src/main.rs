@@ -1,6 +1,7 @@
 //! The `edgehost` command line: arguments only; the work is in the library.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use edgehost::commands::{self, LogFormat, ServeOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,25 +13,68 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "edgehost", version, about, long_about)]
 struct Cli {
+    /// How log lines are written to stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The manifest a command works on: `edgehost check site.toml` or
+/// `edgehost check --manifest site.toml`.
+#[derive(Args)]
+struct ManifestArg {
+    /// The manifest (default: manifest.toml).
+    #[arg(value_name = "MANIFEST", conflicts_with = "manifest")]
+    positional: Option<PathBuf>,
+    /// The manifest, as an option.
+    #[arg(long, short)]
+    manifest: Option<PathBuf>,
+}
+
+impl ManifestArg {
+    fn path(self) -> PathBuf {
+        self.positional
+            .or(self.manifest)
+            .unwrap_or_else(|| PathBuf::from("manifest.toml"))
+    }
+}
+
+/// Where the admin API of a running host is, and its token.
+#[derive(Args)]
+struct AdminTarget {
+    /// The host's admin API, for example http://127.0.0.1:9090.
+    #[arg(long)]
+    to: String,
+    /// The environment variable holding the admin token.
+    #[arg(long, default_value = edgehost::admin::TOKEN_ENV)]
+    token_env: String,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Serve the routes of a manifest over HTTP.
     Serve {
-        /// The manifest to serve.
-        #[arg(long, short, default_value = "manifest.toml")]
-        manifest: PathBuf,
+        #[command(flatten)]
+        manifest: ManifestArg,
         /// Address to listen on (overrides the manifest's [server] listen;
         /// default 127.0.0.1:8080). Port 0 picks a free port.
         #[arg(long, short)]
         listen: Option<SocketAddr>,
-        /// Where key-value stores persist (overrides the manifest's
-        /// [server] data_dir; default .edgehost next to the manifest).
+        /// Where key-value stores, compiled and uploaded components live
+        /// (overrides the manifest's [server] data_dir; default .edgehost
+        /// next to the manifest).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Turn the admin API (deploy, rollback, metrics, health) on at this
+        /// address (overrides [admin] listen). Its bearer token is read from
+        /// EDGEHOST_ADMIN_TOKEN, or the variable [admin] token_env names.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Reload when the manifest or a component file changes; a change
+        /// that does not validate is logged and changes nothing.
+        #[arg(long)]
+        watch: bool,
     },
     /// Build route crates to WebAssembly components (wasm32-wasip2, release),
     /// installing the target with rustup if it is missing.
@@ -39,30 +83,57 @@ enum Command {
         #[arg(default_value = "routes")]
         dirs: Vec<PathBuf>,
     },
-    /// Check a manifest and compile its components without serving.
+    /// Check a manifest and compile its components without serving; exits
+    /// non-zero with every reason, each with its line and route.
     Check {
-        #[arg(long, short, default_value = "manifest.toml")]
-        manifest: PathBuf,
+        #[command(flatten)]
+        manifest: ManifestArg,
     },
-    /// List a manifest's routes: path, methods, component, grants.
+    /// Print a manifest's route table: path, methods (from the components'
+    /// exports), granted capabilities and limits.
     Routes {
-        #[arg(long, short, default_value = "manifest.toml")]
-        manifest: PathBuf,
+        #[command(flatten)]
+        manifest: ManifestArg,
+    },
+    /// Upload a manifest and its components to a running host, which
+    /// validates and compiles them, then switches to them atomically.
+    Deploy {
+        #[command(flatten)]
+        manifest: ManifestArg,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Switch a running host back to the deployment before its current one.
+    Rollback {
+        #[command(flatten)]
+        target: AdminTarget,
     },
 }
 
 fn main() -> ExitCode {
-    edgehost::commands::init_logging();
     let cli = Cli::parse();
+    commands::init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve {
             manifest,
             listen,
             data_dir,
-        } => edgehost::commands::serve(&manifest, listen, data_dir),
-        Command::Build { dirs } => edgehost::commands::build(&dirs),
-        Command::Check { manifest } => edgehost::commands::check(&manifest),
-        Command::Routes { manifest } => edgehost::commands::routes(&manifest),
+            admin,
+            watch,
+        } => commands::serve(ServeOptions {
+            manifest: manifest.path(),
+            listen,
+            data_dir,
+            admin,
+            watch,
+        }),
+        Command::Build { dirs } => commands::build(&dirs),
+        Command::Check { manifest } => commands::check(&manifest.path()),
+        Command::Routes { manifest } => commands::routes(&manifest.path()),
+        Command::Deploy { manifest, target } => {
+            commands::deploy(&manifest.path(), &target.to, &target.token_env)
+        }
+        Command::Rollback { target } => commands::rollback(&target.to, &target.token_env),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,8 +34,19 @@ pub const DEFAULT_DATA_DIR: &str = ".edgehost";
 struct RawManifest {
     #[serde(default)]
     server: RawServer,
+    admin: Option<RawAdmin>,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
+}
+
+/// `[admin]`: the deploy and metrics API, off unless this table (or `serve
+/// --admin`) is given.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
+    token_env: Option<String>,
+    max_upload: Option<Spanned<Quantity>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,7 +168,33 @@ pub struct Manifest {
     /// Instances alive at once across all routes (the instance pool's
     /// size). Past it a request gets 503, like a route at its concurrency.
     pub max_instances: usize,
+    /// The admin API's settings when `[admin]` is given.
+    pub admin: Option<AdminSettings>,
     pub routes: Vec<RouteSpec>,
+}
+
+/// Where the admin API listens and how it checks callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Its own address, loopback unless told otherwise.
+    pub listen: SocketAddr,
+    /// The host environment variable holding the bearer token.
+    pub token_env: String,
+    /// Largest component one upload may carry; larger is 413.
+    pub max_upload: usize,
+}
+
+/// Where the admin API listens when `[admin]` gives no `listen`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token_env: "EDGEHOST_ADMIN_TOKEN".into(),
+            max_upload: 64 * MIB,
+        }
+    }
 }
 
 /// The instance pool's size unless `[server] max_instances` says otherwise.
@@ -175,6 +212,9 @@ pub struct RouteSpec {
     pub kv: Vec<String>,
     /// Environment the route sees: `env` values, then secrets (sorted by name).
     pub env: Vec<(String, String)>,
+    /// Which of `env` are secrets (their names, sorted), for listings that
+    /// must not show their values.
+    pub secrets: Vec<String>,
     pub limits: Limits,
 }
 
@@ -295,6 +335,33 @@ pub fn parse(
     text: &str,
     secret: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Manifest, ManifestErrors> {
+    let base = file.parent().unwrap_or(Path::new("."));
+    parse_with(file, text, secret, &|written| {
+        let path = base.join(written);
+        path.is_file().then_some(path)
+    })
+}
+
+/// Component paths as written in a manifest (`component = ...`), in route
+/// order, without validating anything else: what a deploy must upload.
+pub fn component_paths(text: &str) -> Result<Vec<String>, String> {
+    let raw: RawManifest = toml::from_str(text).map_err(|err| syntax_message(text, &err))?;
+    Ok(raw
+        .routes
+        .into_iter()
+        .map(|route| route.component.into_inner())
+        .collect())
+}
+
+/// [`parse`] with components found by `component`: the file for a
+/// `component = ...` value as written, or `None` when there is none (a
+/// deploy resolves them in the host's store of uploaded components).
+pub fn parse_with(
+    file: &Path,
+    text: &str,
+    secret: &dyn Fn(&str) -> Option<String>,
+    component: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<Manifest, ManifestErrors> {
     let file_name = file.display().to_string();
     let raw: RawManifest = toml::from_str(text).map_err(|err| ManifestError::Syntax {
         file: file_name.clone(),
@@ -363,6 +430,10 @@ pub fn parse(
         &mut max_instances,
         limit("max_instances", &server.max_instances, Kind::Count),
     );
+    let max_upload = raw
+        .admin
+        .as_ref()
+        .and_then(|admin| limit("max_upload", &admin.max_upload, Kind::Size));
     let mut defaults = Limits::default();
     apply_limits(
         &mut defaults,
@@ -391,6 +462,25 @@ pub fn parse(
         );
         route_limits.push(limits);
     }
+
+    let admin = raw.admin.as_ref().map(|raw_admin| {
+        let mut admin = AdminSettings::default();
+        if let Some(value) = &raw_admin.listen {
+            match value.get_ref().parse() {
+                Ok(addr) => admin.listen = addr,
+                Err(_) => errors.push(ManifestError::BadListen {
+                    file: file_name.clone(),
+                    line: line_of(value.span().start),
+                    value: value.get_ref().clone(),
+                }),
+            }
+        }
+        if let Some(name) = &raw_admin.token_env {
+            admin.token_env = name.clone();
+        }
+        set_size(&mut admin.max_upload, max_upload);
+        admin
+    });
 
     let mut routes = Vec::new();
     // shape -> (pattern, line) of the first route with that shape
@@ -430,8 +520,8 @@ pub fn parse(
                 }
             }
         }
-        let component = base.join(raw_route.component.get_ref());
-        if !component.is_file() {
+        let resolved = component(raw_route.component.get_ref());
+        if resolved.is_none() {
             fail(&mut errors, &|file, line, route| {
                 ManifestError::MissingComponent {
                     file,
@@ -501,13 +591,14 @@ pub fn parse(
                 }),
             }
         }
-        if let Some(pattern) = pattern {
+        if let (Some(pattern), Some(component)) = (pattern, resolved) {
             routes.push(RouteSpec {
                 pattern,
                 component,
                 line,
                 kv: raw_route.kv,
                 env,
+                secrets,
                 limits,
             });
         }
@@ -519,6 +610,7 @@ pub fn parse(
             data_dir,
             clients,
             max_instances,
+            admin,
             routes,
         })
     } else {

@@ -10,6 +10,7 @@
 use crate::capabilities::kv::{KvAccess, KvBackend};
 use crate::capabilities::stdio::{GuestLog, Stream};
 use crate::manifest::{Limits, Manifest, ManifestError, ManifestErrors, RouteSpec};
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::router::{Match, Params, PathError, Router};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use wasmtime::component::{
 };
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError,
-    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
+    PoolingAllocationConfig, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -111,7 +112,48 @@ pub struct HostState {
     wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) kv: KvAccess,
+    limits: Limiter,
+}
+
+/// The store's limits, noting when a memory grow was refused so that the
+/// trap that usually follows is reported as the memory limit it is.
+struct Limiter {
     limits: StoreLimits,
+    memory_refused: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        self.memory_refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 impl WasiView for HostState {
@@ -133,6 +175,9 @@ pub enum GuestError {
     /// exhaustion...); the message is the trap's reason, one line.
     #[error("guest trapped: {0}")]
     Trap(String),
+    /// The guest trapped after it was refused memory past its limit.
+    #[error("guest trapped after being refused memory past its {limit} byte limit: {reason}")]
+    OutOfMemory { limit: usize, reason: String },
     /// The guest ran past its time limit and was stopped.
     #[error("guest ran past its {0:?} time limit")]
     Timeout(Duration),
@@ -156,6 +201,8 @@ pub struct CompiledRoute {
     kv: KvAccess,
     pub limits: Limits,
     running: Arc<Semaphore>,
+    /// The route's counters (shared with earlier tables that had its pattern).
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl CompiledRoute {
@@ -217,12 +264,15 @@ impl EngineSettings {
     pub fn for_manifest(manifest: &Manifest, data_dir: &Path) -> EngineSettings {
         EngineSettings {
             max_instances: manifest.max_instances,
+            // At least the default, so that a later deploy of routes with
+            // default limits fits the slots made at start.
             max_memory: manifest
                 .routes
                 .iter()
                 .map(|route| route.limits.memory)
                 .max()
-                .unwrap_or(Limits::default().memory),
+                .unwrap_or(0)
+                .max(Limits::default().memory),
             cache_dir: Some(data_dir.join("compiled")),
         }
     }
@@ -234,6 +284,8 @@ pub struct Runtime {
     linker: Linker<HostState>,
     kv: Arc<dyn KvBackend>,
     cache_dir: Option<PathBuf>,
+    max_memory: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Runtime {
@@ -288,7 +340,14 @@ impl Runtime {
             linker,
             kv,
             cache_dir: settings.cache_dir,
+            max_memory: settings.max_memory,
+            metrics: Arc::default(),
         })
+    }
+
+    /// The counters of every route this runtime has loaded.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Compiles and links every route of a validated manifest. Reports every
@@ -315,6 +374,12 @@ impl Runtime {
     }
 
     fn compile_route(&self, spec: &RouteSpec) -> Result<CompiledRoute, String> {
+        if spec.limits.memory > self.max_memory {
+            return Err(format!(
+                "memory limit of {} bytes is over the {} bytes per instance this host reserved when it started; restart the host with this manifest to raise it",
+                spec.limits.memory, self.max_memory
+            ));
+        }
         let file = spec.component.display();
         let bytes = std::fs::read(&spec.component)
             .map_err(|err| format!("cannot read component {file}: {err}"))?;
@@ -404,6 +469,7 @@ impl Runtime {
             },
             limits: spec.limits.clone(),
             running: Arc::new(Semaphore::new(spec.limits.max_concurrency)),
+            metrics: self.metrics.route(spec.pattern.as_str()),
         })
     }
 
@@ -470,9 +536,9 @@ impl Runtime {
         route: &CompiledRoute,
         method: Method,
         request: GuestRequest,
-        request_id: u64,
+        request_id: &Arc<str>,
     ) -> Result<GuestResponse, GuestError> {
-        let log = GuestLog::new(Arc::clone(&route.name), request_id);
+        let log = GuestLog::new(Arc::clone(&route.name), Arc::clone(request_id));
         let timeout = route.limits.timeout;
         // Dropping the call's future at the deadline drops the store and the
         // instance with it; the guest is paused at an epoch tick, never mid-host-call.
@@ -491,7 +557,7 @@ impl Runtime {
         route: &CompiledRoute,
         method: Method,
         request: GuestRequest,
-        request_id: u64,
+        request_id: &str,
         log: &GuestLog,
     ) -> Result<GuestResponse, GuestError> {
         let Some(export) = route.handlers[method.index()] else {
@@ -509,14 +575,17 @@ impl Runtime {
             wasi,
             table: ResourceTable::new(),
             kv: route.kv.clone(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(route.limits.memory)
-                // A route is one component: a handful of instances, tables
-                // and memories, never thousands.
-                .instances(64)
-                .tables(64)
-                .memories(16)
-                .build(),
+            limits: Limiter {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(route.limits.memory)
+                    // A route is one component: a handful of instances, tables
+                    // and memories, never thousands.
+                    .instances(64)
+                    .tables(64)
+                    .memories(16)
+                    .build(),
+                memory_refused: false,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -537,7 +606,7 @@ impl Runtime {
         let func = instance
             .get_typed_func::<(GuestRequest,), (GuestResponse,)>(&mut store, export)
             .map_err(GuestError::Instantiate)?;
-        let (response,) = func
+        let response = func
             .call_async(&mut store, (request,))
             .await
             .map_err(|err| {
@@ -545,7 +614,16 @@ impl Runtime {
                 // recursion): the log gets it only at debug level.
                 tracing::debug!(request_id, "guest trap in full: {err:?}");
                 GuestError::Trap(trap_reason(&err))
-            })?;
+            });
+        let (response,) = match response {
+            Err(GuestError::Trap(reason)) if store.data().limits.memory_refused => {
+                return Err(GuestError::OutOfMemory {
+                    limit: route.limits.memory,
+                    reason,
+                })
+            }
+            other => other?,
+        };
         Ok(response)
     }
 }
@@ -593,6 +671,7 @@ mod tests {
             line: 1,
             kv: Vec::new(),
             env: Vec::new(),
+            secrets: Vec::new(),
             limits: Limits::default(),
         })
     }

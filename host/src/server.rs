@@ -3,11 +3,17 @@
 //!
 //! Every answer the host makes itself is JSON `{"error": "..."}`; the mapping
 //! from failures to statuses lives in [`HostAnswer::into_response`].
+//!
+//! Routes are served from the current [`Deployment`], an immutable snapshot
+//! swapped atomically by a deploy, a reload or a rollback. A request holds
+//! the snapshot it started with until it is answered.
 
-use crate::manifest::ClientLimits;
+use crate::manifest::{ClientLimits, Manifest};
+use crate::metrics::{Event, Metrics};
 use crate::runtime::{
     CompiledRoute, GuestError, GuestRequest, GuestResponse, Method, RouteTable, Runtime,
 };
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -18,26 +24,179 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
+
+/// Deployments kept for `rollback`, the current one included.
+const KEPT_DEPLOYMENTS: usize = 10;
+
+/// One route table and where it came from.
+pub struct Deployment {
+    /// `1` for the table the host started with, then counting up.
+    pub id: String,
+    /// What made it: the manifest file at start, a deploy, a reload.
+    pub source: String,
+    pub created: SystemTime,
+    pub table: RouteTable,
+}
 
 /// What every connection shares.
 pub struct Host {
-    runtime: Runtime,
-    table: RouteTable,
+    pub runtime: Runtime,
+    current: ArcSwap<Deployment>,
+    /// Kept deployments, oldest first; the last is the current one.
+    history: Mutex<Vec<Arc<Deployment>>>,
+    next_deployment: AtomicU64,
+    /// Deploys and reloads take turns: each one validates, compiles and
+    /// swaps before the next starts.
+    pub(crate) deploying: tokio::sync::Mutex<()>,
+    /// The manifest the host started with: its server-wide settings stay.
+    pub started_with: Manifest,
     clients: ClientLimits,
-    next_request_id: AtomicU64,
+    ids: RequestIds,
+    shutting_down: AtomicBool,
 }
 
 impl Host {
-    pub fn new(runtime: Runtime, table: RouteTable, clients: ClientLimits) -> Host {
+    /// A host serving `table`, loaded by `runtime` from `manifest`.
+    pub fn new(runtime: Runtime, table: RouteTable, manifest: Manifest) -> Host {
+        let first = Arc::new(Deployment {
+            id: "1".into(),
+            source: manifest.file.display().to_string(),
+            created: SystemTime::now(),
+            table,
+        });
+        runtime.metrics().deployed(&first.id, false);
         Host {
             runtime,
+            current: ArcSwap::new(Arc::clone(&first)),
+            history: Mutex::new(vec![first]),
+            next_deployment: AtomicU64::new(2),
+            deploying: tokio::sync::Mutex::new(()),
+            clients: manifest.clients.clone(),
+            started_with: manifest,
+            ids: RequestIds::new(),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// The deployment new requests are served from.
+    pub fn current(&self) -> Arc<Deployment> {
+        self.current.load_full()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.runtime.metrics()
+    }
+
+    /// Makes `table` the one new requests see. Requests already running
+    /// finish on the table they started with.
+    pub fn activate(&self, table: RouteTable, source: String) -> Arc<Deployment> {
+        let id = self.next_deployment.fetch_add(1, Ordering::Relaxed);
+        let deployment = Arc::new(Deployment {
+            id: id.to_string(),
+            source,
+            created: SystemTime::now(),
             table,
-            clients,
-            next_request_id: AtomicU64::new(1),
+        });
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.push(Arc::clone(&deployment));
+        let excess = history.len().saturating_sub(KEPT_DEPLOYMENTS);
+        history.drain(..excess);
+        self.current.store(Arc::clone(&deployment));
+        self.metrics().deployed(&deployment.id, false);
+        tracing::info!(
+            deployment = %deployment.id,
+            "now serving {} routes from {}",
+            deployment.table.routes().len(),
+            deployment.source
+        );
+        deployment
+    }
+
+    /// Goes back to the deployment before the current one, or says why not.
+    pub fn rollback(&self) -> Result<Arc<Deployment>, String> {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if history.len() < 2 {
+            return Err("there is no earlier deployment to roll back to".into());
+        }
+        let left = history.pop();
+        let previous = history
+            .last()
+            .cloned()
+            .ok_or_else(|| "there is no earlier deployment to roll back to".to_string())?;
+        self.current.store(Arc::clone(&previous));
+        self.metrics().deployed(&previous.id, true);
+        tracing::info!(
+            deployment = %previous.id,
+            "rolled back from deployment {}; serving {} routes from {}",
+            left.map_or_else(String::new, |d| d.id.clone()),
+            previous.table.routes().len(),
+            previous.source
+        );
+        Ok(previous)
+    }
+
+    /// Kept deployments, oldest first (the last is current).
+    pub fn deployments(&self) -> Vec<Arc<Deployment>> {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// False once the host has begun shutting down.
+    pub fn ready(&self) -> bool {
+        !self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+/// Request ids: the client's `x-request-id` when it is a sane token, else
+/// this process's random prefix and a counter.
+struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+/// The longest `x-request-id` taken from a client.
+const MAX_REQUEST_ID: usize = 128;
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        use std::hash::{BuildHasher, Hasher};
+        // std's hasher keys are random per process: enough to tell apart the
+        // ids of two host processes, with no extra crate.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        RequestIds {
+            prefix: hasher.finish() as u32,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn for_request(&self, headers: &http::HeaderMap) -> Arc<str> {
+        let given = headers
+            .get("x-request-id")
+            .map(HeaderValue::as_bytes)
+            .filter(|id| {
+                (1..=MAX_REQUEST_ID).contains(&id.len())
+                    && id
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
+            })
+            .and_then(|id| std::str::from_utf8(id).ok());
+        match given {
+            Some(id) => Arc::from(id),
+            None => {
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                Arc::from(format!("{:08x}-{n}", self.prefix))
+            }
         }
     }
 }
@@ -81,6 +240,7 @@ pub async fn serve(listener: TcpListener, host: Arc<Host>, shutdown: impl Future
         });
     }
     drop(listener);
+    host.shutting_down.store(true, Ordering::Relaxed);
     let drain = host.clients.drain_timeout;
     tracing::info!("shutting down: waiting up to {drain:?} for in-flight requests");
     tokio::select! {
@@ -91,39 +251,52 @@ pub async fn serve(listener: TcpListener, host: Arc<Host>, shutdown: impl Future
 
 /// One request, start to finish.
 async fn handle(host: &Host, req: Request<Incoming>, client: SocketAddr) -> Response<Full<Bytes>> {
-    let id = host.next_request_id.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     // No span per request: creating one formats its fields even when nothing
     // is logged. Each event names the request id itself.
+    let id = host.ids.for_request(req.headers());
     let method = req.method().clone();
-    let mut response = route_request(host, req, client, id)
-        .await
-        .unwrap_or_else(HostAnswer::into_response);
-    response
-        .headers_mut()
-        .insert("x-request-id", HeaderValue::from(id));
-    tracing::debug!(
-        request_id = id,
+    let path = req.uri().path().to_owned();
+    let deployment = host.current();
+    let (route, answer) = match deployment.table.lookup(&path) {
+        Err(err) => (None, Err(HostAnswer::BadPath(err.to_string()))),
+        Ok(None) => (None, Err(HostAnswer::NotFound)),
+        Ok(Some((route, params))) => (
+            Some(route),
+            run_route(host, route, params, req, client, &id).await,
+        ),
+    };
+    let mut response = answer.unwrap_or_else(HostAnswer::into_response);
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    route
+        .map_or(&host.metrics().unmatched, |route| &route.metrics)
+        .record(&method, status, elapsed);
+    tracing::info!(
+        target: "access",
+        request_id = %id,
         %method,
-        status = response.status().as_u16(),
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "done"
+        path,
+        route = route.map_or("-", |route| &*route.name),
+        status,
+        duration_us = elapsed.as_micros() as u64,
+        bytes = response.body().size_hint().exact().unwrap_or(0),
     );
     response
 }
 
-async fn route_request(
+/// A matched request: method, body, instance, response.
+async fn run_route(
     host: &Host,
+    route: &CompiledRoute,
+    params: Vec<(String, String)>,
     req: Request<Incoming>,
     client: SocketAddr,
-    id: u64,
+    id: &Arc<str>,
 ) -> Result<Response<Full<Bytes>>, HostAnswer> {
-    let (route, params) = host
-        .table
-        .lookup(req.uri().path())
-        .map_err(|err| HostAnswer::BadPath(err.to_string()))?
-        .ok_or(HostAnswer::NotFound)?;
-
     let requested = Method::from_http(req.method());
     let (method, strip_body) = match requested {
         Some(m) if route.handles(m) => (m, false),
@@ -133,28 +306,39 @@ async fn route_request(
     };
 
     let limits = &route.limits;
+    let count = |event: Event| route.metrics.count(event);
     // For the log, should the guest fail (a cheap reference-counted clone).
     let uri = req.uri().clone();
     // A request without a body (most GETs) needs no timer for reading it.
     let request = if req.body().is_end_stream() {
-        read_request(req, params, client, limits.max_body).await?
+        read_request(req, params, client, limits.max_body).await
     } else {
         tokio::time::timeout(
             host.clients.body_timeout,
             read_request(req, params, client, limits.max_body),
         )
         .await
-        .map_err(|_| HostAnswer::BodyTimeout)??
+        .unwrap_or(Err(HostAnswer::BodyTimeout))
+    }
+    .inspect_err(|answer| match answer {
+        HostAnswer::BodyTooLarge(_) => count(Event::MaxBody),
+        HostAnswer::BodyTimeout => count(Event::BodyTimeout),
+        _ => {}
+    })?;
+    let Some(_slot) = route.try_reserve() else {
+        count(Event::MaxConcurrency);
+        return Err(HostAnswer::Busy);
     };
-    let _slot = route.try_reserve().ok_or(HostAnswer::Busy)?;
+    let running = route.metrics.running();
     let response = host
         .runtime
         .call(route, method, request, id)
         .await
         .map_err(|err| match err {
             GuestError::Timeout(limit) => {
+                count(Event::Timeout);
                 tracing::warn!(
-                    request_id = id,
+                    request_id = %id,
                     route = %route.name,
                     path = %uri.path(),
                     "guest timed out after {limit:?}"
@@ -162,8 +346,9 @@ async fn route_request(
                 HostAnswer::Timeout
             }
             GuestError::PoolExhausted => {
+                count(Event::MaxInstances);
                 tracing::warn!(
-                    request_id = id,
+                    request_id = %id,
                     route = %route.name,
                     path = %uri.path(),
                     "all instance slots are in use; answering 503"
@@ -171,8 +356,13 @@ async fn route_request(
                 HostAnswer::Busy
             }
             other => {
+                count(match other {
+                    GuestError::OutOfMemory { .. } => Event::Memory,
+                    GuestError::Instantiate(_) => Event::Instantiate,
+                    _ => Event::Trap,
+                });
                 tracing::error!(
-                    request_id = id,
+                    request_id = %id,
                     route = %route.name,
                     path = %uri.path(),
                     "{other}"
@@ -180,9 +370,11 @@ async fn route_request(
                 HostAnswer::GuestFailed
             }
         })?;
+    drop(running);
     into_http(response, strip_body, limits.max_response).map_err(|reason| {
+        count(Event::InvalidResponse);
         tracing::error!(
-            request_id = id,
+            request_id = %id,
             route = %route.name,
             path = %uri.path(),
             "guest returned an invalid response: {reason}"

@@ -30,7 +30,7 @@ pub struct GuestLog {
 
 struct LogState {
     route: Arc<str>,
-    request_id: u64,
+    request_id: Arc<str>,
     budget: usize,
     truncated: bool,
     stdout: Vec<u8>,
@@ -38,7 +38,7 @@ struct LogState {
 }
 
 impl GuestLog {
-    pub fn new(route: Arc<str>, request_id: u64) -> Self {
+    pub fn new(route: Arc<str>, request_id: Arc<str>) -> Self {
         GuestLog {
             inner: Arc::new(Mutex::new(LogState {
                 route,
@@ -83,7 +83,7 @@ impl GuestLog {
                 state.truncated = true;
                 tracing::warn!(
                     route = %state.route,
-                    request_id = state.request_id,
+                    request_id = %state.request_id,
                     "guest output over {LOG_BUDGET} bytes; the rest is dropped"
                 );
             }
@@ -118,14 +118,14 @@ impl LogState {
             Stream::Stdout => tracing::info!(
                 target: "guest",
                 route = %self.route,
-                request_id = self.request_id,
+                request_id = %self.request_id,
                 stream = "stdout",
                 "{text}"
             ),
             Stream::Stderr => tracing::warn!(
                 target: "guest",
                 route = %self.route,
-                request_id = self.request_id,
+                request_id = %self.request_id,
                 stream = "stderr",
                 "{text}"
             ),

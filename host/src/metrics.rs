@@ -1,0 +1,374 @@
+//! Counters the host keeps and renders in the Prometheus text format for the
+//! admin API's `GET /metrics`.
+//!
+//! Each route's counters live in a [`RouteMetrics`] looked up by pattern when
+//! a route table is loaded, never per request: a request only adds to
+//! atomics. A route keeps its counters across deploys that keep its pattern.
+
+use crate::runtime::Method;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram's buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Methods counted apart; anything else counts as `OTHER`.
+const METHODS: usize = Method::ALL.len() + 1;
+/// Status classes 1xx to 5xx.
+const CLASSES: usize = 5;
+
+/// Something that went wrong in a route, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The guest trapped or panicked.
+    Trap,
+    /// The guest returned a response the host cannot send.
+    InvalidResponse,
+    /// The instance could not be set up.
+    Instantiate,
+    /// Limits hit, by the manifest key that set them.
+    Timeout,
+    Memory,
+    MaxBody,
+    BodyTimeout,
+    MaxConcurrency,
+    MaxInstances,
+}
+
+impl Event {
+    const ALL: [Event; 9] = [
+        Event::Trap,
+        Event::InvalidResponse,
+        Event::Instantiate,
+        Event::Timeout,
+        Event::Memory,
+        Event::MaxBody,
+        Event::BodyTimeout,
+        Event::MaxConcurrency,
+        Event::MaxInstances,
+    ];
+
+    /// The metric family and `kind` label this event is counted under.
+    fn family_and_kind(self) -> (&'static str, &'static str) {
+        match self {
+            Event::Trap => ("edgehost_guest_errors_total", "trap"),
+            Event::InvalidResponse => ("edgehost_guest_errors_total", "invalid_response"),
+            Event::Instantiate => ("edgehost_guest_errors_total", "instantiate"),
+            Event::Timeout => ("edgehost_limit_hits_total", "timeout"),
+            Event::Memory => ("edgehost_limit_hits_total", "memory"),
+            Event::MaxBody => ("edgehost_limit_hits_total", "max_body"),
+            Event::BodyTimeout => ("edgehost_limit_hits_total", "body_timeout"),
+            Event::MaxConcurrency => ("edgehost_limit_hits_total", "max_concurrency"),
+            Event::MaxInstances => ("edgehost_limit_hits_total", "max_instances"),
+        }
+    }
+}
+
+/// One route's counters.
+#[derive(Default)]
+pub struct RouteMetrics {
+    requests: [[AtomicU64; CLASSES]; METHODS],
+    /// Requests per latency bucket (not cumulative; the last is `+Inf`).
+    latency: [AtomicU64; BUCKETS.len() + 1],
+    latency_sum_ns: AtomicU64,
+    running: AtomicI64,
+    events: [AtomicU64; Event::ALL.len()],
+}
+
+impl RouteMetrics {
+    /// Counts one answered request.
+    pub fn record(&self, method: &http::Method, status: u16, elapsed: Duration) {
+        let method = Method::from_http(method).map_or(METHODS - 1, |m| m as usize);
+        let class = usize::from(status / 100).clamp(1, CLASSES) - 1;
+        self.requests[method][class].fetch_add(1, Ordering::Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(BUCKETS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_ns.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn count(&self, event: Event) {
+        self.events[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks an instance running until the guard drops.
+    pub fn running(self: &Arc<Self>) -> RunningGuard {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        RunningGuard(Arc::clone(self))
+    }
+}
+
+/// Holds one count in `edgehost_instances_running`.
+pub struct RunningGuard(Arc<RouteMetrics>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Every counter of one host.
+pub struct Metrics {
+    routes: Mutex<BTreeMap<Arc<str>, Arc<RouteMetrics>>>,
+    /// Requests that matched no route (404, or a path that does not decode).
+    pub unmatched: Arc<RouteMetrics>,
+    deploys_ok: AtomicU64,
+    deploys_rejected: AtomicU64,
+    rollbacks: AtomicU64,
+    deployment: Mutex<String>,
+}
+
+/// The `route` label of requests that matched no route.
+const UNMATCHED: &str = "(none)";
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            routes: Mutex::default(),
+            unmatched: Arc::default(),
+            deploys_ok: AtomicU64::new(0),
+            deploys_rejected: AtomicU64::new(0),
+            rollbacks: AtomicU64::new(0),
+            deployment: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// The counters of the route with this pattern, created on first use.
+    pub fn route(&self, pattern: &str) -> Arc<RouteMetrics> {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(routes.entry(Arc::from(pattern)).or_default())
+    }
+
+    /// A deployment became current (`rollback` says whether by a rollback).
+    pub fn deployed(&self, id: &str, rollback: bool) {
+        if rollback {
+            self.rollbacks.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.deploys_ok.fetch_add(1, Ordering::Relaxed);
+        }
+        *self.deployment.lock().unwrap_or_else(|p| p.into_inner()) = id.to_string();
+    }
+
+    /// A deploy or reload was refused and changed nothing.
+    pub fn deploy_rejected(&self) {
+        self.deploys_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Everything, in the Prometheus text exposition format (0.0.4).
+    pub fn render(&self) -> String {
+        let mut routes: Vec<(String, Arc<RouteMetrics>)> = self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, metrics)| (escape(name), Arc::clone(metrics)))
+            .collect();
+        routes.push((UNMATCHED.to_string(), Arc::clone(&self.unmatched)));
+        let mut out = String::new();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+        header(
+            &mut out,
+            "edgehost_requests_total",
+            "counter",
+            "Requests answered, by route, method and status class.",
+        );
+        for (route, m) in &routes {
+            for (method, counts) in m.requests.iter().enumerate() {
+                let method = Method::ALL.get(method).map_or("OTHER", |m| m.as_str());
+                for (class, count) in counts.iter().enumerate() {
+                    let count = load(count);
+                    if count > 0 {
+                        let _ = writeln!(
+                            out,
+                            "edgehost_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{}xx\"}} {count}",
+                            class + 1
+                        );
+                    }
+                }
+            }
+        }
+
+        header(
+            &mut out,
+            "edgehost_request_duration_seconds",
+            "histogram",
+            "Time from reading a request's head to having its response, by route.",
+        );
+        for (route, m) in &routes {
+            let mut cumulative = 0;
+            for (i, count) in m.latency.iter().enumerate() {
+                cumulative += load(count);
+                let le = BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+                let _ = writeln!(
+                    out,
+                    "edgehost_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let sum = load(&m.latency_sum_ns) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "edgehost_request_duration_seconds_sum{{route=\"{route}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "edgehost_request_duration_seconds_count{{route=\"{route}\"}} {cumulative}"
+            );
+        }
+
+        header(
+            &mut out,
+            "edgehost_instances_running",
+            "gauge",
+            "Guest instances running now, by route.",
+        );
+        for (route, m) in &routes {
+            let _ = writeln!(
+                out,
+                "edgehost_instances_running{{route=\"{route}\"}} {}",
+                m.running.load(Ordering::Relaxed)
+            );
+        }
+
+        for (family, help) in [
+            (
+                "edgehost_guest_errors_total",
+                "Requests a guest failed (trap, invalid response, instantiation), by route and kind.",
+            ),
+            (
+                "edgehost_limit_hits_total",
+                "Requests stopped by a limit, by route and the limit's manifest key.",
+            ),
+        ] {
+            header(&mut out, family, "counter", help);
+            for (route, m) in &routes {
+                for event in Event::ALL {
+                    let (event_family, kind) = event.family_and_kind();
+                    if event_family == family {
+                        let _ = writeln!(
+                            out,
+                            "{family}{{route=\"{route}\",kind=\"{kind}\"}} {}",
+                            load(&m.events[event as usize])
+                        );
+                    }
+                }
+            }
+        }
+
+        header(
+            &mut out,
+            "edgehost_deploys_total",
+            "counter",
+            "Deploys and reloads, by result (a rejected one changed nothing).",
+        );
+        let _ = writeln!(
+            out,
+            "edgehost_deploys_total{{result=\"ok\"}} {}",
+            load(&self.deploys_ok)
+        );
+        let _ = writeln!(
+            out,
+            "edgehost_deploys_total{{result=\"rejected\"}} {}",
+            load(&self.deploys_rejected)
+        );
+        header(
+            &mut out,
+            "edgehost_rollbacks_total",
+            "counter",
+            "Rollbacks to an earlier deployment.",
+        );
+        let _ = writeln!(out, "edgehost_rollbacks_total {}", load(&self.rollbacks));
+        header(
+            &mut out,
+            "edgehost_deployment_info",
+            "gauge",
+            "The deployment being served (its id is the label).",
+        );
+        let id = escape(&self.deployment.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = writeln!(out, "edgehost_deployment_info{{id=\"{id}\"}} 1");
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value as the text format wants it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_buckets_and_escaped_labels() {
+        let metrics = Metrics::default();
+        let route = metrics.route("/api/\"x\"/$id");
+        route.record(&http::Method::GET, 200, Duration::from_micros(300));
+        route.record(&http::Method::GET, 204, Duration::from_millis(2));
+        route.record(
+            &http::Method::from_bytes(b"PURGE").unwrap(),
+            503,
+            Duration::from_secs(9),
+        );
+        route.count(Event::Timeout);
+        metrics.deployed("7", false);
+        metrics.deploy_rejected();
+        let text = metrics.render();
+        let label = r#"route="/api/\"x\"/$id""#;
+        for line in [
+            format!(r#"edgehost_requests_total{{{label},method="GET",status="2xx"}} 2"#),
+            format!(r#"edgehost_requests_total{{{label},method="OTHER",status="5xx"}} 1"#),
+            format!(r#"edgehost_request_duration_seconds_bucket{{{label},le="0.0005"}} 1"#),
+            format!(r#"edgehost_request_duration_seconds_bucket{{{label},le="0.0025"}} 2"#),
+            format!(r#"edgehost_request_duration_seconds_bucket{{{label},le="5"}} 2"#),
+            format!(r#"edgehost_request_duration_seconds_bucket{{{label},le="+Inf"}} 3"#),
+            format!(r#"edgehost_request_duration_seconds_count{{{label}}} 3"#),
+            format!(r#"edgehost_limit_hits_total{{{label},kind="timeout"}} 1"#),
+            format!(r#"edgehost_guest_errors_total{{{label},kind="trap"}} 0"#),
+            r#"edgehost_deploys_total{result="ok"} 1"#.to_string(),
+            r#"edgehost_deploys_total{result="rejected"} 1"#.to_string(),
+            r#"edgehost_deployment_info{id="7"} 1"#.to_string(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line}:\n{text}");
+        }
+        // The same pattern gets the same counters (they survive a deploy).
+        assert!(Arc::ptr_eq(&route, &metrics.route("/api/\"x\"/$id")));
+    }
+
+    #[test]
+    fn running_gauge_follows_guards() {
+        let metrics = Metrics::default();
+        let route = metrics.route("/r");
+        let first = route.running();
+        let second = route.running();
+        drop(first);
+        assert!(metrics
+            .render()
+            .contains("edgehost_instances_running{route=\"/r\"} 1\n"));
+        drop(second);
+        assert!(metrics
+            .render()
+            .contains("edgehost_instances_running{route=\"/r\"} 0\n"));
+    }
+}
