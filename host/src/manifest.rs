@@ -278,10 +278,12 @@ pub enum ManifestError {
         route: String,
         name: String,
     },
-    #[error("{file}:{line}: `{key}`: {reason}")]
+    #[error("{file}:{line}: {}`{key}`: {reason}", in_route(.route))]
     BadLimit {
         file: String,
         line: usize,
+        /// The route the limit belongs to; `None` in `[server]` and `[admin]`.
+        route: Option<String>,
         key: &'static str,
         reason: String,
     },
@@ -387,56 +389,71 @@ pub fn parse_with(
     };
     let data_dir = base.join(raw.server.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
 
-    let mut limit =
-        |key: &'static str, value: &Option<Spanned<Quantity>>, kind: Kind| -> Option<u64> {
-            let value = value.as_ref()?;
-            match kind.parse(value.get_ref()) {
-                Ok(parsed) => Some(parsed),
-                Err(reason) => {
-                    errors.push(ManifestError::BadLimit {
-                        file: file_name.clone(),
-                        line: line_of(value.span().start),
-                        key,
-                        reason,
-                    });
-                    None
-                }
+    let mut limit = |route: Option<&str>,
+                     key: &'static str,
+                     value: &Option<Spanned<Quantity>>,
+                     kind: Kind|
+     -> Option<u64> {
+        let value = value.as_ref()?;
+        match kind.parse(value.get_ref()) {
+            Ok(parsed) => Some(parsed),
+            Err(reason) => {
+                errors.push(ManifestError::BadLimit {
+                    file: file_name.clone(),
+                    line: line_of(value.span().start),
+                    route: route.map(str::to_string),
+                    key,
+                    reason,
+                });
+                None
             }
-        };
+        }
+    };
     let server = &raw.server;
     let mut clients = ClientLimits::default();
     set_duration(
         &mut clients.header_timeout,
-        limit("header_timeout", &server.header_timeout, Kind::Duration),
+        limit(
+            None,
+            "header_timeout",
+            &server.header_timeout,
+            Kind::Duration,
+        ),
     );
     set_duration(
         &mut clients.body_timeout,
-        limit("body_timeout", &server.body_timeout, Kind::Duration),
+        limit(None, "body_timeout", &server.body_timeout, Kind::Duration),
     );
     set_duration(
         &mut clients.drain_timeout,
-        limit("drain_timeout", &server.drain_timeout, Kind::Duration),
+        limit(None, "drain_timeout", &server.drain_timeout, Kind::Duration),
     );
     set_size(
         &mut clients.max_header_bytes,
-        limit("max_header_bytes", &server.max_header_bytes, Kind::Size),
+        limit(
+            None,
+            "max_header_bytes",
+            &server.max_header_bytes,
+            Kind::Size,
+        ),
     );
     set_size(
         &mut clients.max_headers,
-        limit("max_headers", &server.max_headers, Kind::Count),
+        limit(None, "max_headers", &server.max_headers, Kind::Count),
     );
     let mut max_instances = DEFAULT_MAX_INSTANCES;
     set_size(
         &mut max_instances,
-        limit("max_instances", &server.max_instances, Kind::Count),
+        limit(None, "max_instances", &server.max_instances, Kind::Count),
     );
     let max_upload = raw
         .admin
         .as_ref()
-        .and_then(|admin| limit("max_upload", &admin.max_upload, Kind::Size));
+        .and_then(|admin| limit(None, "max_upload", &admin.max_upload, Kind::Size));
     let mut defaults = Limits::default();
     apply_limits(
         &mut defaults,
+        None,
         [
             &server.timeout,
             &server.memory,
@@ -451,6 +468,7 @@ pub fn parse_with(
         let mut limits = defaults.clone();
         apply_limits(
             &mut limits,
+            Some(raw_route.path.get_ref()),
             [
                 &raw_route.timeout,
                 &raw_route.memory,
@@ -692,31 +710,43 @@ fn set_size(slot: &mut usize, value: Option<u64>) {
 }
 
 type LimitParser<'a> =
-    dyn FnMut(&'static str, &Option<Spanned<Quantity>>, Kind) -> Option<u64> + 'a;
+    dyn FnMut(Option<&str>, &'static str, &Option<Spanned<Quantity>>, Kind) -> Option<u64> + 'a;
+
+/// `route "/x": ` before an error about a route's setting.
+fn in_route(route: &Option<String>) -> String {
+    route
+        .as_ref()
+        .map(|route| format!("route {route:?}: "))
+        .unwrap_or_default()
+}
 
 /// Overrides `limits` with the keys given (timeout, memory, max_body, max_response, max_concurrency).
 fn apply_limits(
     limits: &mut Limits,
+    route: Option<&str>,
     keys: [&Option<Spanned<Quantity>>; 5],
     parse: &mut LimitParser<'_>,
 ) {
     let [timeout, memory, max_body, max_response, max_concurrency] = keys;
     set_duration(
         &mut limits.timeout,
-        parse("timeout", timeout, Kind::Duration),
+        parse(route, "timeout", timeout, Kind::Duration),
     );
-    set_size(&mut limits.memory, parse("memory", memory, Kind::Size));
+    set_size(
+        &mut limits.memory,
+        parse(route, "memory", memory, Kind::Size),
+    );
     set_size(
         &mut limits.max_body,
-        parse("max_body", max_body, Kind::Size),
+        parse(route, "max_body", max_body, Kind::Size),
     );
     set_size(
         &mut limits.max_response,
-        parse("max_response", max_response, Kind::Size),
+        parse(route, "max_response", max_response, Kind::Size),
     );
     set_size(
         &mut limits.max_concurrency,
-        parse("max_concurrency", max_concurrency, Kind::Count),
+        parse(route, "max_concurrency", max_concurrency, Kind::Count),
     );
 }
 

@@ -145,6 +145,16 @@ impl Default for Metrics {
     }
 }
 
+/// How a deployment became current.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// The table the host started with: not counted as a deploy.
+    Start,
+    /// A deploy through the admin API or a `--watch` reload.
+    Deploy,
+    Rollback,
+}
+
 impl Metrics {
     /// The counters of the route with this pattern, created on first use.
     pub fn route(&self, pattern: &str) -> Arc<RouteMetrics> {
@@ -152,12 +162,16 @@ impl Metrics {
         Arc::clone(routes.entry(Arc::from(pattern)).or_default())
     }
 
-    /// A deployment became current (`rollback` says whether by a rollback).
-    pub fn deployed(&self, id: &str, rollback: bool) {
-        if rollback {
-            self.rollbacks.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.deploys_ok.fetch_add(1, Ordering::Relaxed);
+    /// A deployment became current.
+    pub fn deployed(&self, id: &str, how: Activation) {
+        match how {
+            Activation::Start => {}
+            Activation::Deploy => {
+                self.deploys_ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Activation::Rollback => {
+                self.rollbacks.fetch_add(1, Ordering::Relaxed);
+            }
         }
         *self.deployment.lock().unwrap_or_else(|p| p.into_inner()) = id.to_string();
     }
@@ -235,7 +249,9 @@ impl Metrics {
             "gauge",
             "Guest instances running now, by route.",
         );
-        for (route, m) in &routes {
+        // Unmatched requests run no guest: they have only the two families above.
+        let routes = &routes[..routes.len() - 1];
+        for (route, m) in routes {
             let _ = writeln!(
                 out,
                 "edgehost_instances_running{{route=\"{route}\"}} {}",
@@ -254,7 +270,7 @@ impl Metrics {
             ),
         ] {
             header(&mut out, family, "counter", help);
-            for (route, m) in &routes {
+            for (route, m) in routes {
                 for event in Event::ALL {
                     let (event_family, kind) = event.family_and_kind();
                     if event_family == family {
@@ -332,7 +348,7 @@ mod tests {
             Duration::from_secs(9),
         );
         route.count(Event::Timeout);
-        metrics.deployed("7", false);
+        metrics.deployed("7", Activation::Deploy);
         metrics.deploy_rejected();
         let text = metrics.render();
         let label = r#"route="/api/\"x\"/$id""#;

@@ -9,7 +9,7 @@
 //! the snapshot it started with until it is answered.
 
 use crate::manifest::{ClientLimits, Manifest};
-use crate::metrics::{Event, Metrics};
+use crate::metrics::{Activation, Event, Metrics};
 use crate::runtime::{
     CompiledRoute, GuestError, GuestRequest, GuestResponse, Method, RouteTable, Runtime,
 };
@@ -68,7 +68,7 @@ impl Host {
             created: SystemTime::now(),
             table,
         });
-        runtime.metrics().deployed(&first.id, false);
+        runtime.metrics().deployed(&first.id, Activation::Start);
         Host {
             runtime,
             current: ArcSwap::new(Arc::clone(&first)),
@@ -106,7 +106,7 @@ impl Host {
         let excess = history.len().saturating_sub(KEPT_DEPLOYMENTS);
         history.drain(..excess);
         self.current.store(Arc::clone(&deployment));
-        self.metrics().deployed(&deployment.id, false);
+        self.metrics().deployed(&deployment.id, Activation::Deploy);
         tracing::info!(
             deployment = %deployment.id,
             "now serving {} routes from {}",
@@ -128,7 +128,7 @@ impl Host {
             .cloned()
             .ok_or_else(|| "there is no earlier deployment to roll back to".to_string())?;
         self.current.store(Arc::clone(&previous));
-        self.metrics().deployed(&previous.id, true);
+        self.metrics().deployed(&previous.id, Activation::Rollback);
         tracing::info!(
             deployment = %previous.id,
             "rolled back from deployment {}; serving {} routes from {}",
@@ -279,8 +279,8 @@ async fn handle(host: &Host, req: Request<Incoming>, client: SocketAddr) -> Resp
         target: "access",
         request_id = %id,
         %method,
-        path,
-        route = route.map_or("-", |route| &*route.name),
+        path = %path,
+        route = %route.map_or("-", |route| &*route.name),
         status,
         duration_us = elapsed.as_micros() as u64,
         bytes = response.body().size_hint().exact().unwrap_or(0),

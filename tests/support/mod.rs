@@ -39,7 +39,18 @@ pub fn component(name: &str) -> PathBuf {
 pub struct Host {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin API's address, when it was turned on.
+    pub admin: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
+}
+
+/// The address in a log line after `marker` (text or JSON log format).
+fn address_after(line: &str, marker: &str) -> Option<String> {
+    let rest = line.split(marker).nth(1)?;
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')))
+        .unwrap_or(rest.len());
+    Some(rest[..end].to_string())
 }
 
 /// Options for starting a host.
@@ -53,9 +64,23 @@ impl Host {
     /// Starts `edgehost serve` on an OS-chosen port and waits until it
     /// listens (the port is read from its log), with a deadline.
     pub fn start(options: Start<'_>) -> Host {
+        Host::start_with_args(options, &[])
+    }
+
+    /// Like [`Host::start`], with more arguments for `edgehost`; the admin
+    /// API's address is read from the log when `--admin` is among them.
+    /// Arguments before `serve` (such as `--log-format json`) go first.
+    pub fn start_with_args(options: Start<'_>, args: &[&str]) -> Host {
         let mut command = Command::new(env!("CARGO_BIN_EXE_edgehost"));
+        let (global, serve): (Vec<&str>, Vec<&str>) = match args.iter().position(|a| *a == "serve")
+        {
+            Some(at) => (args[..at].to_vec(), args[at + 1..].to_vec()),
+            None => (Vec::new(), args.to_vec()),
+        };
         command
+            .args(&global)
             .arg("serve")
+            .args(&serve)
             .arg("--manifest")
             .arg(options.manifest)
             .arg("--listen")
@@ -73,15 +98,19 @@ impl Host {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
+        let (admin_tx, admin_rx) = mpsc::channel();
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(rest.trim().to_string());
+                if let Some(addr) = address_after(&line, "admin API listening on http://") {
+                    let _ = admin_tx.send(addr);
+                } else if let Some(addr) = address_after(&line, "listening on http://") {
+                    let _ = tx.send(addr);
                 }
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
             }
         });
         let addr = match rx.recv_timeout(STARTUP_DEADLINE) {
@@ -92,7 +121,33 @@ impl Host {
                 panic!("host did not start listening:\n{}", log.lock().unwrap());
             }
         };
-        Host { child, addr, log }
+        // The admin API, when on, is logged before the public listener.
+        let admin = admin_rx
+            .try_recv()
+            .ok()
+            .map(|addr| addr.parse().expect("admin address"));
+        Host {
+            child,
+            addr,
+            admin,
+            log,
+        }
+    }
+
+    /// The admin API's address (the host must have been started with it).
+    pub fn admin(&self) -> SocketAddr {
+        self.admin.expect("host started with --admin")
+    }
+
+    /// A request to the admin API with the given bearer token (none if empty).
+    pub fn admin_request(&self, method: &str, path: &str, token: &str, body: &[u8]) -> Reply {
+        let auth = format!("Bearer {token}");
+        let headers: Vec<(&str, &str)> = if token.is_empty() {
+            Vec::new()
+        } else {
+            vec![("authorization", auth.as_str())]
+        };
+        request(self.admin(), method, path, &headers, body)
     }
 
     /// The host's process id.
