@@ -955,7 +955,7 @@ max_concurrency = 3
             ),
             (
                 "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\nmax_body = \"-1\"\n",
-                "manifest.toml:4: `max_body`: expected a size",
+                "manifest.toml:4: route \"/a\": `max_body`: expected a size",
             ),
         ];
         for (text, expected) in cases {
