@@ -566,4 +566,16 @@ fn a_request_in_flight_finishes_on_the_deployment_it_started_on() {
     let reply = slow.join().unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["slept_ms"], 1500);
+
+    // Instance slots are sized at start: more memory than they hold is refused.
+    let greedy = format!("{}memory = \"1GiB\"\n", versioned("3"));
+    let v3 = manifest_in(dir.path(), "v3", &greedy);
+    let out = deploy(&host, &v3);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("over the 134217728 bytes per instance this host reserved"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(served_version(&host), Ok("2".to_string()));
 }
