@@ -19,6 +19,7 @@
 //! The client side, used by `edgehost deploy` and `edgehost rollback`, is at
 //! the end of this module.
 
+use crate::folders::FolderRoute;
 use crate::manifest::{self, AdminSettings, Manifest};
 use crate::server::{Deployment, Host};
 use anyhow::{bail, Context};
@@ -292,6 +293,9 @@ pub struct DeployRequest {
     pub manifest: String,
     /// `component = ...` value as written -> SHA-256 of the uploaded file.
     pub components: BTreeMap<String, String>,
+    /// The route crates the manifest's `[routes]` found on the client.
+    #[serde(default)]
+    pub folder_routes: Vec<FolderRoute>,
 }
 
 async fn deploy(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -321,6 +325,7 @@ async fn deploy(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Full<Byt
                 let path = store.join(format!("{hash}.wasm"));
                 (is_hash(hash) && path.is_file()).then_some(path)
             },
+            &|_, _| Ok(request.folder_routes.clone()),
         )
     })
     .await;
@@ -499,9 +504,11 @@ impl Client {
         let text = std::fs::read_to_string(manifest_path)
             .with_context(|| format!("cannot read {}", manifest_path.display()))?;
         let file = manifest_path.display().to_string();
-        let written = manifest::component_paths(&text)
-            .map_err(|reason| anyhow::anyhow!("{file}: {reason}"))?;
         let base = manifest_path.parent().unwrap_or(Path::new("."));
+        let written = manifest::component_paths(&text, base)
+            .map_err(|reason| anyhow::anyhow!("{file}: {reason}"))?;
+        let folder_routes = manifest::folder_routes(&text, base)
+            .map_err(|reason| anyhow::anyhow!("{file}: {reason}"))?;
         let mut components = BTreeMap::new();
         for component in written {
             if components.contains_key(&component) {
@@ -536,6 +543,7 @@ impl Client {
             file: file.clone(),
             manifest: text,
             components,
+            folder_routes,
         };
         let (status, body) = self
             .send(

@@ -171,7 +171,7 @@ fn watched_files(manifest_path: &Path) -> Vec<PathBuf> {
     let base = manifest_path.parent().unwrap_or(Path::new("."));
     let mut files = vec![manifest_path.to_path_buf()];
     if let Ok(text) = std::fs::read_to_string(manifest_path) {
-        if let Ok(components) = manifest::component_paths(&text) {
+        if let Ok(components) = manifest::component_paths(&text, base) {
             files.extend(components.iter().map(|c| base.join(c)));
         }
     }

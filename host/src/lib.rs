@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod capabilities;
 pub mod commands;
+pub mod folders;
 pub mod manifest;
 pub mod metrics;
 pub mod router;

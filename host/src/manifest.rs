@@ -15,6 +15,7 @@
 //! secrets = ["STRIPE_WEBHOOK_SECRET"] # copied from the host's environment at load
 //! ```
 
+use crate::folders::{self, FolderRoute};
 use crate::router::{Pattern, PatternError};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +36,9 @@ struct RawManifest {
     #[serde(default)]
     server: RawServer,
     admin: Option<RawAdmin>,
+    /// `[routes]`: mount every route crate under a folder.
+    #[serde(rename = "routes")]
+    folder: Option<RawFolder>,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
 }
@@ -48,6 +52,19 @@ struct RawAdmin {
     token_env: Option<String>,
     max_upload: Option<Spanned<Quantity>>,
 }
+
+/// `[routes]`: file-based routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFolder {
+    /// The folder searched for route crates, relative to the manifest.
+    dir: Spanned<String>,
+    /// Cargo's target folder, relative to the manifest (default `target`).
+    target_dir: Option<String>,
+}
+
+/// Cargo's target folder when `[routes]` names none.
+pub const DEFAULT_TARGET_DIR: &str = "target";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,7 +160,8 @@ const MIB: usize = 1024 * 1024;
 #[serde(deny_unknown_fields)]
 struct RawRoute {
     path: Spanned<String>,
-    component: Spanned<String>,
+    /// Absent for a route crate found by `[routes]` that this entry configures.
+    component: Option<Spanned<String>>,
     #[serde(default)]
     kv: Vec<String>,
     #[serde(default)]
@@ -206,6 +224,8 @@ pub struct RouteSpec {
     pub pattern: Pattern,
     /// The component file, resolved against the manifest's folder.
     pub component: PathBuf,
+    /// The route crate's folder and package when `[routes]` found it.
+    pub source: Option<FolderRoute>,
     /// The line of the route's `path`, for error messages.
     pub line: usize,
     /// Key-value stores the route may open.
@@ -255,6 +275,35 @@ pub enum ManifestError {
         line: usize,
         route: String,
         component: String,
+    },
+    #[error("{file}:{line}: [routes]: {reason}")]
+    Folder {
+        file: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("{file}:{line}: route crates {first} and {second} both map to {route:?}")]
+    FolderClash {
+        file: String,
+        line: usize,
+        route: String,
+        first: String,
+        second: String,
+    },
+    #[error("{file}:{line}: route {route:?} names a component, but route crate {crate_dir} already maps to it; drop `component` to configure the crate's route")]
+    FolderAndComponent {
+        file: String,
+        line: usize,
+        route: String,
+        crate_dir: String,
+    },
+    #[error("{file}:{line}: route {route:?} has no `component`{}", if *.folder { ", and no route crate under [routes] maps to it" } else { " (or a [routes] folder with a route crate for it)" })]
+    NoComponent {
+        file: String,
+        line: usize,
+        route: String,
+        /// Whether the manifest has `[routes]`.
+        folder: bool,
     },
     #[error("{file}:{line}: route {route:?}: secret {name} is not set in the host's environment")]
     MissingSecret {
@@ -338,31 +387,64 @@ pub fn parse(
     secret: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Manifest, ManifestErrors> {
     let base = file.parent().unwrap_or(Path::new("."));
-    parse_with(file, text, secret, &|written| {
-        let path = base.join(written);
-        path.is_file().then_some(path)
-    })
+    parse_with(
+        file,
+        text,
+        secret,
+        &|written| {
+            let path = base.join(written);
+            path.is_file().then_some(path)
+        },
+        &|dir, target_dir| folders::discover(base, dir, target_dir),
+    )
 }
 
-/// Component paths as written in a manifest (`component = ...`), in route
-/// order, without validating anything else: what a deploy must upload.
-pub fn component_paths(text: &str) -> Result<Vec<String>, String> {
+/// The route crates a manifest's `[routes]` finds (none without it), with
+/// the folder searched from `base`, the manifest's folder.
+pub fn folder_routes(text: &str, base: &Path) -> Result<Vec<FolderRoute>, String> {
     let raw: RawManifest = toml::from_str(text).map_err(|err| syntax_message(text, &err))?;
-    Ok(raw
+    match raw.folder {
+        None => Ok(Vec::new()),
+        Some(folder) => folders::discover(
+            base,
+            folder.dir.get_ref(),
+            folder.target_dir.as_deref().unwrap_or(DEFAULT_TARGET_DIR),
+        ),
+    }
+}
+
+/// Component paths as written in a manifest (`component = ...`) and as
+/// found by `[routes]`, without validating anything else: what a deploy
+/// must upload and what `--watch` looks at.
+pub fn component_paths(text: &str, base: &Path) -> Result<Vec<String>, String> {
+    let raw: RawManifest = toml::from_str(text).map_err(|err| syntax_message(text, &err))?;
+    let mut paths: Vec<String> = raw
         .routes
         .into_iter()
-        .map(|route| route.component.into_inner())
-        .collect())
+        .filter_map(|route| route.component.map(Spanned::into_inner))
+        .collect();
+    paths.extend(
+        folder_routes(text, base)?
+            .into_iter()
+            .map(|route| route.component),
+    );
+    Ok(paths)
 }
+
+/// Finds the route crates of `[routes]`: given its `dir` and `target_dir`
+/// as written, the crates and their URLs.
+pub type Discover<'a> = dyn Fn(&str, &str) -> Result<Vec<FolderRoute>, String> + 'a;
 
 /// [`parse`] with components found by `component`: the file for a
 /// `component = ...` value as written, or `None` when there is none (a
-/// deploy resolves them in the host's store of uploaded components).
+/// deploy resolves them in the host's store of uploaded components), and
+/// `[routes]` crates found by `discover`.
 pub fn parse_with(
     file: &Path,
     text: &str,
     secret: &dyn Fn(&str) -> Option<String>,
     component: &dyn Fn(&str) -> Option<PathBuf>,
+    discover: &Discover<'_>,
 ) -> Result<Manifest, ManifestErrors> {
     let file_name = file.display().to_string();
     let raw: RawManifest = toml::from_str(text).map_err(|err| ManifestError::Syntax {
@@ -372,6 +454,28 @@ pub fn parse_with(
     let base = file.parent().unwrap_or(Path::new("."));
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let mut errors = Vec::new();
+    let mut raw = raw;
+    let mut sources = vec![None; raw.routes.len()];
+    if let Some(folder) = &raw.folder {
+        let target_dir = folder.target_dir.as_deref().unwrap_or(DEFAULT_TARGET_DIR);
+        match discover(folder.dir.get_ref(), target_dir) {
+            Ok(found) => {
+                sources = mount_folder_routes(
+                    &mut raw.routes,
+                    found,
+                    folder.dir.span(),
+                    &file_name,
+                    &mut errors,
+                    &line_of,
+                );
+            }
+            Err(reason) => errors.push(ManifestError::Folder {
+                file: file_name.clone(),
+                line: line_of(folder.dir.span().start),
+                reason,
+            }),
+        }
+    }
 
     let listen = match &raw.server.listen {
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -503,7 +607,8 @@ pub fn parse_with(
     let mut routes = Vec::new();
     // shape -> (pattern, line) of the first route with that shape
     let mut shapes: HashMap<String, (String, usize)> = HashMap::new();
-    for (raw_route, limits) in raw.routes.into_iter().zip(route_limits) {
+    let has_folder = raw.folder.is_some();
+    for ((raw_route, limits), source) in raw.routes.into_iter().zip(route_limits).zip(sources) {
         let line = line_of(raw_route.path.span().start);
         let route = raw_route.path.get_ref().clone();
         let fail = |errors: &mut Vec<ManifestError>,
@@ -538,14 +643,26 @@ pub fn parse_with(
                 }
             }
         }
-        let resolved = component(raw_route.component.get_ref());
-        if resolved.is_none() {
+        let written = raw_route.component.as_ref().map(|c| c.get_ref().clone());
+        // With [routes], mount_folder_routes reported a missing component.
+        if written.is_none() && !has_folder {
+            fail(&mut errors, &|file, line, route| {
+                ManifestError::NoComponent {
+                    file,
+                    line,
+                    route,
+                    folder: false,
+                }
+            });
+        }
+        let resolved = written.as_deref().and_then(component);
+        if let (Some(written), None) = (&written, &resolved) {
             fail(&mut errors, &|file, line, route| {
                 ManifestError::MissingComponent {
                     file,
                     line,
                     route,
-                    component: raw_route.component.get_ref().clone(),
+                    component: written.clone(),
                 }
             });
         }
@@ -613,6 +730,7 @@ pub fn parse_with(
             routes.push(RouteSpec {
                 pattern,
                 component,
+                source,
                 line,
                 kv: raw_route.kv,
                 env,
@@ -634,6 +752,96 @@ pub fn parse_with(
     } else {
         Err(ManifestErrors(errors))
     }
+}
+
+/// Merges the route crates `[routes]` found into the manifest's routes: an
+/// entry without `component` configures the crate with its path, every other
+/// crate becomes a route of its own (reported at the `dir` line). Returns, for
+/// each route after merging, the crate it comes from.
+fn mount_folder_routes(
+    routes: &mut Vec<RawRoute>,
+    found: Vec<FolderRoute>,
+    dir_span: std::ops::Range<usize>,
+    file: &str,
+    errors: &mut Vec<ManifestError>,
+    line_of: &dyn Fn(usize) -> usize,
+) -> Vec<Option<FolderRoute>> {
+    let dir_line = line_of(dir_span.start);
+    let shape_of = |path: &str| Pattern::parse(path).ok().map(|p| p.shape());
+    // One crate per shape: (shape, crate, configured by an entry).
+    let mut crates: Vec<(Option<String>, FolderRoute, bool)> = Vec::new();
+    for route in found {
+        let shape = shape_of(&route.path);
+        let same =
+            |(s, _, _): &&(Option<String>, FolderRoute, bool)| shape.is_some() && *s == shape;
+        if let Some((_, first, _)) = crates.iter().find(same) {
+            errors.push(ManifestError::FolderClash {
+                file: file.to_string(),
+                line: dir_line,
+                route: route.path.clone(),
+                first: first.crate_dir.clone(),
+                second: route.crate_dir.clone(),
+            });
+            continue;
+        }
+        crates.push((shape, route, false));
+    }
+    let mut sources = Vec::with_capacity(routes.len() + crates.len());
+    for raw in routes.iter_mut() {
+        let shape = shape_of(raw.path.get_ref());
+        let line = line_of(raw.path.span().start);
+        let route = raw.path.get_ref().clone();
+        let crate_match = crates
+            .iter_mut()
+            .find(|(s, _, _)| shape.is_some() && *s == shape);
+        let source = match (crate_match, &raw.component) {
+            (Some((_, found, claimed)), None) => {
+                *claimed = true;
+                raw.component = Some(Spanned::new(raw.path.span(), found.component.clone()));
+                Some(found.clone())
+            }
+            (Some((_, found, claimed)), Some(_)) => {
+                *claimed = true;
+                errors.push(ManifestError::FolderAndComponent {
+                    file: file.to_string(),
+                    line,
+                    route,
+                    crate_dir: found.crate_dir.clone(),
+                });
+                None
+            }
+            (None, None) => {
+                errors.push(ManifestError::NoComponent {
+                    file: file.to_string(),
+                    line,
+                    route,
+                    folder: true,
+                });
+                None
+            }
+            (None, Some(_)) => None,
+        };
+        sources.push(source);
+    }
+    for (_, found, claimed) in crates {
+        if claimed {
+            continue;
+        }
+        routes.push(RawRoute {
+            path: Spanned::new(dir_span.clone(), found.path.clone()),
+            component: Some(Spanned::new(dir_span.clone(), found.component.clone())),
+            kv: Vec::new(),
+            env: BTreeMap::new(),
+            secrets: Vec::new(),
+            timeout: None,
+            memory: None,
+            max_body: None,
+            max_response: None,
+            max_concurrency: None,
+        });
+        sources.push(Some(found));
+    }
+    sources
 }
 
 /// What unit a limit is in.
@@ -792,6 +1000,119 @@ mod tests {
         })
     }
 
+    /// A manifest folder with route crates under `routes/` (built or not).
+    fn crates(list: &[(&str, &str, bool)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let release = dir.path().join("target/wasm32-wasip2/release");
+        std::fs::create_dir_all(&release).unwrap();
+        for (folder, package, built) in list {
+            let path = dir.path().join("routes").join(folder);
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::write(
+                path.join("Cargo.toml"),
+                format!("[package]\nname = \"{package}\"\n"),
+            )
+            .unwrap();
+            if *built {
+                std::fs::write(release.join(format!("{package}.wasm")), b"").unwrap();
+            }
+        }
+        dir
+    }
+
+    fn check_in(dir: &tempfile::TempDir, text: &str) -> Result<Manifest, String> {
+        parse(&dir.path().join("manifest.toml"), text, &|_| None).map_err(|errors| {
+            errors
+                .to_string()
+                .replace(&dir.path().display().to_string(), "<dir>")
+        })
+    }
+
+    #[test]
+    fn routes_folder_mounts_crates_and_entries_configure_them() {
+        let dir = crates(&[
+            ("api/posts/index", "api_posts", true),
+            ("api/posts/$postId", "api_posts_postid", true),
+            ("(admin)/stats", "stats", true),
+        ]);
+        let manifest = check_in(
+            &dir,
+            "[routes]\ndir = \"routes\"\n\n[[route]]\npath = \"/api/posts/$id\"\nkv = [\"posts\"]\ntimeout = \"2s\"\n",
+        )
+        .unwrap();
+        let summary: Vec<(String, String, usize, Vec<String>)> = manifest
+            .routes
+            .iter()
+            .map(|r| {
+                (
+                    r.pattern.to_string(),
+                    r.source.as_ref().unwrap().crate_dir.clone(),
+                    r.line,
+                    r.kv.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                // The entry keeps its own spelling of the param and its line.
+                (
+                    "/api/posts/$id".into(),
+                    "routes/api/posts/$postId".into(),
+                    5,
+                    vec!["posts".into()]
+                ),
+                ("/stats".into(), "routes/(admin)/stats".into(), 2, vec![]),
+                (
+                    "/api/posts".into(),
+                    "routes/api/posts/index".into(),
+                    2,
+                    vec![]
+                ),
+            ]
+        );
+        assert_eq!(manifest.routes[0].limits.timeout, Duration::from_secs(2));
+        assert!(manifest.routes[2]
+            .component
+            .ends_with("target/wasm32-wasip2/release/api_posts.wasm"));
+    }
+
+    #[test]
+    fn routes_folder_errors_name_the_crates() {
+        let dir = crates(&[
+            ("api/posts/index", "api_posts", true),
+            ("(v1)/api/posts", "old_posts", true),
+            ("api/users/$id", "users", true),
+            ("api/unbuilt", "unbuilt", false),
+        ]);
+        let error = check_in(
+            &dir,
+            "[routes]\ndir = \"routes\"\n\n[[route]]\npath = \"/api/users/$x\"\ncomponent = \"x.wasm\"\n\n[[route]]\npath = \"/api/nothing\"\n",
+        )
+        .unwrap_err();
+        for expected in [
+            "<dir>/manifest.toml:2: route crates routes/(v1)/api/posts and routes/api/posts/index both map to \"/api/posts\"",
+            "<dir>/manifest.toml:5: route \"/api/users/$x\" names a component, but route crate routes/api/users/$id already maps to it",
+            "<dir>/manifest.toml:9: route \"/api/nothing\" has no `component`, and no route crate under [routes] maps to it",
+            "<dir>/manifest.toml:2: route \"/api/unbuilt\": component file target/wasm32-wasip2/release/unbuilt.wasm not found",
+        ] {
+            assert!(error.contains(expected), "missing {expected}\nin\n{error}");
+        }
+        let error = check_in(&dir, "[routes]\ndir = \"elsewhere\"\n").unwrap_err();
+        assert!(
+            error.contains("<dir>/manifest.toml:2: [routes]: routes folder elsewhere not found"),
+            "{error}"
+        );
+        // Without [routes], a route still needs its component.
+        let error = check_in(&dir, "[[route]]\npath = \"/a\"\n").unwrap_err();
+        assert!(
+            error.contains(
+                "<dir>/manifest.toml:2: route \"/a\" has no `component` (or a [routes] folder"
+            ),
+            "{error}"
+        );
+    }
+
     #[test]
     fn valid_manifest_resolves_paths_env_and_secrets() {
         let manifest = check(
@@ -831,7 +1152,7 @@ secrets = ["PRESENT"]
                 "<dir>/manifest.toml: line 4: unknown field `timeout_ms`",
             ),
             ("[server]\nport = 1\n", "<dir>/manifest.toml: line 2: unknown field `port`"),
-            ("[[route]]\npath = \"/a\"\n", "<dir>/manifest.toml: line 1: missing field `component`"),
+            ("[[route]]\npath = \"/a\"\n", "<dir>/manifest.toml:2: route \"/a\" has no `component`"),
             ("[[route]\n", "<dir>/manifest.toml: line 1:"),
             (
                 "[[route]]\npath = \"api\"\ncomponent = \"a.wasm\"\n",

@@ -668,6 +668,7 @@ mod tests {
         runtime.compile_route(&RouteSpec {
             pattern: Pattern::parse("/t").unwrap(),
             component: file,
+            source: None,
             line: 1,
             kv: Vec::new(),
             env: Vec::new(),

@@ -1,0 +1,265 @@
+//! File-based routes: the folder a route crate lives in is its URL, as in
+//! TanStack Start's `routes/` tree.
+//!
+//! | folder under the routes dir | URL |
+//! | --- | --- |
+//! | `api/posts/index` | `/api/posts` |
+//! | `api/posts/$postId` | `/api/posts/$postId` |
+//! | `files/$` | `/files/$` (splat) |
+//! | `(admin)/api/stats` | `/api/stats` (a group folder is left out) |
+//!
+//! A route crate is a folder with a `Cargo.toml` that has a `[package]`; its
+//! component is `<target_dir>/wasm32-wasip2/release/<crate name>.wasm`.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path, PathBuf};
+
+/// The target route crates are built for.
+pub const TARGET: &str = "wasm32-wasip2";
+
+/// One route crate found under a routes folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderRoute {
+    /// The URL pattern its folder spells.
+    pub path: String,
+    /// Its folder, relative to the manifest's folder, with `/` separators.
+    pub crate_dir: String,
+    /// Its package name as cargo knows it.
+    pub package: String,
+    /// Its built component, relative to the manifest's folder.
+    pub component: String,
+}
+
+/// The URL pattern a crate folder spells, from its path below the routes
+/// folder: `index` is its parent's path, `(group)` folders are left out.
+pub fn url_of(relative: &Path) -> String {
+    let mut segments: Vec<String> = Vec::new();
+    for part in relative.components() {
+        if let Component::Normal(name) = part {
+            let name = name.to_string_lossy();
+            if name.starts_with('(') && name.ends_with(')') {
+                continue;
+            }
+            segments.push(name.into_owned());
+        }
+    }
+    if segments.last().is_some_and(|last| last == "index") {
+        segments.pop();
+    }
+    format!("/{}", segments.join("/"))
+}
+
+/// The folder (below the routes folder) for a URL pattern:
+/// `/api/posts` -> `api/posts`, `/` -> `index`.
+pub fn folder_of(url: &str) -> PathBuf {
+    let trimmed = url.trim_matches('/');
+    if trimmed.is_empty() {
+        PathBuf::from("index")
+    } else {
+        trimmed.split('/').collect()
+    }
+}
+
+/// A package name for the crate at a URL: `/api/posts/$postId` ->
+/// `api_posts_postid`, `/files/$` -> `files_splat`, `/` -> `index`.
+pub fn package_for(url: &str) -> String {
+    let parts: Vec<String> = url
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|segment| match segment {
+            "$" => "splat".to_string(),
+            _ => segment
+                .trim_start_matches('$')
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let name = parts.join("_");
+    match name.chars().next() {
+        None => "index".to_string(),
+        Some(first) if first.is_ascii_digit() => format!("route_{name}"),
+        Some(_) => name,
+    }
+}
+
+/// The package name in a `Cargo.toml`, if it has a `[package]`.
+pub fn package_name(cargo_toml: &Path) -> Result<Option<String>, String> {
+    let text = std::fs::read_to_string(cargo_toml)
+        .map_err(|err| format!("cannot read {}: {err}", cargo_toml.display()))?;
+    let doc: toml::Table = toml::from_str(&text).map_err(|err| {
+        format!(
+            "{} is not valid TOML: {}",
+            cargo_toml.display(),
+            err.message()
+        )
+    })?;
+    Ok(doc
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_string))
+}
+
+/// Every route crate below `base/dir`, sorted by folder. A crate's folder is
+/// not searched further; `target`, `src` and hidden folders are skipped.
+pub fn discover(base: &Path, dir: &str, target_dir: &str) -> Result<Vec<FolderRoute>, String> {
+    let root = base.join(dir);
+    if !root.is_dir() {
+        return Err(format!("routes folder {dir} not found"));
+    }
+    let mut found = Vec::new();
+    walk(&root, &root, &mut found)?;
+    Ok(found
+        .into_iter()
+        .map(|(relative, package)| {
+            let crate_dir = Path::new(dir).join(&relative);
+            FolderRoute {
+                path: url_of(&relative),
+                crate_dir: slashes(&crate_dir),
+                component: slashes(
+                    &Path::new(target_dir)
+                        .join(TARGET)
+                        .join("release")
+                        .join(format!("{}.wasm", package.replace('-', "_"))),
+                ),
+                package,
+            }
+        })
+        .collect())
+}
+
+fn walk(root: &Path, dir: &Path, found: &mut Vec<(PathBuf, String)>) -> Result<(), String> {
+    let cargo_toml = dir.join("Cargo.toml");
+    if cargo_toml.is_file() {
+        if let Some(package) = package_name(&cargo_toml)? {
+            let relative = dir.strip_prefix(root).unwrap_or(dir).to_path_buf();
+            found.push((relative, package));
+            return Ok(());
+        }
+    }
+    let entries = std::fs::read_dir(dir)
+        .map_err(|err| format!("cannot read folder {}: {err}", dir.display()))?;
+    let mut folders: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            entry.path().is_dir() && !name.starts_with('.') && name != "target" && name != "src"
+        })
+        .map(|entry| entry.path())
+        .collect();
+    folders.sort();
+    for folder in folders {
+        walk(root, &folder, found)?;
+    }
+    Ok(())
+}
+
+/// A relative path written with `/`, as in a manifest.
+fn slashes(path: &Path) -> String {
+    path.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_spell_urls() {
+        for (folder, url) in [
+            ("api/health", "/api/health"),
+            ("api/posts/index", "/api/posts"),
+            ("api/posts/$postId", "/api/posts/$postId"),
+            ("files/$", "/files/$"),
+            ("(admin)/api/stats", "/api/stats"),
+            ("api/(v1)/users/index", "/api/users"),
+            ("index", "/"),
+            ("(marketing)/index", "/"),
+            // Only a last `index` is the parent's path.
+            ("index/more", "/index/more"),
+        ] {
+            assert_eq!(url_of(Path::new(folder)), url, "{folder}");
+        }
+    }
+
+    #[test]
+    fn urls_give_folders_and_package_names() {
+        for (url, folder, package) in [
+            (
+                "/api/posts/$postId",
+                "api/posts/$postId",
+                "api_posts_postid",
+            ),
+            ("/api/posts/", "api/posts", "api_posts"),
+            ("/files/$", "files/$", "files_splat"),
+            ("/", "index", "index"),
+            ("/v1/my-thing", "v1/my-thing", "v1_my_thing"),
+            ("/2024/report", "2024/report", "route_2024_report"),
+        ] {
+            assert_eq!(folder_of(url), PathBuf::from(folder), "{url}");
+            assert_eq!(package_for(url), package, "{url}");
+            if url.len() > 1 && !url.ends_with('/') {
+                assert_eq!(url_of(&folder_of(url)), url, "round trip of {url}");
+            }
+        }
+    }
+
+    #[test]
+    fn discover_finds_crates_and_skips_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |folder: &str, name: &str| {
+            let path = dir.path().join("routes").join(folder);
+            std::fs::create_dir_all(path.join("src")).unwrap();
+            std::fs::write(
+                path.join("Cargo.toml"),
+                format!("[package]\nname = \"{name}\"\n"),
+            )
+            .unwrap();
+        };
+        make("api/posts/index", "api-posts");
+        make("api/posts/$postId", "api_posts_postid");
+        make("(admin)/stats", "stats");
+        // Not searched: inside a crate, target folders, hidden folders.
+        make("api/posts/index/nested", "nested");
+        make("target/x", "built");
+        make(".cache/y", "hidden");
+        let found = discover(dir.path(), "routes", "target").unwrap();
+        let summary: Vec<(&str, &str, &str)> = found
+            .iter()
+            .map(|r| (r.path.as_str(), r.crate_dir.as_str(), r.component.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "/stats",
+                    "routes/(admin)/stats",
+                    "target/wasm32-wasip2/release/stats.wasm"
+                ),
+                (
+                    "/api/posts/$postId",
+                    "routes/api/posts/$postId",
+                    "target/wasm32-wasip2/release/api_posts_postid.wasm"
+                ),
+                (
+                    "/api/posts",
+                    "routes/api/posts/index",
+                    "target/wasm32-wasip2/release/api_posts.wasm"
+                ),
+            ]
+        );
+        assert!(discover(dir.path(), "nowhere", "target")
+            .unwrap_err()
+            .contains("routes folder nowhere not found"));
+    }
+}
