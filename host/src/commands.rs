@@ -5,11 +5,10 @@ use crate::capabilities::kv::{DiskKv, KvBackend, NoKv};
 use crate::manifest::{self, AdminSettings, Manifest};
 use crate::runtime::{EngineSettings, RouteTable, Runtime};
 use crate::server::{self, Host};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -249,6 +248,25 @@ async fn shutdown_signal() {
     }
 }
 
+/// `edgehost new`.
+pub fn new_route(manifest_path: &Path, url: &str, sdk: Option<&Path>) -> anyhow::Result<()> {
+    let created = crate::scaffold::new_route(manifest_path, url, sdk)?;
+    println!(
+        "created {} (package {})",
+        created.crate_dir.display(),
+        created.package
+    );
+    if created.added_to_manifest {
+        println!("added route {url} to {}", manifest_path.display());
+    } else {
+        println!("the manifest's [routes] folder mounts it at {url}");
+    }
+    println!(
+        "next: edit its src/lib.rs, then `edgehost dev` (or `edgehost build && edgehost serve`)"
+    );
+    Ok(())
+}
+
 /// `edgehost check`.
 pub fn check(manifest_path: &Path) -> anyhow::Result<()> {
     let loaded = load(manifest_path, None, Purpose::Inspect)?;
@@ -339,90 +357,4 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-/// The target route components are built for.
-const TARGET: &str = "wasm32-wasip2";
-
-/// `edgehost build`: every crate below `dirs`, for [`TARGET`], release.
-pub fn build(dirs: &[PathBuf]) -> anyhow::Result<()> {
-    ensure_target()?;
-    let mut packages = Vec::new();
-    for dir in dirs {
-        find_packages(dir, &mut packages)
-            .with_context(|| format!("cannot search {} for route crates", dir.display()))?;
-    }
-    if packages.is_empty() {
-        bail!("no route crates (Cargo.toml) found under {dirs:?}");
-    }
-    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cargo.args(["build", "--release", "--target", TARGET]);
-    for package in &packages {
-        cargo.args(["-p", package]);
-    }
-    eprintln!(
-        "building {} route crates for {TARGET}: {}",
-        packages.len(),
-        packages.join(" ")
-    );
-    let status = cargo.status().context("cannot run cargo")?;
-    if !status.success() {
-        bail!("cargo build failed ({status})");
-    }
-    Ok(())
-}
-
-/// Installs the wasm target with rustup when it is missing.
-fn ensure_target() -> anyhow::Result<()> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output();
-    match installed {
-        Ok(out)
-            if String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .any(|l| l.trim() == TARGET) =>
-        {
-            Ok(())
-        }
-        Ok(_) => {
-            eprintln!("installing the {TARGET} target with rustup");
-            let status = Command::new("rustup")
-                .args(["target", "add", TARGET])
-                .status()
-                .context("cannot run rustup")?;
-            if !status.success() {
-                bail!("`rustup target add {TARGET}` failed ({status})");
-            }
-            Ok(())
-        }
-        // No rustup: the toolchain may still have the target; cargo will say if not.
-        Err(_) => Ok(()),
-    }
-}
-
-/// Package names of every Cargo.toml under `dir` (not descending into `target`).
-fn find_packages(dir: &Path, packages: &mut Vec<String>) -> anyhow::Result<()> {
-    let manifest = dir.join("Cargo.toml");
-    if manifest.is_file() {
-        let text = std::fs::read_to_string(&manifest)?;
-        let doc: toml::Table = toml::from_str(&text)
-            .with_context(|| format!("{} is not valid TOML", manifest.display()))?;
-        if let Some(name) = doc
-            .get("package")
-            .and_then(|p| p.get("name"))
-            .and_then(|n| n.as_str())
-        {
-            packages.push(name.to_string());
-        }
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        if path.is_dir() && entry.file_name() != "target" && entry.file_name() != "src" {
-            find_packages(&path, packages)?;
-        }
-    }
-    Ok(())
 }

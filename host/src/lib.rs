@@ -6,6 +6,7 @@
 //! [`capabilities`].
 
 pub mod admin;
+pub mod build;
 pub mod capabilities;
 pub mod commands;
 pub mod folders;
@@ -13,4 +14,5 @@ pub mod manifest;
 pub mod metrics;
 pub mod router;
 pub mod runtime;
+pub mod scaffold;
 pub mod server;

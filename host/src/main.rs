@@ -83,6 +83,18 @@ enum Command {
         #[arg(default_value = "routes")]
         dirs: Vec<PathBuf>,
     },
+    /// Scaffold a route crate at the folder its URL spells
+    /// (`/api/posts/$postId` -> routes/api/posts/$postId/) and add it to the
+    /// workspace and, unless a [routes] folder mounts it, to the manifest.
+    New {
+        /// The route's URL pattern, for example /api/posts/$postId.
+        url: String,
+        #[command(flatten)]
+        manifest: ManifestArg,
+        /// The guest-sdk crate's folder (default: found above the manifest).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Check a manifest and compile its components without serving; exits
     /// non-zero with every reason, each with its line and route.
     Check {
@@ -127,7 +139,10 @@ fn main() -> ExitCode {
             admin,
             watch,
         }),
-        Command::Build { dirs } => commands::build(&dirs),
+        Command::New { url, manifest, sdk } => {
+            commands::new_route(&manifest.path(), &url, sdk.as_deref())
+        }
+        Command::Build { dirs } => edgehost::build::build_dirs(&dirs),
         Command::Check { manifest } => commands::check(&manifest.path()),
         Command::Routes { manifest } => commands::routes(&manifest.path()),
         Command::Deploy { manifest, target } => {

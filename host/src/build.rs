@@ -1,0 +1,203 @@
+//! `edgehost build`: every route crate in one cargo invocation for
+//! `wasm32-wasip2`, compiler errors reported under the route they belong to.
+
+use crate::folders::{self, FolderRoute, TARGET};
+use anyhow::{bail, Context};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// The route crates under `dirs` (each crate's URL spelled from its folder
+/// below the dir it was found in).
+pub fn route_crates(dirs: &[PathBuf]) -> anyhow::Result<Vec<FolderRoute>> {
+    let mut crates = Vec::new();
+    for dir in dirs {
+        let found = folders::discover(Path::new(""), &dir.to_string_lossy(), "target")
+            .map_err(|reason| anyhow::anyhow!(reason))
+            .with_context(|| format!("cannot search {} for route crates", dir.display()))?;
+        crates.extend(found);
+    }
+    Ok(crates)
+}
+
+/// What one build did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Packages that failed to build, with their compiler errors rendered.
+    pub failed: BTreeMap<String, String>,
+    /// Errors that belong to no route crate (a dependency, cargo itself).
+    pub other_errors: String,
+    pub success: bool,
+}
+
+/// Builds `crates` (release, `wasm32-wasip2`) in one cargo invocation from
+/// `workspace`. Cargo's progress goes to stderr as it comes; each compiler
+/// error is printed under the route it belongs to.
+pub fn build(workspace: &Path, crates: &[FolderRoute]) -> anyhow::Result<Outcome> {
+    ensure_target()?;
+    if crates.is_empty() {
+        return Ok(Outcome {
+            success: true,
+            ..Outcome::default()
+        });
+    }
+    let started = Instant::now();
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo
+        .current_dir(workspace)
+        .args(["build", "--release", "--target", TARGET])
+        .arg("--message-format=json-diagnostic-rendered-ansi")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        cargo.env("CARGO_TERM_COLOR", "never");
+    }
+    for route in crates {
+        cargo.args(["-p", &route.package]);
+    }
+    eprintln!(
+        "building {} route crate{} for {TARGET}",
+        crates.len(),
+        if crates.len() == 1 { "" } else { "s" }
+    );
+    let mut child = cargo.spawn().context("cannot run cargo")?;
+    let stdout = child.stdout.take().context("cargo's output")?;
+    // Rust names a crate's target with underscores.
+    let by_target: BTreeMap<String, &FolderRoute> = crates
+        .iter()
+        .map(|route| (route.package.replace('-', "_"), route))
+        .collect();
+    let mut outcome = Outcome::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("cannot read cargo's output")?;
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-message" {
+            continue;
+        }
+        let level = message["message"]["level"].as_str().unwrap_or("");
+        let rendered = message["message"]["rendered"].as_str().unwrap_or("");
+        let target = message["target"]["name"].as_str().unwrap_or("");
+        let text = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            rendered.to_string()
+        } else {
+            strip_ansi(rendered)
+        };
+        match by_target.get(target) {
+            Some(route) => {
+                eprintln!("route {} ({}):\n{text}", route.path, route.crate_dir);
+                if level == "error" {
+                    let entry = outcome.failed.entry(route.package.clone()).or_default();
+                    entry.push_str(&strip_ansi(rendered));
+                }
+            }
+            None => {
+                eprint!("{text}");
+                if level == "error" {
+                    outcome.other_errors.push_str(&strip_ansi(rendered));
+                }
+            }
+        }
+    }
+    let status = child.wait().context("cannot wait for cargo")?;
+    outcome.success = status.success();
+    if outcome.success {
+        eprintln!(
+            "built {} route crate{} in {:.1}s",
+            crates.len(),
+            if crates.len() == 1 { "" } else { "s" },
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        let names: Vec<String> = crates
+            .iter()
+            .filter(|route| outcome.failed.contains_key(&route.package))
+            .map(|route| format!("{} ({})", route.path, route.crate_dir))
+            .collect();
+        if names.is_empty() {
+            eprintln!("cargo build failed ({status})");
+        } else {
+            eprintln!("build failed in route {}", names.join(", "));
+        }
+    }
+    Ok(outcome)
+}
+
+/// `edgehost build [DIR ...]`.
+pub fn build_dirs(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    let crates = route_crates(dirs)?;
+    if crates.is_empty() {
+        bail!("no route crates (a folder with a Cargo.toml) found under {dirs:?}");
+    }
+    let outcome = build(Path::new("."), &crates)?;
+    if !outcome.success {
+        bail!("the build failed");
+    }
+    Ok(())
+}
+
+/// Installs the wasm target with rustup when it is missing.
+pub fn ensure_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET) =>
+        {
+            Ok(())
+        }
+        Ok(_) => {
+            eprintln!("installing the {TARGET} target with rustup");
+            let status = Command::new("rustup")
+                .args(["target", "add", TARGET])
+                .status()
+                .context("cannot run rustup")?;
+            if !status.success() {
+                bail!("`rustup target add {TARGET}` failed ({status})");
+            }
+            Ok(())
+        }
+        // No rustup: the toolchain may still have the target; cargo will say if not.
+        Err(_) => Ok(()),
+    }
+}
+
+/// `text` without ANSI colour sequences (for logs and HTTP bodies).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... final byte in @..~
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_colour() {
+        assert_eq!(
+            strip_ansi("\u{1b}[0m\u{1b}[1m\u{1b}[38;5;9merror\u{1b}[0m: boom"),
+            "error: boom"
+        );
+    }
+}

@@ -1,0 +1,352 @@
+//! `edgehost new <url pattern>`: a route crate at the folder its URL spells,
+//! with a handler that compiles and answers, added to the cargo workspace and
+//! (unless a `[routes]` folder mounts it already) to the manifest.
+
+use crate::folders::{self, TARGET};
+use crate::manifest::DEFAULT_TARGET_DIR;
+use crate::router::Pattern;
+use anyhow::{bail, Context};
+use std::path::{Component, Path, PathBuf};
+
+/// What `new` made.
+#[derive(Debug)]
+pub struct Created {
+    pub crate_dir: PathBuf,
+    pub package: String,
+    /// Whether a `[[route]]` entry was added to the manifest (otherwise its
+    /// `[routes]` folder mounts the crate).
+    pub added_to_manifest: bool,
+}
+
+/// Scaffolds the route crate for `url` for the manifest at `manifest_path`.
+/// `sdk` is the guest-sdk crate's folder (found above the manifest if not given).
+pub fn new_route(manifest_path: &Path, url: &str, sdk: Option<&Path>) -> anyhow::Result<Created> {
+    let pattern = Pattern::parse(url).map_err(|err| anyhow::anyhow!("{url:?}: {err}"))?;
+    let url = pattern.to_string();
+    let manifest_text = std::fs::read_to_string(manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let mut manifest: toml_edit::DocumentMut = manifest_text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", manifest_path.display()))?;
+    let base = absolute(manifest_path.parent().unwrap_or(Path::new(".")))?;
+    let folder_table = manifest.get("routes").and_then(|t| t.as_table_like());
+    let routes_dir = folder_table
+        .and_then(|t| t.get("dir"))
+        .and_then(|d| d.as_str())
+        .unwrap_or("routes")
+        .to_string();
+    let mounted_by_folder = folder_table.is_some();
+    let target_dir = folder_table
+        .and_then(|t| t.get("target_dir"))
+        .and_then(|d| d.as_str())
+        .map(str::to_string);
+
+    let crate_dir = base.join(&routes_dir).join(folders::folder_of(&url));
+    if crate_dir.join("Cargo.toml").exists() {
+        bail!("{} already holds a route crate", crate_dir.display());
+    }
+    let package = folders::package_for(&url);
+    if base.join(&routes_dir).is_dir() {
+        let existing = folders::discover(&base, &routes_dir, DEFAULT_TARGET_DIR)
+            .map_err(|reason| anyhow::anyhow!(reason))?;
+        if let Some(clash) = existing.iter().find(|r| r.package == package) {
+            bail!(
+                "package {package} already exists at {}; pick another URL or rename that crate",
+                clash.crate_dir
+            );
+        }
+        let shape = pattern.shape();
+        if let Some(clash) = existing
+            .iter()
+            .find(|r| Pattern::parse(&r.path).is_ok_and(|p| p.shape() == shape))
+        {
+            bail!(
+                "route crate {} already answers {}",
+                clash.crate_dir,
+                clash.path
+            );
+        }
+    }
+    let sdk = match sdk {
+        Some(sdk) => absolute(sdk)?,
+        None => find_sdk(&base).context(
+            "cannot find the guest-sdk crate in a folder above the manifest; pass --sdk <folder>",
+        )?,
+    };
+    if !sdk.join("Cargo.toml").is_file() {
+        bail!(
+            "{} has no Cargo.toml: not the guest-sdk crate",
+            sdk.display()
+        );
+    }
+
+    std::fs::create_dir_all(crate_dir.join("src"))
+        .with_context(|| format!("cannot create {}", crate_dir.display()))?;
+    let sdk_path = relative(&crate_dir, &sdk);
+    std::fs::write(
+        crate_dir.join("Cargo.toml"),
+        format!(
+            r#"[package]
+name = "{package}"
+version = "0.1.0"
+edition = "2021"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+guest-sdk = {{ path = {sdk_path:?} }}
+serde_json = "1"
+"#
+        ),
+    )?;
+    std::fs::write(crate_dir.join("src/lib.rs"), handler_source(&url))?;
+
+    let workspace = find_workspace(&crate_dir)?;
+    if let Some(root) = &workspace {
+        add_member(root, &crate_dir)?;
+    }
+
+    let added_to_manifest = !mounted_by_folder;
+    if added_to_manifest {
+        // Cargo's target folder is next to the workspace root (or the crate).
+        let target = match &target_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let root = workspace.as_deref().unwrap_or(&crate_dir);
+                let dir = relative(&base, &root.join(DEFAULT_TARGET_DIR));
+                if dir.is_empty() {
+                    DEFAULT_TARGET_DIR.into()
+                } else {
+                    dir
+                }
+            }
+        };
+        let component = format!("{target}/{TARGET}/release/{package}.wasm");
+        let mut entry = toml_edit::Table::new();
+        entry.insert("path", toml_edit::value(url.clone()));
+        entry.insert("component", toml_edit::value(component));
+        let routes = manifest
+            .entry("route")
+            .or_insert_with(|| toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()));
+        match routes.as_array_of_tables_mut() {
+            Some(array) => array.push(entry),
+            None => bail!(
+                "{}: `route` is not a list of [[route]] tables",
+                manifest_path.display()
+            ),
+        }
+        std::fs::write(manifest_path, manifest.to_string())
+            .with_context(|| format!("cannot write {}", manifest_path.display()))?;
+    }
+    Ok(Created {
+        crate_dir,
+        package,
+        added_to_manifest,
+    })
+}
+
+/// The starting handler: `GET` answers JSON with the route and its params.
+fn handler_source(url: &str) -> String {
+    format!(
+        r#"//! `{url}`: one function per HTTP method; `route!` exports them.
+
+use guest_sdk::{{Error, Request, Response}};
+
+fn get(req: Request) -> Result<Response, Error> {{
+    let params: std::collections::BTreeMap<&str, &str> = req.params().collect();
+    Ok(Response::json(&serde_json::json!({{
+        "route": {url:?},
+        "params": params,
+    }})))
+}}
+
+guest_sdk::route!(get);
+"#
+    )
+}
+
+/// A `guest-sdk` folder in `start` or a folder above it.
+fn find_sdk(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|dir| dir.join("guest-sdk"))
+        .find(|sdk| sdk.join("Cargo.toml").is_file())
+}
+
+/// The nearest folder above `crate_dir` whose Cargo.toml has `[workspace]`.
+fn find_workspace(crate_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    for dir in crate_dir.ancestors().skip(1) {
+        let cargo_toml = dir.join("Cargo.toml");
+        if cargo_toml.is_file() {
+            let text = std::fs::read_to_string(&cargo_toml)?;
+            let doc: toml_edit::DocumentMut = text
+                .parse()
+                .with_context(|| format!("{} is not valid TOML", cargo_toml.display()))?;
+            if doc.contains_key("workspace") {
+                return Ok(Some(dir.to_path_buf()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Adds `crate_dir` to the workspace's `members`, keeping the file's layout.
+fn add_member(root: &Path, crate_dir: &Path) -> anyhow::Result<()> {
+    let cargo_toml = root.join("Cargo.toml");
+    let text = std::fs::read_to_string(&cargo_toml)?;
+    let mut doc: toml_edit::DocumentMut = text.parse()?;
+    let member = relative(root, crate_dir);
+    let members = doc["workspace"]
+        .as_table_like_mut()
+        .context("[workspace] is not a table")?
+        .entry("members")
+        .or_insert(toml_edit::value(toml_edit::Array::new()));
+    let array = members
+        .as_array_mut()
+        .context("[workspace] members is not a list")?;
+    if array.iter().any(|m| m.as_str() == Some(member.as_str())) {
+        return Ok(());
+    }
+    // Follow the list's layout: one member per line if it is written so.
+    let multiline = array
+        .iter()
+        .next()
+        .and_then(|first| first.decor().prefix())
+        .and_then(|p| p.as_str())
+        .is_some_and(|p| p.contains('\n'));
+    array.push(member.as_str());
+    if multiline {
+        if let Some(last) = array.iter_mut().last() {
+            last.decor_mut().set_prefix("\n    ");
+        }
+        array.set_trailing("\n");
+        array.set_trailing_comma(true);
+    }
+    std::fs::write(&cargo_toml, doc.to_string())
+        .with_context(|| format!("cannot write {}", cargo_toml.display()))?;
+    Ok(())
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    std::fs::canonicalize(path).with_context(|| format!("cannot find {}", path.display()))
+}
+
+/// `to` relative to `from` (both absolute), written with `/`.
+fn relative(from: &Path, to: &Path) -> String {
+    let from: Vec<Component> = from.components().collect();
+    let to: Vec<Component> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".into(); from.len() - common];
+    parts.extend(
+        to[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(
+            relative(Path::new("/w/routes/api/x"), Path::new("/w/guest-sdk")),
+            "../../../guest-sdk"
+        );
+        assert_eq!(relative(Path::new("/w"), Path::new("/w/target")), "target");
+        assert_eq!(relative(Path::new("/w"), Path::new("/w")), "");
+    }
+
+    #[test]
+    fn scaffolds_a_crate_adds_it_to_the_workspace_and_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(
+            root.join("Cargo.toml"),
+            "# the workspace\n[workspace]\nresolver = \"2\"\nmembers = [\n    \"guest-sdk\",\n]\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("guest-sdk")).unwrap();
+        std::fs::write(
+            root.join("guest-sdk/Cargo.toml"),
+            "[package]\nname = \"guest-sdk\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("manifest.toml"),
+            "# my app\n[server]\nlisten = \"127.0.0.1:8080\"\n",
+        )
+        .unwrap();
+
+        let created = new_route(&root.join("manifest.toml"), "/api/users/$userId", None).unwrap();
+        assert_eq!(created.package, "api_users_userid");
+        assert!(created.added_to_manifest);
+        let crate_dir = root.join("routes/api/users/$userId");
+        let cargo = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+        assert!(cargo.contains("name = \"api_users_userid\""), "{cargo}");
+        assert!(
+            cargo.contains("path = \"../../../../guest-sdk\""),
+            "{cargo}"
+        );
+        let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        assert!(workspace.starts_with("# the workspace\n"), "{workspace}");
+        assert!(
+            workspace
+                .contains("members = [\n    \"guest-sdk\",\n    \"routes/api/users/$userId\",\n]"),
+            "{workspace}"
+        );
+        let manifest = std::fs::read_to_string(root.join("manifest.toml")).unwrap();
+        assert!(manifest.starts_with("# my app\n[server]"), "{manifest}");
+        assert!(
+            manifest.contains("[[route]]\npath = \"/api/users/$userId\"\ncomponent = \"target/wasm32-wasip2/release/api_users_userid.wasm\"\n"),
+            "{manifest}"
+        );
+
+        // Again: the folder is taken.
+        let again = new_route(&root.join("manifest.toml"), "/api/users/$userId", None);
+        assert!(again
+            .unwrap_err()
+            .to_string()
+            .contains("already holds a route crate"));
+        // A bad pattern is refused before anything is written.
+        assert!(new_route(&root.join("manifest.toml"), "api/x", None).is_err());
+        assert!(!root.join("routes/api/x").exists());
+    }
+
+    #[test]
+    fn with_a_routes_folder_the_manifest_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("sdk")).unwrap();
+        std::fs::write(
+            root.join("sdk/Cargo.toml"),
+            "[package]\nname = \"guest-sdk\"\n",
+        )
+        .unwrap();
+        let text = "[routes]\ndir = \"app\"\n";
+        std::fs::write(root.join("manifest.toml"), text).unwrap();
+        let created = new_route(&root.join("manifest.toml"), "/", Some(&root.join("sdk"))).unwrap();
+        assert!(!created.added_to_manifest);
+        assert!(root.join("app/index/src/lib.rs").is_file());
+        assert_eq!(
+            std::fs::read_to_string(root.join("manifest.toml")).unwrap(),
+            text
+        );
+        // Another crate answering the same URL shape is refused.
+        let clash = new_route(
+            &root.join("manifest.toml"),
+            "/index",
+            Some(&root.join("sdk")),
+        );
+        assert!(clash.is_err());
+    }
+}
