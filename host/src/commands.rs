@@ -90,6 +90,9 @@ pub struct ServeOptions {
     pub admin: Option<SocketAddr>,
     /// Reload when the manifest or a component file changes.
     pub watch: bool,
+    /// `edgehost dev`: rebuild changed route crates and reload; the build
+    /// errors so far.
+    pub dev: Option<crate::dev::DevErrors>,
 }
 
 /// `edgehost serve`.
@@ -110,7 +113,10 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         (None, settings) => settings.clone(),
     };
     let file = manifest.file.clone();
-    let host = Arc::new(Host::new(runtime, table, manifest));
+    let mut host = Host::new(runtime, table, manifest);
+    let dev = options.dev.is_some();
+    host.dev = options.dev;
+    let host = Arc::new(host);
     let admin = admin_settings
         .map(|settings| {
             Admin::new(Arc::clone(&host), &settings, &data_dir).map(|api| (api, settings.listen))
@@ -147,7 +153,16 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
                 until_stopped(stopped.clone()),
             ));
         }
-        if options.watch {
+        if dev {
+            tracing::info!(
+                "dev: watching the route crates and {} for changes",
+                file.display()
+            );
+            tokio::spawn(crate::dev::watch(
+                Arc::clone(&host),
+                options.manifest.clone(),
+            ));
+        } else if options.watch {
             tracing::info!("watching {} and its components for changes", file.display());
             tokio::spawn(watch(Arc::clone(&host), options.manifest.clone()));
         }
@@ -177,14 +192,19 @@ fn watched_files(manifest_path: &Path) -> Vec<PathBuf> {
     files
 }
 
-type Fingerprint = Vec<Option<(SystemTime, u64)>>;
+/// Each watched file with its modification time and length (`None` while
+/// it does not exist). The list is taken afresh each time, so a route crate
+/// added under `[routes]` is picked up.
+type Fingerprint = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
 
-fn fingerprint(files: &[PathBuf]) -> Fingerprint {
-    files
-        .iter()
+fn fingerprint(manifest_path: &Path) -> Fingerprint {
+    watched_files(manifest_path)
+        .into_iter()
         .map(|file| {
-            let meta = std::fs::metadata(file).ok()?;
-            Some((meta.modified().ok()?, meta.len()))
+            let stamp = std::fs::metadata(&file)
+                .ok()
+                .and_then(|meta| Some((meta.modified().ok()?, meta.len())));
+            (file, stamp)
         })
         .collect()
 }
@@ -193,11 +213,10 @@ fn fingerprint(files: &[PathBuf]) -> Fingerprint {
 /// changing for one interval), reload it with the same validation and
 /// atomic swap as a deploy. A bad change is logged and changes nothing.
 async fn watch(host: Arc<Host>, manifest_path: PathBuf) {
-    let mut files = watched_files(&manifest_path);
-    let mut seen = fingerprint(&files);
+    let mut seen = fingerprint(&manifest_path);
     loop {
         tokio::time::sleep(WATCH_INTERVAL).await;
-        let now = fingerprint(&files);
+        let now = fingerprint(&manifest_path);
         if now == seen {
             continue;
         }
@@ -205,7 +224,7 @@ async fn watch(host: Arc<Host>, manifest_path: PathBuf) {
         let mut settled = now;
         loop {
             tokio::time::sleep(WATCH_INTERVAL).await;
-            let again = fingerprint(&files);
+            let again = fingerprint(&manifest_path);
             if again == settled {
                 break;
             }
@@ -215,8 +234,8 @@ async fn watch(host: Arc<Host>, manifest_path: PathBuf) {
         let source = format!("reload of {}", manifest_path.display());
         // Errors are logged by load_and_swap; the host keeps what it serves.
         let _ = admin::load_and_swap(&host, source, move || manifest::load(&path)).await;
-        files = watched_files(&manifest_path);
-        seen = fingerprint(&files);
+        // A change made while loading differs from `settled`: the next look sees it.
+        seen = settled;
     }
 }
 
@@ -246,6 +265,33 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// `edgehost dev`: build every route crate, serve, rebuild and reload on change.
+pub fn dev(
+    manifest_path: &Path,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let errors = crate::dev::DevErrors::default();
+    loop {
+        crate::dev::first_build(manifest_path, &errors)?;
+        match manifest::load(manifest_path) {
+            Ok(_) => break,
+            Err(reasons) => {
+                eprintln!("{reasons}");
+                crate::dev::wait_for_change(manifest_path);
+            }
+        }
+    }
+    serve(ServeOptions {
+        manifest: manifest_path.to_path_buf(),
+        listen,
+        data_dir,
+        admin: None,
+        watch: false,
+        dev: Some(errors),
+    })
 }
 
 /// `edgehost new`.

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod build;
 pub mod capabilities;
 pub mod commands;
+pub mod dev;
 pub mod folders;
 pub mod manifest;
 pub mod metrics;

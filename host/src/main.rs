@@ -76,6 +76,20 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Build every route crate, serve, and on each saved change rebuild only
+    /// the crates that changed and reload without a restart. A failed build
+    /// is shown in the terminal and as the route's 500 body; the last good
+    /// components keep serving.
+    Dev {
+        #[command(flatten)]
+        manifest: ManifestArg,
+        /// Address to listen on (default: the manifest's, or 127.0.0.1:8080).
+        #[arg(long, short)]
+        listen: Option<SocketAddr>,
+        /// Where key-value stores and compiled components live.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Build route crates to WebAssembly components (wasm32-wasip2, release),
     /// installing the target with rustup if it is missing.
     Build {
@@ -138,7 +152,13 @@ fn main() -> ExitCode {
             data_dir,
             admin,
             watch,
+            dev: None,
         }),
+        Command::Dev {
+            manifest,
+            listen,
+            data_dir,
+        } => commands::dev(&manifest.path(), listen, data_dir),
         Command::New { url, manifest, sdk } => {
             commands::new_route(&manifest.path(), &url, sdk.as_deref())
         }

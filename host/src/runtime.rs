@@ -193,6 +193,8 @@ pub enum GuestError {
 pub struct CompiledRoute {
     /// The route's pattern, as written in the manifest.
     pub name: Arc<str>,
+    /// The component file it was compiled from.
+    pub component: PathBuf,
     pre: InstancePre<HostState>,
     handlers: [Option<ComponentExportIndex>; 7],
     /// The `Allow` header's value, computed at load.
@@ -459,6 +461,7 @@ impl Runtime {
 
         Ok(CompiledRoute {
             name: Arc::from(spec.pattern.as_str()),
+            component: spec.component.clone(),
             pre,
             handlers,
             allow: allowed.join(", "),

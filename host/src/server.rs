@@ -57,6 +57,8 @@ pub struct Host {
     clients: ClientLimits,
     ids: RequestIds,
     shutting_down: AtomicBool,
+    /// Build errors to answer with, under `edgehost dev` only.
+    pub dev: Option<crate::dev::DevErrors>,
 }
 
 impl Host {
@@ -79,6 +81,7 @@ impl Host {
             started_with: manifest,
             ids: RequestIds::new(),
             shutting_down: AtomicBool::new(false),
+            dev: None,
         }
     }
 
@@ -261,10 +264,17 @@ async fn handle(host: &Host, req: Request<Incoming>, client: SocketAddr) -> Resp
     let (route, answer) = match deployment.table.lookup(&path) {
         Err(err) => (None, Err(HostAnswer::BadPath(err.to_string()))),
         Ok(None) => (None, Err(HostAnswer::NotFound)),
-        Ok(Some((route, params))) => (
-            Some(route),
-            run_route(host, route, params, req, client, &id).await,
-        ),
+        Ok(Some((route, params))) => {
+            let build_error = host
+                .dev
+                .as_ref()
+                .and_then(|dev| dev.for_component(&route.component));
+            let answer = match build_error {
+                Some(text) => Ok(build_failed(&text)),
+                None => run_route(host, route, params, req, client, &id).await,
+            };
+            (Some(route), answer)
+        }
     };
     let mut response = answer.unwrap_or_else(HostAnswer::into_response);
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -284,6 +294,18 @@ async fn handle(host: &Host, req: Request<Incoming>, client: SocketAddr) -> Resp
         status,
         duration_us = elapsed.as_micros() as u64,
         bytes = response.body().size_hint().exact().unwrap_or(0),
+    );
+    response
+}
+
+/// Under `edgehost dev`, a route whose crate failed to build answers with
+/// the compiler's errors, as plain text for a terminal.
+fn build_failed(text: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(text.to_string())));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
 }

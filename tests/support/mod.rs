@@ -69,18 +69,19 @@ impl Host {
 
     /// Like [`Host::start`], with more arguments for `edgehost`; the admin
     /// API's address is read from the log when `--admin` is among them.
-    /// Arguments before `serve` (such as `--log-format json`) go first.
+    /// Arguments before `serve` or `dev` (such as `--log-format json`) go first.
     pub fn start_with_args(options: Start<'_>, args: &[&str]) -> Host {
         let mut command = Command::new(env!("CARGO_BIN_EXE_edgehost"));
-        let (global, serve): (Vec<&str>, Vec<&str>) = match args.iter().position(|a| *a == "serve")
-        {
-            Some(at) => (args[..at].to_vec(), args[at + 1..].to_vec()),
-            None => (Vec::new(), args.to_vec()),
+        // `serve` unless the arguments name `dev`; what comes before it is global.
+        let at = args.iter().position(|a| *a == "serve" || *a == "dev");
+        let (global, subcommand, rest): (Vec<&str>, &str, Vec<&str>) = match at {
+            Some(at) => (args[..at].to_vec(), args[at], args[at + 1..].to_vec()),
+            None => (Vec::new(), "serve", args.to_vec()),
         };
         command
             .args(&global)
-            .arg("serve")
-            .args(&serve)
+            .arg(subcommand)
+            .args(&rest)
             .arg("--manifest")
             .arg(options.manifest)
             .arg("--listen")
