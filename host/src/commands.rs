@@ -44,6 +44,9 @@ pub fn init_logging(format: LogFormat) {
 #[derive(PartialEq)]
 enum Purpose {
     Serve,
+    /// `routes`: like `Inspect`, but secrets need not be set (only their
+    /// names are shown).
+    List,
     Inspect,
 }
 
@@ -61,13 +64,17 @@ fn load(
     data_dir: Option<PathBuf>,
     purpose: Purpose,
 ) -> anyhow::Result<Loaded> {
-    let manifest = manifest::load(manifest_path)?;
+    let manifest = if purpose == Purpose::List {
+        manifest::load_with_secrets(manifest_path, &|_| Some(String::new()))?
+    } else {
+        manifest::load(manifest_path)?
+    };
     let data_dir = data_dir.unwrap_or_else(|| manifest.data_dir.clone());
     let kv: Arc<dyn KvBackend> = match purpose {
         Purpose::Serve => {
             Arc::new(DiskKv::open(&data_dir).context("cannot open the key-value data")?)
         }
-        Purpose::Inspect => Arc::new(NoKv),
+        Purpose::Inspect | Purpose::List => Arc::new(NoKv),
     };
     let settings = EngineSettings::for_manifest(&manifest, &data_dir);
     let runtime = Runtime::new(kv, settings)
@@ -326,7 +333,7 @@ pub fn check(manifest_path: &Path) -> anyhow::Result<()> {
 
 /// `edgehost routes`: the route table, one aligned row per route.
 pub fn routes(manifest_path: &Path) -> anyhow::Result<()> {
-    let loaded = load(manifest_path, None, Purpose::Inspect)?;
+    let loaded = load(manifest_path, None, Purpose::List)?;
     let mut rows = vec![[
         "PATH".to_string(),
         "METHODS".to_string(),

@@ -372,11 +372,19 @@ impl From<ManifestError> for ManifestErrors {
 /// Reads and validates the manifest at `file`, reading secrets from the
 /// process environment.
 pub fn load(file: &Path) -> Result<Manifest, ManifestErrors> {
+    load_with_secrets(file, &|name| std::env::var(name).ok())
+}
+
+/// [`load`] with secrets looked up by `secret`.
+pub fn load_with_secrets(
+    file: &Path,
+    secret: &dyn Fn(&str) -> Option<String>,
+) -> Result<Manifest, ManifestErrors> {
     let text = std::fs::read_to_string(file).map_err(|source| ManifestError::Read {
         file: file.display().to_string(),
         source,
     })?;
-    parse(file, &text, &|name| std::env::var(name).ok())
+    parse(file, &text, secret)
 }
 
 /// Validates manifest `text` as if read from `file`; `secret` looks up a
