@@ -63,8 +63,18 @@ struct RawFolder {
     target_dir: Option<String>,
 }
 
-/// Cargo's target folder when `[routes]` names none.
+/// Cargo's target folder when `[routes]` names none and `CARGO_TARGET_DIR`
+/// is not set.
 pub const DEFAULT_TARGET_DIR: &str = "target";
+
+/// Cargo's target folder for `[routes]` without `target_dir`: where cargo
+/// puts builds, `CARGO_TARGET_DIR` or `target` next to the manifest.
+pub fn default_target_dir() -> String {
+    std::env::var("CARGO_TARGET_DIR")
+        .ok()
+        .filter(|dir| !dir.is_empty())
+        .unwrap_or_else(|| DEFAULT_TARGET_DIR.to_string())
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -416,7 +426,7 @@ pub fn folder_routes(text: &str, base: &Path) -> Result<Vec<FolderRoute>, String
         Some(folder) => folders::discover(
             base,
             folder.dir.get_ref(),
-            folder.target_dir.as_deref().unwrap_or(DEFAULT_TARGET_DIR),
+            &folder.target_dir.clone().unwrap_or_else(default_target_dir),
         ),
     }
 }
@@ -465,8 +475,8 @@ pub fn parse_with(
     let mut raw = raw;
     let mut sources = vec![None; raw.routes.len()];
     if let Some(folder) = &raw.folder {
-        let target_dir = folder.target_dir.as_deref().unwrap_or(DEFAULT_TARGET_DIR);
-        match discover(folder.dir.get_ref(), target_dir) {
+        let target_dir = folder.target_dir.clone().unwrap_or_else(default_target_dir);
+        match discover(folder.dir.get_ref(), &target_dir) {
             Ok(found) => {
                 sources = mount_folder_routes(
                     &mut raw.routes,
@@ -1045,7 +1055,7 @@ mod tests {
         ]);
         let manifest = check_in(
             &dir,
-            "[routes]\ndir = \"routes\"\n\n[[route]]\npath = \"/api/posts/$id\"\nkv = [\"posts\"]\ntimeout = \"2s\"\n",
+            "[routes]\ndir = \"routes\"\ntarget_dir = \"target\"\n\n[[route]]\npath = \"/api/posts/$id\"\nkv = [\"posts\"]\ntimeout = \"2s\"\n",
         )
         .unwrap();
         let summary: Vec<(String, String, usize, Vec<String>)> = manifest
@@ -1067,7 +1077,7 @@ mod tests {
                 (
                     "/api/posts/$id".into(),
                     "routes/api/posts/$postId".into(),
-                    5,
+                    6,
                     vec!["posts".into()]
                 ),
                 ("/stats".into(), "routes/(admin)/stats".into(), 2, vec![]),
@@ -1095,13 +1105,13 @@ mod tests {
         ]);
         let error = check_in(
             &dir,
-            "[routes]\ndir = \"routes\"\n\n[[route]]\npath = \"/api/users/$x\"\ncomponent = \"x.wasm\"\n\n[[route]]\npath = \"/api/nothing\"\n",
+            "[routes]\ndir = \"routes\"\ntarget_dir = \"target\"\n\n[[route]]\npath = \"/api/users/$x\"\ncomponent = \"x.wasm\"\n\n[[route]]\npath = \"/api/nothing\"\n",
         )
         .unwrap_err();
         for expected in [
             "<dir>/manifest.toml:2: route crates routes/(v1)/api/posts and routes/api/posts/index both map to \"/api/posts\"",
-            "<dir>/manifest.toml:5: route \"/api/users/$x\" names a component, but route crate routes/api/users/$id already maps to it",
-            "<dir>/manifest.toml:9: route \"/api/nothing\" has no `component`, and no route crate under [routes] maps to it",
+            "<dir>/manifest.toml:6: route \"/api/users/$x\" names a component, but route crate routes/api/users/$id already maps to it",
+            "<dir>/manifest.toml:10: route \"/api/nothing\" has no `component`, and no route crate under [routes] maps to it",
             "<dir>/manifest.toml:2: route \"/api/unbuilt\": component file target/wasm32-wasip2/release/unbuilt.wasm not found",
         ] {
             assert!(error.contains(expected), "missing {expected}\nin\n{error}");

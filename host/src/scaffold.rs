@@ -111,8 +111,11 @@ serde_json = "1"
     let added_to_manifest = !mounted_by_folder;
     if added_to_manifest {
         // Cargo's target folder is next to the workspace root (or the crate).
-        let target = match &target_dir {
-            Some(dir) => dir.clone(),
+        let from_env = std::env::var("CARGO_TARGET_DIR")
+            .ok()
+            .filter(|dir| !dir.is_empty());
+        let target = match target_dir.or(from_env) {
+            Some(dir) => dir,
             None => {
                 let root = workspace.as_deref().unwrap_or(&crate_dir);
                 let dir = relative(&base, &root.join(DEFAULT_TARGET_DIR));
@@ -306,10 +309,12 @@ mod tests {
         );
         let manifest = std::fs::read_to_string(root.join("manifest.toml")).unwrap();
         assert!(manifest.starts_with("# my app\n[server]"), "{manifest}");
-        assert!(
-            manifest.contains("[[route]]\npath = \"/api/users/$userId\"\ncomponent = \"target/wasm32-wasip2/release/api_users_userid.wasm\"\n"),
-            "{manifest}"
-        );
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .ok()
+            .filter(|dir| !dir.is_empty())
+            .unwrap_or_else(|| "target".into());
+        let entry = format!("[[route]]\npath = \"/api/users/$userId\"\ncomponent = \"{target}/wasm32-wasip2/release/api_users_userid.wasm\"\n");
+        assert!(manifest.contains(&entry), "{manifest}");
 
         // Again: the folder is taken.
         let again = new_route(&root.join("manifest.toml"), "/api/users/$userId", None);
