@@ -108,10 +108,11 @@ fn new_build_dev_from_nothing_to_a_reloaded_route() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // `dev` serves it...
-    let host = Host::start_with_args(
+    // `dev` serves it (run from the project, as a user would)...
+    let host = Host::start_in(
+        Some(root),
         Start {
-            manifest: &manifest,
+            manifest: Path::new("manifest.toml"),
             data_dir: &root.join("data"),
             env: vec![("CARGO_TARGET_DIR", target_dir().to_str().unwrap())],
         },

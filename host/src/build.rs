@@ -44,6 +44,12 @@ pub fn build(workspace: &Path, crates: &[FolderRoute]) -> anyhow::Result<Outcome
         });
     }
     let started = Instant::now();
+    // `Path::parent` of a bare file name is "", which no process can enter.
+    let workspace = if workspace.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        workspace
+    };
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo
         .current_dir(workspace)
@@ -70,6 +76,8 @@ pub fn build(workspace: &Path, crates: &[FolderRoute]) -> anyhow::Result<Outcome
         .map(|route| (route.package.replace('-', "_"), route))
         .collect();
     let mut outcome = Outcome::default();
+    // The route whose messages are being printed: its name heads them once.
+    let mut printing: Option<String> = None;
     for line in BufReader::new(stdout).lines() {
         let line = line.context("cannot read cargo's output")?;
         let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -88,13 +96,18 @@ pub fn build(workspace: &Path, crates: &[FolderRoute]) -> anyhow::Result<Outcome
         };
         match by_target.get(target) {
             Some(route) => {
-                eprintln!("route {} ({}):\n{text}", route.path, route.crate_dir);
+                if printing.as_deref() != Some(route.package.as_str()) {
+                    eprintln!("route {} ({}):", route.path, route.crate_dir);
+                    printing = Some(route.package.clone());
+                }
+                eprint!("{text}");
                 if level == "error" {
                     let entry = outcome.failed.entry(route.package.clone()).or_default();
                     entry.push_str(&strip_ansi(rendered));
                 }
             }
             None => {
+                printing = None;
                 eprint!("{text}");
                 if level == "error" {
                     outcome.other_errors.push_str(&strip_ansi(rendered));

@@ -71,7 +71,16 @@ impl Host {
     /// API's address is read from the log when `--admin` is among them.
     /// Arguments before `serve` or `dev` (such as `--log-format json`) go first.
     pub fn start_with_args(options: Start<'_>, args: &[&str]) -> Host {
+        Host::start_in(None, options, args)
+    }
+
+    /// Like [`Host::start_with_args`], run from folder `dir` (so a manifest
+    /// given as a bare file name is found there).
+    pub fn start_in(dir: Option<&Path>, options: Start<'_>, args: &[&str]) -> Host {
         let mut command = Command::new(env!("CARGO_BIN_EXE_edgehost"));
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         // `serve` unless the arguments name `dev`; what comes before it is global.
         let at = args.iter().position(|a| *a == "serve" || *a == "dev");
         let (global, subcommand, rest): (Vec<&str>, &str, Vec<&str>) = match at {
