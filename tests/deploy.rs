@@ -579,3 +579,37 @@ fn a_request_in_flight_finishes_on_the_deployment_it_started_on() {
     );
     assert_eq!(served_version(&host), Ok("2".to_string()));
 }
+
+#[test]
+fn a_deploy_carries_the_route_crates_of_a_routes_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = manifest_in(dir.path(), "v1", &versioned("1"));
+    let host = start_with_admin(dir.path(), &v1, &[]);
+
+    // A file-based project whose crates are the built test components.
+    let site = dir.path().join("site");
+    for (folder, package) in [("things/$id", "fixture_probe"), ("index", "api_health")] {
+        let crate_dir = site.join("routes").join(folder);
+        std::fs::create_dir_all(&crate_dir).unwrap();
+        std::fs::write(
+            crate_dir.join("Cargo.toml"),
+            format!("[package]\nname = \"{package}\"\n"),
+        )
+        .unwrap();
+    }
+    let target = support::repo_root().join("target");
+    let text = format!(
+        "[routes]\ndir = \"routes\"\ntarget_dir = {:?}\n\n[[route]]\npath = \"/things/$x\"\nenv = {{ VERSION = \"7\", TWIN = \"7\" }}\n",
+        target.display().to_string()
+    );
+    let manifest = write_manifest(&site, &text);
+    let out = deploy(&host, &manifest);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let reply = host.get("/things/a");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["env"]["VERSION"], "7");
+    assert_eq!(reply.json()["params"]["x"], "a");
+    assert_eq!(host.get("/").json()["status"], "ok");
+    assert_eq!(host.get("/probe/x").status, 404);
+}
