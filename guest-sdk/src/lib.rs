@@ -35,8 +35,11 @@
 //! [`std::env::var`]; nothing else of the host's environment is visible.
 //! Key-value stores granted with `kv = ["name"]` are opened with [`kv::Store::open`].
 //! Whatever the route prints to stdout or stderr goes to the host's log.
+//! Outbound HTTP to the origins listed in `allowed_outbound_hosts` goes
+//! through [`fetch::Fetch`].
 
 mod error;
+pub mod fetch;
 pub mod kv;
 mod request;
 mod response;

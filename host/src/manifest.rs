@@ -15,6 +15,7 @@
 //! secrets = ["STRIPE_WEBHOOK_SECRET"] # copied from the host's environment at load
 //! ```
 
+use crate::capabilities::outbound::AllowedHost;
 use crate::folders::{self, FolderRoute};
 use crate::router::{Pattern, PatternError};
 use serde::Deserialize;
@@ -93,6 +94,9 @@ struct RawServer {
     max_body: Option<Spanned<Quantity>>,
     max_response: Option<Spanned<Quantity>>,
     max_concurrency: Option<Spanned<Quantity>>,
+    outbound_timeout: Option<Spanned<Quantity>>,
+    max_outbound_requests: Option<Spanned<Quantity>>,
+    max_outbound_response: Option<Spanned<Quantity>>,
 }
 
 /// A limit as written: a number, or a string with a unit (`"64MiB"`, `"5s"`).
@@ -121,6 +125,13 @@ pub struct Limits {
     /// Instances of the route running at once; past it, 503 with
     /// `Retry-After`, so one hot or stuck route cannot take every thread.
     pub max_concurrency: usize,
+    /// Time for one outbound request to answer (its head); the route's
+    /// `timeout` bounds everything the request does as well.
+    pub outbound_timeout: Duration,
+    /// Outbound requests one incoming request may make (Workers allows 50).
+    pub max_outbound_requests: usize,
+    /// Largest outbound response body a route may read.
+    pub max_outbound_response: usize,
 }
 
 impl Default for Limits {
@@ -131,6 +142,9 @@ impl Default for Limits {
             max_body: MIB,
             max_response: 16 * MIB,
             max_concurrency: 64,
+            outbound_timeout: Duration::from_secs(10),
+            max_outbound_requests: 50,
+            max_outbound_response: 16 * MIB,
         }
     }
 }
@@ -178,11 +192,17 @@ struct RawRoute {
     env: BTreeMap<String, String>,
     #[serde(default)]
     secrets: Vec<String>,
+    /// Origins the route may send HTTP requests to.
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<Spanned<String>>,
     timeout: Option<Spanned<Quantity>>,
     memory: Option<Spanned<Quantity>>,
     max_body: Option<Spanned<Quantity>>,
     max_response: Option<Spanned<Quantity>>,
     max_concurrency: Option<Spanned<Quantity>>,
+    outbound_timeout: Option<Spanned<Quantity>>,
+    max_outbound_requests: Option<Spanned<Quantity>>,
+    max_outbound_response: Option<Spanned<Quantity>>,
 }
 
 /// A checked manifest: every pattern parses, no two collide, every component
@@ -245,6 +265,8 @@ pub struct RouteSpec {
     /// Which of `env` are secrets (their names, sorted), for listings that
     /// must not show their values.
     pub secrets: Vec<String>,
+    /// Origins the route may send HTTP requests to; empty: none.
+    pub allowed_outbound_hosts: Vec<AllowedHost>,
     pub limits: Limits,
 }
 
@@ -285,6 +307,13 @@ pub enum ManifestError {
         line: usize,
         route: String,
         component: String,
+    },
+    #[error("{file}:{line}: route {route:?}: allowed_outbound_hosts: {reason}")]
+    BadOutboundHost {
+        file: String,
+        line: usize,
+        route: String,
+        reason: String,
     },
     #[error("{file}:{line}: [routes]: {reason}")]
     Folder {
@@ -582,6 +611,9 @@ pub fn parse_with(
             &server.max_body,
             &server.max_response,
             &server.max_concurrency,
+            &server.outbound_timeout,
+            &server.max_outbound_requests,
+            &server.max_outbound_response,
         ],
         &mut limit,
     );
@@ -597,6 +629,9 @@ pub fn parse_with(
                 &raw_route.max_body,
                 &raw_route.max_response,
                 &raw_route.max_concurrency,
+                &raw_route.outbound_timeout,
+                &raw_route.max_outbound_requests,
+                &raw_route.max_outbound_response,
             ],
             &mut limit,
         );
@@ -744,6 +779,18 @@ pub fn parse_with(
                 }),
             }
         }
+        let mut allowed_outbound_hosts = Vec::new();
+        for entry in &raw_route.allowed_outbound_hosts {
+            match AllowedHost::parse(entry.get_ref()) {
+                Ok(allowed) => allowed_outbound_hosts.push(allowed),
+                Err(reason) => errors.push(ManifestError::BadOutboundHost {
+                    file: file_name.clone(),
+                    line: line_of(entry.span().start),
+                    route: route.clone(),
+                    reason,
+                }),
+            }
+        }
         if let (Some(pattern), Some(component)) = (pattern, resolved) {
             routes.push(RouteSpec {
                 pattern,
@@ -753,6 +800,7 @@ pub fn parse_with(
                 kv: raw_route.kv,
                 env,
                 secrets,
+                allowed_outbound_hosts,
                 limits,
             });
         }
@@ -851,11 +899,15 @@ fn mount_folder_routes(
             kv: Vec::new(),
             env: BTreeMap::new(),
             secrets: Vec::new(),
+            allowed_outbound_hosts: Vec::new(),
             timeout: None,
             memory: None,
             max_body: None,
             max_response: None,
             max_concurrency: None,
+            outbound_timeout: None,
+            max_outbound_requests: None,
+            max_outbound_response: None,
         });
         sources.push(Some(found));
     }
@@ -946,14 +998,17 @@ fn in_route(route: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-/// Overrides `limits` with the keys given (timeout, memory, max_body, max_response, max_concurrency).
+/// Overrides `limits` with the keys given (timeout, memory, max_body,
+/// max_response, max_concurrency, outbound_timeout, max_outbound_requests,
+/// max_outbound_response).
 fn apply_limits(
     limits: &mut Limits,
     route: Option<&str>,
-    keys: [&Option<Spanned<Quantity>>; 5],
+    keys: [&Option<Spanned<Quantity>>; 8],
     parse: &mut LimitParser<'_>,
 ) {
-    let [timeout, memory, max_body, max_response, max_concurrency] = keys;
+    let [timeout, memory, max_body, max_response, max_concurrency, outbound_timeout, max_outbound_requests, max_outbound_response] =
+        keys;
     set_duration(
         &mut limits.timeout,
         parse(route, "timeout", timeout, Kind::Duration),
@@ -973,6 +1028,28 @@ fn apply_limits(
     set_size(
         &mut limits.max_concurrency,
         parse(route, "max_concurrency", max_concurrency, Kind::Count),
+    );
+    set_duration(
+        &mut limits.outbound_timeout,
+        parse(route, "outbound_timeout", outbound_timeout, Kind::Duration),
+    );
+    set_size(
+        &mut limits.max_outbound_requests,
+        parse(
+            route,
+            "max_outbound_requests",
+            max_outbound_requests,
+            Kind::Count,
+        ),
+    );
+    set_size(
+        &mut limits.max_outbound_response,
+        parse(
+            route,
+            "max_outbound_response",
+            max_outbound_response,
+            Kind::Size,
+        ),
     );
 }
 

@@ -8,6 +8,7 @@
 //! instantiation from the pre-linked component and one call.
 
 use crate::capabilities::kv::{KvAccess, KvBackend};
+use crate::capabilities::outbound::{OutboundHooks, OutboundPolicy};
 use crate::capabilities::stdio::{GuestLog, Stream};
 use crate::manifest::{Limits, Manifest, ManifestError, ManifestErrors, RouteSpec};
 use crate::metrics::{Metrics, RouteMetrics};
@@ -25,6 +26,7 @@ use wasmtime::{
     PoolingAllocationConfig, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -113,6 +115,8 @@ pub struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) kv: KvAccess,
     limits: Limiter,
+    http: WasiHttpCtx,
+    outbound: OutboundHooks,
 }
 
 /// The store's limits, noting when a memory grow was refused so that the
@@ -165,6 +169,16 @@ impl WasiView for HostState {
     }
 }
 
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
 /// The boundary's types interface holds only records: nothing to implement.
 impl bindings::edge::route::types::Host for HostState {}
 
@@ -199,6 +213,8 @@ pub struct CompiledRoute {
     handlers: [Option<ComponentExportIndex>; 7],
     /// The `Allow` header's value, computed at load.
     pub allow: String,
+    /// Where the route may send HTTP requests.
+    outbound: Arc<OutboundPolicy>,
     env: Arc<[(String, String)]>,
     kv: KvAccess,
     pub limits: Limits,
@@ -333,6 +349,9 @@ impl Runtime {
         // it; what it can reach is set per request (no preopens, only the
         // granted env, sockets denied).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Outbound HTTP: every route may import it; what it reaches is its
+        // allowed_outbound_hosts (none unless listed).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         bindings::GuestImports::add_to_linker::<HostState, HasSelf<HostState>>(
             &mut linker,
             |state| state,
@@ -465,6 +484,12 @@ impl Runtime {
             pre,
             handlers,
             allow: allowed.join(", "),
+            outbound: Arc::new(OutboundPolicy {
+                allowed: spec.allowed_outbound_hosts.clone(),
+                timeout: spec.limits.outbound_timeout,
+                max_requests: spec.limits.max_outbound_requests,
+                max_response: spec.limits.max_outbound_response,
+            }),
             env: spec.env.clone().into(),
             kv: KvAccess {
                 backend: Arc::clone(&self.kv),
@@ -560,7 +585,7 @@ impl Runtime {
         route: &CompiledRoute,
         method: Method,
         request: GuestRequest,
-        request_id: &str,
+        request_id: &Arc<str>,
         log: &GuestLog,
     ) -> Result<GuestResponse, GuestError> {
         let Some(export) = route.handlers[method.index()] else {
@@ -589,6 +614,12 @@ impl Runtime {
                     .build(),
                 memory_refused: false,
             },
+            http: WasiHttpCtx::new(),
+            outbound: OutboundHooks::new(
+                Arc::clone(&route.outbound),
+                Arc::clone(&route.name),
+                Arc::clone(request_id),
+            ),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -615,7 +646,7 @@ impl Runtime {
             .map_err(|err| {
                 // The wasm backtrace can run to thousands of frames (deep
                 // recursion): the log gets it only at debug level.
-                tracing::debug!(request_id, "guest trap in full: {err:?}");
+                tracing::debug!(request_id = %request_id, "guest trap in full: {err:?}");
                 GuestError::Trap(trap_reason(&err))
             });
         let (response,) = match response {
@@ -676,6 +707,7 @@ mod tests {
             kv: Vec::new(),
             env: Vec::new(),
             secrets: Vec::new(),
+            allowed_outbound_hosts: Vec::new(),
             limits: Limits::default(),
         })
     }

@@ -1,0 +1,301 @@
+//! Outbound HTTP (`wasi:http/outgoing-handler`): a route reaches only the
+//! origins its manifest entry lists in `allowed_outbound_hosts`, within its
+//! outbound limits. A refused request fails in the guest with
+//! `HTTP-request-denied` before any connection is made, and is logged.
+
+use http::uri::Scheme;
+use http_body_util::BodyExt;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// One `allowed_outbound_hosts` entry: `https://api.example.com`,
+/// `http://127.0.0.1:8080`, `https://*.example.com`, `https://host:*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHost {
+    https: bool,
+    /// Lower case; for a wildcard, the suffix after `*.`.
+    host: String,
+    /// `*.` before the host: any subdomain (not the domain itself).
+    subdomains: bool,
+    /// `None` for `:*` (any port).
+    port: Option<u16>,
+}
+
+impl AllowedHost {
+    /// Parses an entry; the reason says what a valid one looks like.
+    pub fn parse(text: &str) -> Result<AllowedHost, String> {
+        let expected = || {
+            format!(
+                "{text:?} is not an origin such as \"https://api.example.com\", \"http://127.0.0.1:8080\" or \"https://*.example.com\""
+            )
+        };
+        let (https, rest) = if let Some(rest) = text.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(expected());
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        // An IPv6 literal keeps its brackets: [::1]:8080.
+        let (host, port) = match rest.rfind(':') {
+            Some(at) if !rest[at..].contains(']') => (&rest[..at], Some(&rest[at + 1..])),
+            _ => (rest, None),
+        };
+        let port = match port {
+            None => Some(if https { 443 } else { 80 }),
+            Some("*") => None,
+            Some(number) => Some(number.parse::<u16>().map_err(|_| expected())?),
+        };
+        let (subdomains, host) = match host.strip_prefix("*.") {
+            Some(suffix) => (true, suffix),
+            None => (false, host),
+        };
+        let valid = !host.is_empty()
+            && host.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':')
+            });
+        if !valid {
+            return Err(expected());
+        }
+        Ok(AllowedHost {
+            https,
+            host: host.to_ascii_lowercase(),
+            subdomains,
+            port,
+        })
+    }
+
+    fn allows(&self, https: bool, host: &str, port: u16) -> bool {
+        let host_matches = if self.subdomains {
+            host.strip_suffix(self.host.as_str())
+                .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.'))
+        } else {
+            host == self.host
+        };
+        self.https == https && host_matches && self.port.is_none_or(|p| p == port)
+    }
+}
+
+impl fmt::Display for AllowedHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        let star = if self.subdomains { "*." } else { "" };
+        match self.port {
+            Some(port) => write!(f, "{scheme}://{star}{}:{port}", self.host),
+            None => write!(f, "{scheme}://{star}{}:*", self.host),
+        }
+    }
+}
+
+/// What one route may send, from its manifest entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutboundPolicy {
+    /// Empty: no outbound network at all.
+    pub allowed: Vec<AllowedHost>,
+    /// Time for one outbound request, from sending to the last byte of its
+    /// response head (the route's `timeout` bounds the whole request too).
+    pub timeout: Duration,
+    /// Outbound requests one incoming request may make.
+    pub max_requests: usize,
+    /// Largest outbound response body; larger fails in the guest.
+    pub max_response: usize,
+}
+
+impl OutboundPolicy {
+    /// Why `uri` may not be fetched, if it may not.
+    pub fn refusal(&self, uri: &http::Uri) -> Option<String> {
+        let https = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTPS => true,
+            Some(s) if *s == Scheme::HTTP => false,
+            _ => return Some("only http and https URLs can be fetched".into()),
+        };
+        let Some(host) = uri.host() else {
+            return Some("the URL has no host".into());
+        };
+        let host = host.to_ascii_lowercase();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        if self.allowed.iter().any(|a| a.allows(https, &host, port)) {
+            return None;
+        }
+        let scheme = if https { "https" } else { "http" };
+        Some(if self.allowed.is_empty() {
+            format!(
+                "{scheme}://{host}:{port} is not allowed: the route has no allowed_outbound_hosts"
+            )
+        } else {
+            format!("{scheme}://{host}:{port} is not in the route's allowed_outbound_hosts")
+        })
+    }
+}
+
+/// The per-request side of outbound HTTP: the policy, and what was used.
+pub struct OutboundHooks {
+    policy: Arc<OutboundPolicy>,
+    route: Arc<str>,
+    request_id: Arc<str>,
+    sent: usize,
+}
+
+impl OutboundHooks {
+    pub fn new(policy: Arc<OutboundPolicy>, route: Arc<str>, request_id: Arc<str>) -> Self {
+        OutboundHooks {
+            policy,
+            route,
+            request_id,
+            sent: 0,
+        }
+    }
+
+    fn refuse(&self, uri: &http::Uri, reason: &str) {
+        tracing::warn!(
+            target: "guest",
+            route = %self.route,
+            request_id = %self.request_id,
+            "outbound request to {uri} refused: {reason}"
+        );
+    }
+}
+
+type SendResult = Box<
+    dyn std::future::Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn std::future::Future<Output = Result<(), Error>> + Send>,
+                ),
+                Error,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), Error>> + Send>,
+    ) -> SendResult {
+        drop(fut);
+        let uri = request.uri().clone();
+        if let Some(reason) = self.policy.refusal(&uri) {
+            self.refuse(&uri, &reason);
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+        if self.sent >= self.policy.max_requests {
+            let reason = format!(
+                "the route already made its {} outbound requests (max_outbound_requests)",
+                self.policy.max_requests
+            );
+            self.refuse(&uri, &reason);
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+        self.sent += 1;
+        let timeout = self.policy.timeout;
+        let max_response = self.policy.max_response;
+        let cap = |asked: Option<Duration>| Some(asked.map_or(timeout, |a| a.min(timeout)));
+        let options = RequestOptions {
+            connect_timeout: cap(options.and_then(|o| o.connect_timeout)),
+            first_byte_timeout: cap(options.and_then(|o| o.first_byte_timeout)),
+            between_bytes_timeout: cap(options.and_then(|o| o.between_bytes_timeout)),
+        };
+        Box::new(async move {
+            let sent = wasmtime_wasi_http::default_send_request(request, Some(options));
+            let (response, io) = match tokio::time::timeout(timeout, sent).await {
+                Ok(result) => result?,
+                Err(_) => return Err(Error::ConnectionTimeout),
+            };
+            let response = response.map(|body| {
+                http_body_util::Limited::new(body, max_response)
+                    .map_err(move |err| match err.downcast::<Error>() {
+                        Ok(err) => *err,
+                        Err(_) => Error::HttpResponseBodySize(Some(max_response as u64)),
+                    })
+                    .boxed_unsync()
+            });
+            Ok((
+                response,
+                Box::new(io) as Box<dyn std::future::Future<Output = Result<(), Error>> + Send>,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allowed: &[&str]) -> OutboundPolicy {
+        OutboundPolicy {
+            allowed: allowed
+                .iter()
+                .map(|a| AllowedHost::parse(a).unwrap())
+                .collect(),
+            timeout: Duration::from_secs(1),
+            max_requests: 1,
+            max_response: 1,
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_match_scheme_host_and_port() {
+        let p = policy(&[
+            "https://api.example.com",
+            "http://127.0.0.1:8080",
+            "https://*.cdn.example.com",
+            "http://any-port.test:*",
+        ]);
+        for (uri, allowed) in [
+            ("https://api.example.com/v1", true),
+            ("https://API.example.com:443/v1", true),
+            ("http://api.example.com/v1", false),
+            ("https://api.example.com:8443/", false),
+            ("https://evil.com/?https://api.example.com", false),
+            ("https://api.example.com.evil.com/", false),
+            ("http://127.0.0.1:8080/x", true),
+            ("http://127.0.0.1:8081/x", false),
+            ("http://127.0.0.1/x", false),
+            ("https://a.cdn.example.com/", true),
+            ("https://a.b.cdn.example.com/", true),
+            ("https://cdn.example.com/", false),
+            ("https://xcdn.example.com/", false),
+            ("http://any-port.test:1234/", true),
+            ("ftp://api.example.com/", false),
+        ] {
+            let uri: http::Uri = uri.parse().unwrap();
+            assert_eq!(p.refusal(&uri).is_none(), allowed, "{uri}");
+        }
+        assert!(policy(&[])
+            .refusal(&"https://a.com/".parse().unwrap())
+            .unwrap()
+            .contains("no allowed_outbound_hosts"));
+    }
+
+    #[test]
+    fn entries_parse_or_say_why() {
+        for good in [
+            "https://a.com",
+            "http://a.com:81/",
+            "https://*.a.com:*",
+            "http://[::1]:8080",
+        ] {
+            assert!(AllowedHost::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "a.com",
+            "https://",
+            "https://a.com:port",
+            "https://a.com/path",
+            "*://a.com",
+            "https://a b",
+        ] {
+            assert!(AllowedHost::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            AllowedHost::parse("https://*.A.com").unwrap().to_string(),
+            "https://*.a.com:443"
+        );
+    }
+}
