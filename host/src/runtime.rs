@@ -26,6 +26,9 @@ use wasmtime::{
     PoolingAllocationConfig, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub(crate) mod bindings {
@@ -210,6 +213,9 @@ pub struct CompiledRoute {
     /// The component file it was compiled from.
     pub component: PathBuf,
     pre: InstancePre<HostState>,
+    /// Set for a standard `wasi:http/proxy` component (it exports
+    /// `wasi:http/incoming-handler`): every method goes to it.
+    proxy: Option<ProxyPre<HostState>>,
     handlers: [Option<ComponentExportIndex>; 7],
     /// The `Allow` header's value, computed at load.
     pub allow: String,
@@ -226,7 +232,12 @@ pub struct CompiledRoute {
 impl CompiledRoute {
     /// Whether the component exports a handler for `method`.
     pub fn handles(&self, method: Method) -> bool {
-        self.handlers[method.index()].is_some()
+        self.proxy.is_some() || self.handlers[method.index()].is_some()
+    }
+
+    /// Whether this is a standard `wasi:http/proxy` component.
+    pub fn is_proxy(&self) -> bool {
+        self.proxy.is_some()
     }
 
     /// A slot to run one instance, or `None` when `max_concurrency` are running.
@@ -431,15 +442,25 @@ impl Runtime {
                 handlers[method.index()] = component.get_export_index(None, method.export_name());
             }
         }
-        if handlers.iter().all(Option::is_none) {
+        let exports_proxy = ty
+            .exports(&self.engine)
+            .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@0.2"));
+        if handlers.iter().all(Option::is_none) && !exports_proxy {
             return Err(format!(
-                "{file} exports no method handler (get, post, put, patch, delete, head, options); is it built with guest_sdk::route!?"
+                "{file} exports no method handler (get, post, put, patch, delete, head, options) and no wasi:http/incoming-handler; is it built with guest_sdk::route!?"
             ));
         }
 
         let pre = self.linker.instantiate_pre(&component).map_err(|err| {
             format!("{file} imports something the host does not provide: {err:#}")
         })?;
+        let proxy = if handlers.iter().all(Option::is_none) {
+            Some(ProxyPre::new(pre.clone()).map_err(|err| {
+                format!("{file}: its wasi:http/incoming-handler export is not one the host can call: {err:#}")
+            })?)
+        } else {
+            None
+        };
         for method in Method::ALL {
             if handlers[method.index()].is_none() {
                 continue;
@@ -467,7 +488,7 @@ impl Runtime {
 
         let mut allowed: Vec<&str> = Method::ALL
             .into_iter()
-            .filter(|m| handlers[m.index()].is_some())
+            .filter(|m| proxy.is_some() || handlers[m.index()].is_some())
             .map(Method::as_str)
             .collect();
         if handlers[Method::Get.index()].is_some() && !allowed.contains(&"HEAD") {
@@ -482,6 +503,7 @@ impl Runtime {
             name: Arc::from(spec.pattern.as_str()),
             component: spec.component.clone(),
             pre,
+            proxy,
             handlers,
             allow: allowed.join(", "),
             outbound: Arc::new(OutboundPolicy {
@@ -580,20 +602,14 @@ impl Runtime {
         result
     }
 
-    async fn call_in_fresh_instance(
+    /// A fresh store for one request of `route`: its env, captured stdio,
+    /// memory limit, outbound policy and epoch deadline.
+    fn new_store(
         &self,
         route: &CompiledRoute,
-        method: Method,
-        request: GuestRequest,
         request_id: &Arc<str>,
         log: &GuestLog,
-    ) -> Result<GuestResponse, GuestError> {
-        let Some(export) = route.handlers[method.index()] else {
-            return Err(GuestError::Instantiate(wasmtime::format_err!(
-                "route has no `{}` export",
-                method.export_name()
-            )));
-        };
+    ) -> Store<HostState> {
         let wasi = WasiCtx::builder()
             .envs(&route.env)
             .stdout(log.writer(Stream::Stdout))
@@ -625,7 +641,113 @@ impl Runtime {
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
+        store
+    }
 
+    /// Runs a `wasi:http/proxy` route on `request` in a fresh instance. The
+    /// answer's head comes back as soon as the guest sets it; its body then
+    /// streams from the guest, which runs in a task of its own (holding
+    /// `guard`, the route's concurrency slot) until it finishes or its
+    /// `timeout` passes.
+    pub async fn call_proxy<B>(
+        &self,
+        route: &CompiledRoute,
+        request: http::Request<B>,
+        request_id: &Arc<str>,
+        guard: impl Send + 'static,
+    ) -> Result<http::Response<HyperOutgoingBody>, GuestError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let Some(pre) = route.proxy.clone() else {
+            return Err(GuestError::Instantiate(wasmtime::format_err!(
+                "route is not a wasi:http/proxy component"
+            )));
+        };
+        let log = GuestLog::new(Arc::clone(&route.name), Arc::clone(request_id));
+        let mut store = self.new_store(route, request_id, &log);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(GuestError::Instantiate)?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)
+            .map_err(GuestError::Instantiate)?;
+        let timeout = route.limits.timeout;
+        let memory = route.limits.memory;
+        let id = Arc::clone(request_id);
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await.map_err(|err| {
+                    if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+                        GuestError::PoolExhausted
+                    } else {
+                        GuestError::Instantiate(err)
+                    }
+                })?;
+                let called = proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, out)
+                    .await;
+                match called {
+                    Ok(()) => Ok(()),
+                    Err(err) => {
+                        tracing::debug!(request_id = %id, "guest trap in full: {err:?}");
+                        let reason = trap_reason(&err);
+                        if store.data().limits.memory_refused {
+                            Err(GuestError::OutOfMemory {
+                                limit: memory,
+                                reason,
+                            })
+                        } else {
+                            Err(GuestError::Trap(reason))
+                        }
+                    }
+                }
+            };
+            let result = tokio::time::timeout(timeout, run)
+                .await
+                .unwrap_or(Err(GuestError::Timeout(timeout)));
+            log.finish();
+            result
+        });
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(GuestError::Trap(format!(
+                "the guest answered with error {code:?}"
+            ))),
+            // The guest ended without setting a response: why is in the task.
+            Err(_) => match task.await {
+                Ok(Err(err)) => Err(err),
+                Ok(Ok(())) => Err(GuestError::Trap(
+                    "the guest returned without setting a response".into(),
+                )),
+                Err(err) => Err(GuestError::Trap(format!("the guest task failed: {err}"))),
+            },
+        }
+    }
+
+    async fn call_in_fresh_instance(
+        &self,
+        route: &CompiledRoute,
+        method: Method,
+        request: GuestRequest,
+        request_id: &Arc<str>,
+        log: &GuestLog,
+    ) -> Result<GuestResponse, GuestError> {
+        let Some(export) = route.handlers[method.index()] else {
+            return Err(GuestError::Instantiate(wasmtime::format_err!(
+                "route has no `{}` export",
+                method.export_name()
+            )));
+        };
+        let mut store = self.new_store(route, request_id, log);
         let instance = route
             .pre
             .instantiate_async(&mut store)

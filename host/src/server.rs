@@ -253,7 +253,7 @@ pub async fn serve(listener: TcpListener, host: Arc<Host>, shutdown: impl Future
 }
 
 /// One request, start to finish.
-async fn handle(host: &Host, req: Request<Incoming>, client: SocketAddr) -> Response<Full<Bytes>> {
+async fn handle(host: &Host, req: Request<Incoming>, client: SocketAddr) -> Response<HostBody> {
     let started = Instant::now();
     // No span per request: creating one formats its fields even when nothing
     // is logged. Each event names the request id itself.
@@ -270,13 +270,16 @@ async fn handle(host: &Host, req: Request<Incoming>, client: SocketAddr) -> Resp
                 .as_ref()
                 .and_then(|dev| dev.for_component(&route.component));
             let answer = match build_error {
-                Some(text) => Ok(build_failed(&text)),
-                None => run_route(host, route, params, req, client, &id).await,
+                Some(text) => Ok(boxed(build_failed(&text))),
+                None if route.is_proxy() => run_proxy(host, route, params, req, client, &id).await,
+                None => run_route(host, route, params, req, client, &id)
+                    .await
+                    .map(boxed),
             };
             (Some(route), answer)
         }
     };
-    let mut response = answer.unwrap_or_else(HostAnswer::into_response);
+    let mut response = answer.unwrap_or_else(|answer| boxed(answer.into_response()));
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -356,42 +359,7 @@ async fn run_route(
         .runtime
         .call(route, method, request, id)
         .await
-        .map_err(|err| match err {
-            GuestError::Timeout(limit) => {
-                count(Event::Timeout);
-                tracing::warn!(
-                    request_id = %id,
-                    route = %route.name,
-                    path = %uri.path(),
-                    "guest timed out after {limit:?}"
-                );
-                HostAnswer::Timeout
-            }
-            GuestError::PoolExhausted => {
-                count(Event::MaxInstances);
-                tracing::warn!(
-                    request_id = %id,
-                    route = %route.name,
-                    path = %uri.path(),
-                    "all instance slots are in use; answering 503"
-                );
-                HostAnswer::Busy
-            }
-            other => {
-                count(match other {
-                    GuestError::OutOfMemory { .. } => Event::Memory,
-                    GuestError::Instantiate(_) => Event::Instantiate,
-                    _ => Event::Trap,
-                });
-                tracing::error!(
-                    request_id = %id,
-                    route = %route.name,
-                    path = %uri.path(),
-                    "{other}"
-                );
-                HostAnswer::GuestFailed
-            }
-        })?;
+        .map_err(|err| guest_failure(route, id, uri.path(), err))?;
     drop(running);
     into_http(response, strip_body, limits.max_response).map_err(|reason| {
         count(Event::InvalidResponse);
@@ -403,6 +371,195 @@ async fn run_route(
         );
         HostAnswer::GuestFailed
     })
+}
+
+/// What the client gets when the guest gave no answer, counted and logged.
+fn guest_failure(route: &CompiledRoute, id: &Arc<str>, path: &str, err: GuestError) -> HostAnswer {
+    let count = |event: Event| route.metrics.count(event);
+    match err {
+        GuestError::Timeout(limit) => {
+            count(Event::Timeout);
+            tracing::warn!(
+                request_id = %id,
+                route = %route.name,
+                path,
+                "guest timed out after {limit:?}"
+            );
+            HostAnswer::Timeout
+        }
+        GuestError::PoolExhausted => {
+            count(Event::MaxInstances);
+            tracing::warn!(
+                request_id = %id,
+                route = %route.name,
+                path,
+                "all instance slots are in use; answering 503"
+            );
+            HostAnswer::Busy
+        }
+        other => {
+            count(match other {
+                GuestError::OutOfMemory { .. } => Event::Memory,
+                GuestError::Instantiate(_) => Event::Instantiate,
+                _ => Event::Trap,
+            });
+            tracing::error!(
+                request_id = %id,
+                route = %route.name,
+                path,
+                "{other}"
+            );
+            HostAnswer::GuestFailed
+        }
+    }
+}
+
+/// The headers a `wasi:http/proxy` route gets from the host (any a client
+/// sent under these names are dropped): its matched params as a query
+/// string (`postId=1&_splat=a%2Fb`), its pattern, the client's address.
+pub const PARAMS_HEADER: &str = "x-edge-params";
+pub const ROUTE_HEADER: &str = "x-edge-route";
+pub const CLIENT_HEADER: &str = "x-edge-client-addr";
+
+/// A request for a standard `wasi:http/proxy` component: the body streams
+/// in (within `max_body`) and the answer streams out (within
+/// `max_response`) while the guest runs.
+async fn run_proxy(
+    host: &Host,
+    route: &CompiledRoute,
+    params: Vec<(String, String)>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    id: &Arc<str>,
+) -> Result<Response<HostBody>, HostAnswer> {
+    let limits = &route.limits;
+    let count = |event: Event| route.metrics.count(event);
+    let (mut parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limits.max_body as u64) {
+        count(Event::MaxBody);
+        return Err(HostAnswer::BodyTooLarge(limits.max_body));
+    }
+    for name in [PARAMS_HEADER, ROUTE_HEADER, CLIENT_HEADER] {
+        parts.headers.remove(name);
+    }
+    let encoded: Vec<String> = params
+        .iter()
+        .map(|(name, value)| format!("{}={}", form_encode(name), form_encode(value)))
+        .collect();
+    let added = [
+        (PARAMS_HEADER, encoded.join("&")),
+        (ROUTE_HEADER, route.name.to_string()),
+        (CLIENT_HEADER, client.to_string()),
+    ];
+    for (name, value) in added {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            parts.headers.insert(name, value);
+        }
+    }
+    let path = parts.uri.path().to_string();
+    let max_body = limits.max_body;
+    // A body longer than max_body fails in the guest's read, not here: the
+    // guest has the head already.
+    let body =
+        Limited::new(body, max_body).map_err(move |err| match err.downcast::<hyper::Error>() {
+            Ok(err) => wasmtime_wasi_http::Error::Hyper(*err),
+            Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_body as u64)),
+        });
+    let Some(slot) = route.try_reserve() else {
+        count(Event::MaxConcurrency);
+        return Err(HostAnswer::Busy);
+    };
+    let running = route.metrics.running();
+    let response = host
+        .runtime
+        .call_proxy(route, Request::from_parts(parts, body), id, (slot, running))
+        .await
+        .map_err(|err| guest_failure(route, id, &path, err))?;
+    let max_response = limits.max_response;
+    let route_name = Arc::clone(&route.name);
+    let request_id = Arc::clone(id);
+    Ok(response.map(move |body| {
+        LimitedResponse {
+            inner: body,
+            left: max_response,
+            route: route_name,
+            request_id,
+        }
+        .boxed_unsync()
+    }))
+}
+
+/// Query-string escaping of one name or value: all but unreserved characters.
+fn form_encode(text: &str) -> String {
+    const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, ESCAPED).to_string()
+}
+
+/// A streamed response body that ends with an error past `max_response`
+/// bytes (the connection is cut; the head has gone already).
+struct LimitedResponse {
+    inner: wasmtime_wasi_http::p2::body::HyperOutgoingBody,
+    left: usize,
+    route: Arc<str>,
+    request_id: Arc<str>,
+}
+
+impl hyper::body::Body for LimitedResponse {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if data.len() > self.left {
+                        tracing::error!(
+                            request_id = %self.request_id,
+                            route = %self.route,
+                            "the guest's streamed response went past max_response; connection cut"
+                        );
+                        return Poll::Ready(Some(Err("response over max_response".into())));
+                    }
+                    self.left -= data.len();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(Box::new(err)))),
+            other => other.map(|_| None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every answer's body: whole (host answers, method routes) or streamed
+/// (`wasi:http/proxy` routes).
+pub type HostBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+fn boxed(response: Response<Full<Bytes>>) -> Response<HostBody> {
+    response.map(|body| body.map_err(|never| match never {}).boxed_unsync())
 }
 
 /// `OPTIONS` on a route without its own handler: list what it answers.
