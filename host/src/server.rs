@@ -382,7 +382,7 @@ fn guest_failure(route: &CompiledRoute, id: &Arc<str>, path: &str, err: GuestErr
             tracing::warn!(
                 request_id = %id,
                 route = %route.name,
-                path,
+                path = %path,
                 "guest timed out after {limit:?}"
             );
             HostAnswer::Timeout
@@ -392,7 +392,7 @@ fn guest_failure(route: &CompiledRoute, id: &Arc<str>, path: &str, err: GuestErr
             tracing::warn!(
                 request_id = %id,
                 route = %route.name,
-                path,
+                path = %path,
                 "all instance slots are in use; answering 503"
             );
             HostAnswer::Busy
@@ -406,7 +406,7 @@ fn guest_failure(route: &CompiledRoute, id: &Arc<str>, path: &str, err: GuestErr
             tracing::error!(
                 request_id = %id,
                 route = %route.name,
-                path,
+                path = %path,
                 "{other}"
             );
             HostAnswer::GuestFailed
