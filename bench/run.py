@@ -26,6 +26,8 @@ RELEASE = os.path.join(ROOT, "target", "release")
 WASM = os.path.join(ROOT, "target", "wasm32-wasip2", "release")
 HOST = os.path.join(RELEASE, "edgehost")
 NATIVE = os.path.join(RELEASE, "bench-native")
+TOOLS = os.path.join(ROOT, "bench", ".tools")
+WASMTIME_VERSION = "48.0.8"
 
 
 def free_port():
@@ -88,6 +90,29 @@ def host(manifest, data_dir, env=None):
     return Server(argv, port, {"RUST_LOG": "warn", **(env or {})})
 
 
+def wasmtime_binary():
+    """wasmtime-cli, installed with cargo into bench/.tools the first time."""
+    binary = os.path.join(TOOLS, "bin", "wasmtime")
+    if os.path.exists(binary):
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+        if WASMTIME_VERSION in out:
+            return binary
+    print(f"installing wasmtime-cli {WASMTIME_VERSION} into {TOOLS} (takes a while) ...", flush=True)
+    subprocess.run(["cargo", "install", "--locked", "--root", TOOLS, "--version", WASMTIME_VERSION,
+                    "wasmtime-cli"], check=True)
+    return binary
+
+
+def wasmtime_serve(component):
+    """`wasmtime serve`, tuned: pooling allocator with resident memory kept."""
+    port = free_port()
+    argv = [wasmtime_binary(), "serve", "--addr", f"127.0.0.1:{port}", "-S", "cli=y",
+            "-O", "pooling-allocator=y,pooling-memory-keep-resident=8388608,"
+                  "pooling-table-keep-resident=1048576",
+            component]
+    return Server(argv, port)
+
+
 def native():
     port = free_port()
     return Server([NATIVE, f"127.0.0.1:{port}"], port)
@@ -144,10 +169,14 @@ def main():
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the request-path runs")
     parser.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    parser.add_argument("--with-wasmtime", action="store_true",
+                        help=f"also measure `wasmtime serve` {WASMTIME_VERSION} (installed with cargo the "
+                             "first time, which takes long) on the same wasi:http hello component")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="edgehost-bench-")
     hello = os.path.join(WASM, "bench_hello.wasm")
+    hello_http = os.path.join(WASM, "bench_hello_wasi_http.wasm")
     posts = os.path.join(WASM, "api_posts.wasm")
     post_id = os.path.join(WASM, "api_posts_postid.wasm")
     main_manifest = os.path.join(work, "bench.toml")
@@ -155,6 +184,7 @@ def main():
         ("/", hello, ""),
         ("/api/posts", posts, 'kv = ["posts"]'),
         ("/api/posts/$postId", post_id, 'kv = ["posts"]'),
+        ("/wasi-http", hello_http, ""),
     ])
     results = {}
     s = args.seconds
@@ -176,7 +206,13 @@ def main():
         "native": (nat, "/"),
         "hello": (srv, "/"),
         "post": (srv, f"/api/posts/{pid}"),
+        "wasi-http": (srv, "/wasi-http"),
     }
+    wt = None
+    if args.with_wasmtime:
+        wt = wasmtime_serve(hello_http)
+        wait_for_200(wt.url("/"), proc=wt.proc)
+        targets["wasmtime"] = (wt, "/")
     runs = {key: {1: [], 32: []} for key in targets}
     for _ in range(args.rounds):
         for c in (1, 32):
@@ -185,6 +221,8 @@ def main():
     results = {key: {c: median_run(runs[key][c]) for c in (1, 32)} for key in targets}
     nat.stop()
     srv.stop()
+    if wt is not None:
+        wt.stop()
 
     print("cold start (example manifest) ...", flush=True)
     cold = {}
@@ -249,8 +287,12 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     names = {"native": "native hyper, `GET /`", "hello": "edgehost hello route",
-             "post": "edgehost `GET /api/posts/$postId` (params + kv read)"}
-    for key in ("native", "hello", "post"):
+             "post": "edgehost `GET /api/posts/$postId` (params + kv read)",
+             "wasi-http": "edgehost, hello as a wasi:http component (wstd)",
+             "wasmtime": f"`wasmtime serve` {WASMTIME_VERSION}, same wasi:http component, tuned"}
+    for key in ("native", "hello", "post", "wasi-http", "wasmtime"):
+        if key not in r:
+            continue
         for c in (1, 32):
             m = r[key][c]
             lines.append(
@@ -274,11 +316,22 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
     for n, rps in scaling.items():
         lines.append(f"| hello route with {n} routes in the manifest, 32 conns | {rps:,.0f} requests/s "
                      f"({rps / scaling[1]:.2f} of 1 route) |")
-    lines += [
-        "",
-        "`wasmtime serve` was not measured in this run (see the README's benchmark section).",
-        "",
-    ]
+    if "wasmtime" in r:
+        w = r["wasmtime"]
+        lines += [
+            "",
+            "`wasmtime serve` ran with `-S cli=y -O pooling-allocator=y,pooling-memory-keep-resident=8388608,"
+            "pooling-table-keep-resident=1048576`. At 32 connections the edgehost hello route made "
+            f"{r['hello'][32]['rps'] / w[32]['rps']:.1f}x its requests/s, and edgehost running the very same "
+            f"wasi:http component {r['wasi-http'][32]['rps'] / w[32]['rps']:.1f}x.",
+            "",
+        ]
+    else:
+        lines += [
+            "",
+            "`wasmtime serve` was not measured in this run (`scripts/bench.sh --with-wasmtime` adds it).",
+            "",
+        ]
     return "\n".join(lines)
 
 
