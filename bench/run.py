@@ -309,7 +309,7 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
         f"p50 {instance['p50']:.1f} us, p99 {instance['p99']:.1f} us |",
         f"| cold start to first 200, example manifest, empty compile cache | {cold['empty cache']:.0f} ms |",
         f"| cold start to first 200, example manifest, warm compile cache (median of 5) | {cold['warm cache']:.0f} ms |",
-        f"| resident memory, edgehost idle (3 routes) | {idle_rss:.1f} MiB |",
+        f"| resident memory, edgehost idle (bench manifest, 4 routes) | {idle_rss:.1f} MiB |",
         f"| resident memory, edgehost under load (32 conns) | {r['hello'][32]['rss']:.1f} MiB |",
         f"| resident memory, native under load (32 conns) | {base[32]['rss']:.1f} MiB |",
     ]

@@ -349,6 +349,9 @@ pub fn routes(manifest_path: &Path) -> anyhow::Result<()> {
                 grants.push(format!("env:{name}"));
             }
         }
+        for allowed in &spec.allowed_outbound_hosts {
+            grants.push(format!("net:{allowed}"));
+        }
         if grants.is_empty() {
             grants.push("-".into());
         }
