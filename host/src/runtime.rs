@@ -684,13 +684,10 @@ impl Runtime {
         let task = tokio::spawn(async move {
             let _guard = guard;
             let run = async {
-                let proxy = pre.instantiate_async(&mut store).await.map_err(|err| {
-                    if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
-                        GuestError::PoolExhausted
-                    } else {
-                        GuestError::Instantiate(err)
-                    }
-                })?;
+                let proxy = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiate_error)?;
                 let called = proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, out)
@@ -752,13 +749,7 @@ impl Runtime {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|err| {
-                if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
-                    GuestError::PoolExhausted
-                } else {
-                    GuestError::Instantiate(err)
-                }
-            })?;
+            .map_err(instantiate_error)?;
         let func = instance
             .get_typed_func::<(GuestRequest,), (GuestResponse,)>(&mut store, export)
             .map_err(GuestError::Instantiate)?;
@@ -792,6 +783,15 @@ fn write_cache_entry(dir: &Path, path: &Path, component: &Component) -> Result<(
     let temporary = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&temporary, bytes).map_err(|err| err.to_string())?;
     std::fs::rename(&temporary, path).map_err(|err| err.to_string())
+}
+
+/// A failed instantiation: a full instance pool, or anything else.
+fn instantiate_error(err: wasmtime::Error) -> GuestError {
+    if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+        GuestError::PoolExhausted
+    } else {
+        GuestError::Instantiate(err)
+    }
 }
 
 /// The one-line reason of a trap: wasmtime's trap code when there is one.

@@ -373,45 +373,29 @@ async fn run_route(
     })
 }
 
-/// What the client gets when the guest gave no answer, counted and logged.
+/// What the client gets when the guest gave no answer, counted and logged
+/// (a limit the route ran into as a warning, a guest failure as an error).
 fn guest_failure(route: &CompiledRoute, id: &Arc<str>, path: &str, err: GuestError) -> HostAnswer {
-    let count = |event: Event| route.metrics.count(event);
+    let (event, answer) = match &err {
+        GuestError::Timeout(_) => (Event::Timeout, HostAnswer::Timeout),
+        GuestError::PoolExhausted => (Event::MaxInstances, HostAnswer::Busy),
+        GuestError::OutOfMemory { .. } => (Event::Memory, HostAnswer::GuestFailed),
+        GuestError::Instantiate(_) => (Event::Instantiate, HostAnswer::GuestFailed),
+        GuestError::Trap(_) => (Event::Trap, HostAnswer::GuestFailed),
+    };
+    route.metrics.count(event);
+    let route = &route.name;
     match err {
         GuestError::Timeout(limit) => {
-            count(Event::Timeout);
-            tracing::warn!(
-                request_id = %id,
-                route = %route.name,
-                path = %path,
-                "guest timed out after {limit:?}"
-            );
-            HostAnswer::Timeout
+            tracing::warn!(request_id = %id, %route, path = %path, "guest timed out after {limit:?}")
         }
-        GuestError::PoolExhausted => {
-            count(Event::MaxInstances);
-            tracing::warn!(
-                request_id = %id,
-                route = %route.name,
-                path = %path,
-                "all instance slots are in use; answering 503"
-            );
-            HostAnswer::Busy
-        }
-        other => {
-            count(match other {
-                GuestError::OutOfMemory { .. } => Event::Memory,
-                GuestError::Instantiate(_) => Event::Instantiate,
-                _ => Event::Trap,
-            });
-            tracing::error!(
-                request_id = %id,
-                route = %route.name,
-                path = %path,
-                "{other}"
-            );
-            HostAnswer::GuestFailed
-        }
+        GuestError::PoolExhausted => tracing::warn!(
+            request_id = %id, %route, path = %path,
+            "all instance slots are in use; answering 503"
+        ),
+        other => tracing::error!(request_id = %id, %route, path = %path, "{other}"),
     }
+    answer
 }
 
 /// The headers a `wasi:http/proxy` route gets from the host (any a client
