@@ -11,7 +11,7 @@ use crate::capabilities::kv::{KvAccess, KvBackend};
 use crate::capabilities::outbound::{OutboundHooks, OutboundPolicy};
 use crate::capabilities::stdio::{GuestLog, Stream};
 use crate::manifest::{Limits, Manifest, ManifestError, ManifestErrors, RouteSpec};
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::{Event, Metrics, RouteMetrics};
 use crate::router::{Match, Params, PathError, Router};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -668,19 +668,29 @@ impl Runtime {
         let log = GuestLog::new(Arc::clone(&route.name), Arc::clone(request_id));
         let mut store = self.new_store(route, request_id, &log);
         let (sender, receiver) = tokio::sync::oneshot::channel();
+        // Whether the guest set its response: a failure after that (while
+        // streaming the body) is the task's to report, as nobody else sees it.
+        let responded = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let incoming = store
             .data_mut()
             .http()
             .new_incoming_request(Scheme::Http, request)
             .map_err(GuestError::Instantiate)?;
+        let flag = Arc::clone(&responded);
         let out = store
             .data_mut()
             .http()
-            .new_response_outparam(sender)
+            .new_response_outparam_from_callback(move |response| {
+                flag.store(true, std::sync::atomic::Ordering::Release);
+                // The receiver is gone only if the request was dropped.
+                let _ = sender.send(response);
+            })
             .map_err(GuestError::Instantiate)?;
         let timeout = route.limits.timeout;
         let memory = route.limits.memory;
         let id = Arc::clone(request_id);
+        let name = Arc::clone(&route.name);
+        let metrics = Arc::clone(&route.metrics);
         let task = tokio::spawn(async move {
             let _guard = guard;
             let run = async {
@@ -712,6 +722,20 @@ impl Runtime {
                 .await
                 .unwrap_or(Err(GuestError::Timeout(timeout)));
             log.finish();
+            if let Err(err) = &result {
+                if responded.load(std::sync::atomic::Ordering::Acquire) {
+                    metrics.count(match err {
+                        GuestError::Timeout(_) => Event::Timeout,
+                        GuestError::OutOfMemory { .. } => Event::Memory,
+                        _ => Event::Trap,
+                    });
+                    tracing::error!(
+                        request_id = %id,
+                        route = %name,
+                        "{err} after the response head was sent; its body was cut short"
+                    );
+                }
+            }
             result
         });
         match receiver.await {
