@@ -143,3 +143,32 @@ fn response_trailers_reach_a_client_that_accepts_them() {
         "{raw}"
     );
 }
+
+#[test]
+fn a_guest_that_crashes_mid_body_cuts_the_connection() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path(), "");
+    let mut stream = std::net::TcpStream::connect(host.addr).unwrap();
+    stream
+        .write_all(b"GET /px/1/stream-then-trap HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    // The connection may end in a reset: what arrived before it is enough.
+    let _ = stream.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw:.200}");
+    assert!(
+        !raw.ends_with("0\r\n\r\n"),
+        "a truncated body was ended as if complete"
+    );
+    host.wait_for_log("after the response head was sent; its body was cut short");
+}
+
+#[test]
+fn a_request_without_a_host_is_a_400_not_a_guest_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path(), "");
+    let reply = support::send_raw(host.addr, b"GET /px/1/info HTTP/1.0\r\n\r\n", false);
+    assert_eq!(reply.status, 400, "{}", reply.text());
+}

@@ -655,7 +655,7 @@ impl Runtime {
         request: http::Request<B>,
         request_id: &Arc<str>,
         guard: impl Send + 'static,
-    ) -> Result<http::Response<HyperOutgoingBody>, GuestError>
+    ) -> Result<(http::Response<HyperOutgoingBody>, ProxyDone), GuestError>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
@@ -691,6 +691,7 @@ impl Runtime {
         let id = Arc::clone(request_id);
         let name = Arc::clone(&route.name);
         let metrics = Arc::clone(&route.metrics);
+        let (done, done_receiver) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let _guard = guard;
             let run = async {
@@ -736,10 +737,12 @@ impl Runtime {
                     );
                 }
             }
+            // Tells the response body whether it ended because the guest failed.
+            let _ = done.send(result.is_err());
             result
         });
         match receiver.await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => Ok((response, done_receiver)),
             Ok(Err(code)) => Err(GuestError::Trap(format!(
                 "the guest answered with error {code:?}"
             ))),
@@ -808,6 +811,10 @@ fn write_cache_entry(dir: &Path, path: &Path, component: &Component) -> Result<(
     std::fs::write(&temporary, bytes).map_err(|err| err.to_string())?;
     std::fs::rename(&temporary, path).map_err(|err| err.to_string())
 }
+
+/// Resolves when a `wasi:http/proxy` guest has finished: `true` if it failed
+/// (trap, timeout), so a body that ended early must not look complete.
+pub type ProxyDone = tokio::sync::oneshot::Receiver<bool>;
 
 /// A failed instantiation: a full instance pool, or anything else.
 fn instantiate_error(err: wasmtime::Error) -> GuestError {

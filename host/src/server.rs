@@ -428,6 +428,18 @@ async fn run_proxy(
         count(Event::MaxBody);
         return Err(HostAnswer::BodyTooLarge(limits.max_body));
     }
+    // wasi:http needs the request's authority; HTTP/1.0 may come without one.
+    let has_host = parts.uri.authority().is_some()
+        || parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| !h.is_empty());
+    if !has_host {
+        return Err(HostAnswer::BadPath(
+            "a Host header (visible ASCII) is required".into(),
+        ));
+    }
     for name in [PARAMS_HEADER, ROUTE_HEADER, CLIENT_HEADER] {
         parts.headers.remove(name);
     }
@@ -459,11 +471,23 @@ async fn run_proxy(
         return Err(HostAnswer::Busy);
     };
     let running = route.metrics.running();
-    let response = host
+    let (response, done) = host
         .runtime
         .call_proxy(route, Request::from_parts(parts, body), id, (slot, running))
         .await
         .map_err(|err| guest_failure(route, id, &path, err))?;
+    let status = response.status().as_u16();
+    if status < 200 {
+        // 1xx (101 above all) would change the connection under a proxy.
+        return Err(guest_failure(
+            route,
+            id,
+            &path,
+            GuestError::Trap(format!(
+                "the guest answered with {status}, not a final status"
+            )),
+        ));
+    }
     let max_response = limits.max_response;
     let route_name = Arc::clone(&route.name);
     let request_id = Arc::clone(id);
@@ -473,6 +497,8 @@ async fn run_proxy(
             left: max_response,
             route: route_name,
             request_id,
+            done: Some(done),
+            ended: false,
         }
         .boxed_unsync()
     }))
@@ -489,12 +515,17 @@ fn form_encode(text: &str) -> String {
 }
 
 /// A streamed response body that ends with an error past `max_response`
-/// bytes (the connection is cut; the head has gone already).
+/// bytes, or when the guest failed before finishing it (so the connection is
+/// cut rather than the truncated body looking complete).
 struct LimitedResponse {
     inner: wasmtime_wasi_http::p2::body::HyperOutgoingBody,
     left: usize,
     route: Arc<str>,
     request_id: Arc<str>,
+    /// Taken once the guest's outcome is known.
+    done: Option<crate::runtime::ProxyDone>,
+    /// The guest's body has ended.
+    ended: bool,
 }
 
 impl hyper::body::Body for LimitedResponse {
@@ -506,29 +537,48 @@ impl hyper::body::Body for LimitedResponse {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
         use std::task::Poll;
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        match polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    if data.len() > self.left {
-                        tracing::error!(
-                            request_id = %self.request_id,
-                            route = %self.route,
-                            "the guest's streamed response went past max_response; connection cut"
-                        );
-                        return Poll::Ready(Some(Err("response over max_response".into())));
+        if !self.ended {
+            match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        if data.len() > self.left {
+                            tracing::error!(
+                                request_id = %self.request_id,
+                                route = %self.route,
+                                "the guest's streamed response went past max_response; connection cut"
+                            );
+                            return Poll::Ready(Some(Err("response over max_response".into())));
+                        }
+                        self.left -= data.len();
                     }
-                    self.left -= data.len();
+                    return Poll::Ready(Some(Ok(frame)));
                 }
-                Poll::Ready(Some(Ok(frame)))
+                Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(Box::new(err)))),
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => self.ended = true,
             }
-            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(Box::new(err)))),
-            other => other.map(|_| None),
+        }
+        // The body ended: cleanly only if the guest did not fail.
+        let Some(done) = self.done.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::pin::Pin::new(done).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(failed) => {
+                self.done = None;
+                if failed.unwrap_or(true) {
+                    Poll::Ready(Some(Err(
+                        "the guest failed before finishing its response".into()
+                    )))
+                } else {
+                    Poll::Ready(None)
+                }
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.done.is_none() && (self.ended || self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
