@@ -285,6 +285,28 @@ fn outbound_limits_hold_against_a_guest_that_pushes_them() {
     assert_eq!(upstream.paths.lock().unwrap().len(), 2);
     host.wait_for_log("max_outbound_requests");
 
+    // Refused attempts count too: a guest looping on a refused URL gets two
+    // refusal lines and one saying the rest go unlogged, not ten.
+    let reply = host.request(
+        "GET",
+        "/counted/fetch?url=http://unlisted.test/&times=10",
+        &[("x-request-id", "loop-1")],
+        b"",
+    );
+    let results = reply.json();
+    assert_eq!(results.as_array().unwrap().len(), 10);
+    assert!(results
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r.as_str().unwrap().contains("denied")));
+    let log = host.wait_for_log("request_id=loop-1 method=GET");
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("refused") && l.contains("loop-1"))
+        .count();
+    assert_eq!(refusals, 3, "{log}");
+
     let reply = host.get(&format!("/small/fetch?url={url}/big%3Fkib=2"));
     assert!(
         reply.json()[0]

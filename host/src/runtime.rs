@@ -127,6 +127,11 @@ pub struct HostState {
 struct Limiter {
     limits: StoreLimits,
     memory_refused: bool,
+    /// The route's `memory`: for all of the instance's linear memories
+    /// together (wasmtime's own limit is per memory).
+    memory_limit: usize,
+    /// Bytes of linear memory the instance holds, all memories summed.
+    memory_used: usize,
 }
 
 impl ResourceLimiter for Limiter {
@@ -136,7 +141,15 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        let growth = desired.saturating_sub(current);
+        let within_total = self
+            .memory_used
+            .checked_add(growth)
+            .is_some_and(|total| total <= self.memory_limit);
+        let allowed = within_total && self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_used += growth;
+        }
         self.memory_refused |= !allowed;
         Ok(allowed)
     }
@@ -615,9 +628,14 @@ impl Runtime {
             .stdout(log.writer(Stream::Stdout))
             .stderr(log.writer(Stream::Stderr))
             .build();
+        // Host-side resources a guest can create: bounded, like its memory.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_GUEST_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
         let state = HostState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             kv: route.kv.clone(),
             limits: Limiter {
                 limits: StoreLimitsBuilder::new()
@@ -626,11 +644,13 @@ impl Runtime {
                     // and memories, never thousands.
                     .instances(64)
                     .tables(64)
-                    .memories(16)
+                    .memories(4)
                     .build(),
                 memory_refused: false,
+                memory_limit: route.limits.memory,
+                memory_used: 0,
             },
-            http: WasiHttpCtx::new(),
+            http,
             outbound: OutboundHooks::new(
                 Arc::clone(&route.outbound),
                 Arc::clone(&route.name),
@@ -811,6 +831,13 @@ fn write_cache_entry(dir: &Path, path: &Path, component: &Component) -> Result<(
     std::fs::write(&temporary, bytes).map_err(|err| err.to_string())?;
     std::fs::rename(&temporary, path).map_err(|err| err.to_string())
 }
+
+/// Resources (streams, pollables, HTTP fields...) one request's guest may
+/// hold at once in the host's table (wasmtime's default is a million).
+const MAX_GUEST_RESOURCES: usize = 10_000;
+
+/// Bytes of one set of HTTP headers a guest may build (in memory form).
+const MAX_FIELDS_BYTES: usize = 128 * 1024;
 
 /// Resolves when a `wasi:http/proxy` guest has finished: `true` if it failed
 /// (trap, timeout), so a body that ended early must not look complete.

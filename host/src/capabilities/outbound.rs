@@ -180,19 +180,24 @@ impl WasiHttpHooks for OutboundHooks {
     ) -> SendResult {
         drop(fut);
         let uri = request.uri().clone();
+        // Every attempt counts, refused or not: a guest looping on a refused
+        // URL gets max_outbound_requests log lines, not one per iteration.
+        if self.sent >= self.policy.max_requests {
+            if self.sent == self.policy.max_requests {
+                let reason = format!(
+                    "the route already made its {} outbound requests (max_outbound_requests); further ones are refused without a log line",
+                    self.policy.max_requests
+                );
+                self.refuse(&uri, &reason);
+            }
+            self.sent = self.sent.saturating_add(1);
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+        self.sent += 1;
         if let Some(reason) = self.policy.refusal(&uri) {
             self.refuse(&uri, &reason);
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
-        if self.sent >= self.policy.max_requests {
-            let reason = format!(
-                "the route already made its {} outbound requests (max_outbound_requests)",
-                self.policy.max_requests
-            );
-            self.refuse(&uri, &reason);
-            return Box::new(async { Err(Error::HttpRequestDenied) });
-        }
-        self.sent += 1;
         let timeout = self.policy.timeout;
         let max_response = self.policy.max_response;
         let cap = |asked: Option<Duration>| Some(asked.map_or(timeout, |a| a.min(timeout)));
