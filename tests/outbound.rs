@@ -300,6 +300,13 @@ fn outbound_limits_hold_against_a_guest_that_pushes_them() {
         .unwrap()
         .iter()
         .all(|r| r.as_str().unwrap().contains("denied")));
+    // A refused POST says "denied" too, though its body could not be sent.
+    let reply = host.get("/small/fetch?url=http://unlisted.test/&method=POST");
+    assert!(
+        reply.json()[0].as_str().unwrap().contains("denied"),
+        "{}",
+        reply.text()
+    );
     let log = host.wait_for_log("request_id=loop-1 method=GET");
     let refusals = log
         .lines()

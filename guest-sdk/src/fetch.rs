@@ -122,8 +122,9 @@ impl Fetch {
     pub fn send(self) -> Result<Fetched, FetchError> {
         let follows = matches!(self.method.as_str(), "GET" | "HEAD");
         let mut url = self.url.clone();
+        let mut headers = self.headers.clone();
         for _ in 0..=MAX_REDIRECTS {
-            let fetched = send_once(&self.method, &url, &self.headers, &self.body)?;
+            let fetched = send_once(&self.method, &url, &headers, &self.body)?;
             let location = fetched
                 .header("location")
                 .map(|l| String::from_utf8_lossy(l).into_owned());
@@ -131,7 +132,17 @@ impl Fetch {
                 Some(location)
                     if follows && matches!(fetched.status, 301 | 302 | 303 | 307 | 308) =>
                 {
-                    url = resolve(&url, &location);
+                    let next = resolve(&url, &location);
+                    // Credentials stay with the origin they were meant for.
+                    if origin(&next) != origin(&url) {
+                        headers.retain(|(name, _)| {
+                            !matches!(
+                                name.as_str(),
+                                "authorization" | "cookie" | "proxy-authorization"
+                            )
+                        });
+                    }
+                    url = next;
                 }
                 _ => return Ok(fetched),
             }
@@ -163,9 +174,19 @@ impl Fetched {
     }
 }
 
+/// `scheme://authority` of a URL, lower case.
+fn origin(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    url[..end].to_ascii_lowercase()
+}
+
 /// `location` against `base`: absolute URLs as they are, `/path` on the same origin.
 fn resolve(base: &str, location: &str) -> String {
-    if location.contains("://") {
+    let lower = location.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
         return location.to_string();
     }
     let origin_end = base
@@ -227,22 +248,35 @@ fn send_once(
         .map_err(|()| failed("path"))?;
     let outgoing = request.body().map_err(|()| failed("body"))?;
     let pending = outgoing_handler::handle(request, None).map_err(|code| error(url, code))?;
-    {
-        let stream = outgoing.write().map_err(|()| failed("body"))?;
-        for chunk in body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|err| FetchError::Failed(format!("sending the body: {err:?}")))?;
-        }
-    }
-    OutgoingBody::finish(outgoing, None).map_err(|code| error(url, code))?;
-
-    let response = loop {
+    let wait = || loop {
         match pending.get() {
             Some(result) => break result,
             None => pending.subscribe().block(),
         }
     };
+    let mut sent = Ok(());
+    {
+        let stream = outgoing.write().map_err(|()| failed("body"))?;
+        for chunk in body.chunks(4096) {
+            if let Err(err) = stream.blocking_write_and_flush(chunk) {
+                sent = Err(format!("sending the body: {err:?}"));
+                break;
+            }
+        }
+    }
+    if sent.is_ok() {
+        sent = OutgoingBody::finish(outgoing, None).map_err(|code| format!("{code:?}"));
+    }
+    if let Err(reason) = sent {
+        // A refused request (or an upstream that answered early) closes the
+        // body: its own error says why.
+        return Err(match wait() {
+            Ok(Err(code)) => error(url, code),
+            _ => FetchError::Failed(reason),
+        });
+    }
+
+    let response = wait();
     let response = response
         .map_err(|()| FetchError::Failed("the response was already taken".into()))?
         .map_err(|code| error(url, code))?;
@@ -318,5 +352,17 @@ mod tests {
             resolve("http://a.com/x", "https://b.com/"),
             "https://b.com/"
         );
+        assert_eq!(
+            resolve("http://a.com/x", "/login?next=https://b.com/"),
+            "http://a.com/login?next=https://b.com/"
+        );
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        use super::origin;
+        assert_eq!(origin("http://A.com:80/x?y"), "http://a.com:80");
+        assert_ne!(origin("https://a.com/x"), origin("http://a.com/x"));
+        assert_eq!(origin("https://a.com?q"), "https://a.com");
     }
 }
