@@ -260,15 +260,28 @@ async fn upload(admin: &Admin, hash: &str, req: Request<Incoming>) -> Response<F
         );
     }
     let path = admin.store.join(format!("{hash}.wasm"));
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(&admin.store)?;
-        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    let store = admin.store.clone();
+    let size = body.len();
+    let write = move || -> std::io::Result<()> {
+        if path.is_file() {
+            // Same name, same bytes: already stored.
+            return Ok(());
+        }
+        std::fs::create_dir_all(&store)?;
+        // A name of its own per upload: two uploads of one component at
+        // once never write the same temporary file.
+        static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temporary = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         std::fs::write(&temporary, &body)?;
         std::fs::rename(&temporary, &path)
     };
-    match write() {
+    let written = tokio::task::spawn_blocking(write)
+        .await
+        .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())));
+    match written {
         Ok(()) => {
-            tracing::info!("stored uploaded component {hash} ({} bytes)", body.len());
+            tracing::info!("stored uploaded component {hash} ({size} bytes)");
             json(
                 StatusCode::CREATED,
                 serde_json::json!({ "component": hash }),

@@ -162,6 +162,7 @@ pub async fn watch(host: Arc<Host>, manifest_path: PathBuf) {
         (crates, prints, modified(&manifest_path))
     };
     let (_, mut prints, mut manifest_seen) = look();
+    let mut unbuilt: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     loop {
         tokio::time::sleep(INTERVAL).await;
         let (now_crates, now_prints, now_manifest) = look();
@@ -180,9 +181,13 @@ pub async fn watch(host: Arc<Host>, manifest_path: PathBuf) {
             }
             (settled_crates, settled_prints, settled_manifest) = again;
         }
+        // What changed now, and what a failed build left unbuilt before.
         let changed: Vec<FolderRoute> = settled_crates
             .iter()
-            .filter(|route| prints.get(&route.package) != settled_prints.get(&route.package))
+            .filter(|route| {
+                prints.get(&route.package) != settled_prints.get(&route.package)
+                    || unbuilt.contains(&route.package)
+            })
             .cloned()
             .collect();
         let manifest_changed = settled_manifest != manifest_seen;
@@ -204,7 +209,11 @@ pub async fn watch(host: Arc<Host>, manifest_path: PathBuf) {
                     }
                     if outcome.success {
                         built_any = true;
+                        unbuilt.clear();
                     } else {
+                        // Cargo may stop before building every crate: build
+                        // them all again with the next change.
+                        unbuilt.extend(changed.iter().map(|r| r.package.clone()));
                         tracing::error!(
                             "build failed; the last good version keeps serving, and the failed routes answer 500 with the errors until they build"
                         );

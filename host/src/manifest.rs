@@ -914,6 +914,11 @@ fn mount_folder_routes(
     sources
 }
 
+/// The largest count a limit may be (concurrency, instances, headers,
+/// outbound requests): far above any real need, far below what would
+/// overflow a semaphore or a pool.
+const MAX_COUNT: u64 = 1_000_000;
+
 /// What unit a limit is in.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -957,6 +962,9 @@ impl Kind {
         };
         match parsed {
             Some(0) => Err(format!("must be more than zero; expected {what}")),
+            Some(n) if matches!(self, Kind::Count) && n > MAX_COUNT => {
+                Err(format!("at most {MAX_COUNT}"))
+            }
             Some(n) => Ok(n),
             None => Err(format!("expected {what}")),
         }
@@ -1364,6 +1372,10 @@ max_concurrency = 3
             (
                 "[server]\nmax_concurrency = 0\n",
                 "`max_concurrency`: must be more than zero",
+            ),
+            (
+                "[server]\nmax_concurrency = 9999999999999999999\n",
+                "`max_concurrency`: at most 1000000",
             ),
             (
                 "[server]\nmemory = \"99999999999999999999GiB\"\n",

@@ -22,6 +22,12 @@ pub struct Created {
 /// `sdk` is the guest-sdk crate's folder (found above the manifest if not given).
 pub fn new_route(manifest_path: &Path, url: &str, sdk: Option<&Path>) -> anyhow::Result<Created> {
     let pattern = Pattern::parse(url).map_err(|err| anyhow::anyhow!("{url:?}: {err}"))?;
+    if url
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        bail!("{url:?}: `.` and `..` segments would put the crate outside the routes folder");
+    }
     let url = pattern.to_string();
     let manifest_text = std::fs::read_to_string(manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
@@ -324,6 +330,8 @@ mod tests {
             .contains("already holds a route crate"));
         // A bad pattern is refused before anything is written.
         assert!(new_route(&root.join("manifest.toml"), "api/x", None).is_err());
+        assert!(new_route(&root.join("manifest.toml"), "/../escape", None).is_err());
+        assert!(!root.join("escape").exists());
         assert!(!root.join("routes/api/x").exists());
     }
 
