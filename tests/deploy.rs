@@ -616,3 +616,47 @@ fn a_deploy_carries_the_route_crates_of_a_routes_folder() {
     assert_eq!(host.get("/").json()["status"], "ok");
     assert_eq!(host.get("/probe/x").status, 404);
 }
+
+#[test]
+fn a_deploy_gets_only_the_secrets_the_host_allows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let start_text = format!(
+        "{}\n[admin]\ndeploy_secrets = [\"DEPLOYABLE\"]\n",
+        versioned("1")
+    );
+    let v1 = manifest_in(dir.path(), "v1", &start_text);
+    let host = Host::start_with_args(
+        Start {
+            manifest: &v1,
+            data_dir: &dir.path().join("data"),
+            env: vec![
+                ("EDGEHOST_ADMIN_TOKEN", TOKEN),
+                ("DEPLOYABLE", "for-routes"),
+                ("HOST_ONLY", "must-not-leak"),
+            ],
+        },
+        &["serve", "--admin", "127.0.0.1:0"],
+    );
+    let with_secret = |name: &str| {
+        versioned("2").replace(
+            "env = { VERSION",
+            &format!("secrets = [\"{name}\"]\nenv = {{ VERSION"),
+        )
+    };
+    let leaky = manifest_in(dir.path(), "leaky", &with_secret("HOST_ONLY"));
+    let out = deploy(&host, &leaky);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("secret HOST_ONLY is not one deploys may use"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(served_version(&host), Ok("1".to_string()));
+
+    let allowed = manifest_in(dir.path(), "allowed", &with_secret("DEPLOYABLE"));
+    let out = deploy(&host, &allowed);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reply = host.get("/probe/x");
+    assert_eq!(reply.json()["env"]["DEPLOYABLE"], "for-routes");
+    assert!(reply.json()["env"].get("HOST_ONLY").is_none());
+}

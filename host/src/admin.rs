@@ -48,6 +48,8 @@ pub struct Admin {
     max_upload: usize,
     /// Uploaded components, one file per content hash.
     store: PathBuf,
+    /// Host environment variables a deployed manifest may use as secrets.
+    deploy_secrets: Arc<std::collections::BTreeSet<String>>,
 }
 
 impl Admin {
@@ -71,11 +73,23 @@ impl Admin {
                 settings.token_env
             );
         }
+        // Without a list, deploys may use the secrets the host started with:
+        // the admin token must not open the whole host environment.
+        let deploy_secrets = match &settings.deploy_secrets {
+            Some(names) => names.iter().cloned().collect(),
+            None => host
+                .started_with
+                .routes
+                .iter()
+                .flat_map(|route| route.secrets.iter().cloned())
+                .collect(),
+        };
         Ok(Admin {
             host,
             token_digest: Sha256::digest(token.as_bytes()).into(),
             max_upload: settings.max_upload,
             store: data_dir.join("components"),
+            deploy_secrets: Arc::new(deploy_secrets),
         })
     }
 
@@ -328,11 +342,23 @@ async fn deploy(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Full<Byt
     let host = Arc::clone(&admin.host);
     let store = admin.store.clone();
     let file = request.file.clone();
+    let allowed = Arc::clone(&admin.deploy_secrets);
+    let refused = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let refused_names = Arc::clone(&refused);
     let loaded = load_and_swap(&host, format!("deploy of {file}"), move || {
         manifest::parse_with(
             Path::new(&request.file),
             &request.manifest,
-            &|name| std::env::var(name).ok(),
+            &|name| {
+                if allowed.contains(name) {
+                    std::env::var(name).ok()
+                } else {
+                    if let Ok(mut names) = refused_names.lock() {
+                        names.push(name.to_string());
+                    }
+                    None
+                }
+            },
             &|written| {
                 let hash = request.components.get(written)?;
                 let path = store.join(format!("{hash}.wasm"));
@@ -348,16 +374,34 @@ async fn deploy(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Full<Byt
             answer["warnings"] = serde_json::json!(warnings);
             json(StatusCode::OK, answer)
         }
-        Err(errors) => json(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            serde_json::json!({
-                "error": format!(
-                    "{file} was not deployed; the host still serves deployment {}",
-                    host.current().id
-                ),
-                "errors": errors,
-            }),
-        ),
+        Err(mut errors) => {
+            // Say why a secret the host has was not given.
+            let refused = refused
+                .lock()
+                .map(|names| names.clone())
+                .unwrap_or_default();
+            for reason in &mut errors {
+                for name in &refused {
+                    let missing = format!("secret {name} is not set in the host's environment");
+                    if reason.contains(&missing) {
+                        *reason = reason.replace(
+                            &missing,
+                            &format!("secret {name} is not one deploys may use (list it in [admin] deploy_secrets)"),
+                        );
+                    }
+                }
+            }
+            json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({
+                    "error": format!(
+                        "{file} was not deployed; the host still serves deployment {}",
+                        host.current().id
+                    ),
+                    "errors": errors,
+                }),
+            )
+        }
     }
 }
 

@@ -52,6 +52,7 @@ struct RawAdmin {
     listen: Option<Spanned<String>>,
     token_env: Option<String>,
     max_upload: Option<Spanned<Quantity>>,
+    deploy_secrets: Option<Vec<String>>,
 }
 
 /// `[routes]`: file-based routes.
@@ -230,6 +231,9 @@ pub struct AdminSettings {
     pub token_env: String,
     /// Largest component one upload may carry; larger is 413.
     pub max_upload: usize,
+    /// Host environment variables a deployed manifest may name in
+    /// `secrets`; `None`: those the manifest the host started with names.
+    pub deploy_secrets: Option<Vec<String>>,
 }
 
 /// Where the admin API listens when `[admin]` gives no `listen`.
@@ -241,6 +245,7 @@ impl Default for AdminSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token_env: "EDGEHOST_ADMIN_TOKEN".into(),
             max_upload: 64 * MIB,
+            deploy_secrets: None,
         }
     }
 }
@@ -653,6 +658,7 @@ pub fn parse_with(
         if let Some(name) = &raw_admin.token_env {
             admin.token_env = name.clone();
         }
+        admin.deploy_secrets = raw_admin.deploy_secrets.clone();
         set_size(&mut admin.max_upload, max_upload);
         admin
     });
