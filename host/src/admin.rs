@@ -562,9 +562,10 @@ impl Client {
             .with_context(|| format!("cannot read {}", manifest_path.display()))?;
         let file = manifest_path.display().to_string();
         let base = manifest_path.parent().unwrap_or(Path::new("."));
-        let written = manifest::component_paths(&text, base)
-            .map_err(|reason| anyhow::anyhow!("{file}: {reason}"))?;
-        let folder_routes = manifest::folder_routes(&text, base)
+        let manifest::Sources {
+            components: written,
+            folder_routes,
+        } = manifest::Sources::read(&text, base)
             .map_err(|reason| anyhow::anyhow!("{file}: {reason}"))?;
         let mut components = BTreeMap::new();
         for component in written {

@@ -192,8 +192,8 @@ fn watched_files(manifest_path: &Path) -> Vec<PathBuf> {
     let base = manifest_path.parent().unwrap_or(Path::new("."));
     let mut files = vec![manifest_path.to_path_buf()];
     if let Ok(text) = std::fs::read_to_string(manifest_path) {
-        if let Ok(components) = manifest::component_paths(&text, base) {
-            files.extend(components.iter().map(|c| base.join(c)));
+        if let Ok(sources) = manifest::Sources::read(&text, base) {
+            files.extend(sources.components.iter().map(|c| base.join(c)));
         }
     }
     files

@@ -66,7 +66,8 @@ pub fn source_crates(manifest_path: &Path) -> Vec<FolderRoute> {
     let base = manifest_path.parent().unwrap_or(Path::new("."));
     let mut crates = std::fs::read_to_string(manifest_path)
         .ok()
-        .and_then(|text| manifest::folder_routes(&text, base).ok())
+        .and_then(|text| manifest::Sources::read(&text, base).ok())
+        .map(|sources| sources.folder_routes)
         .unwrap_or_default();
     if base.join("routes").is_dir() {
         if let Ok(found) = folders::discover(base, "routes", manifest::DEFAULT_TARGET_DIR) {

@@ -65,6 +65,13 @@ struct RawFolder {
     target_dir: Option<String>,
 }
 
+impl RawFolder {
+    /// `target_dir` as written, else where cargo puts builds.
+    fn target_dir(&self) -> String {
+        self.target_dir.clone().unwrap_or_else(default_target_dir)
+    }
+}
+
 /// Cargo's target folder when `[routes]` names none and `CARGO_TARGET_DIR`
 /// is not set.
 pub const DEFAULT_TARGET_DIR: &str = "target";
@@ -451,36 +458,33 @@ pub fn parse(
     )
 }
 
-/// The route crates a manifest's `[routes]` finds (none without it), with
-/// the folder searched from `base`, the manifest's folder.
-pub fn folder_routes(text: &str, base: &Path) -> Result<Vec<FolderRoute>, String> {
-    let raw: RawManifest = toml::from_str(text).map_err(|err| syntax_message(text, &err))?;
-    match raw.folder {
-        None => Ok(Vec::new()),
-        Some(folder) => folders::discover(
-            base,
-            folder.dir.get_ref(),
-            &folder.target_dir.clone().unwrap_or_else(default_target_dir),
-        ),
-    }
+/// What a manifest loads its routes from, without validating anything else:
+/// the `component = ...` values as written, and the route crates its
+/// `[routes]` folder holds (searched from `base`, the manifest's folder).
+/// What a deploy must upload and what `--watch` looks at.
+pub struct Sources {
+    pub components: Vec<String>,
+    pub folder_routes: Vec<FolderRoute>,
 }
 
-/// Component paths as written in a manifest (`component = ...`) and as
-/// found by `[routes]`, without validating anything else: what a deploy
-/// must upload and what `--watch` looks at.
-pub fn component_paths(text: &str, base: &Path) -> Result<Vec<String>, String> {
-    let raw: RawManifest = toml::from_str(text).map_err(|err| syntax_message(text, &err))?;
-    let mut paths: Vec<String> = raw
-        .routes
-        .into_iter()
-        .filter_map(|route| route.component.map(Spanned::into_inner))
-        .collect();
-    paths.extend(
-        folder_routes(text, base)?
+impl Sources {
+    pub fn read(text: &str, base: &Path) -> Result<Sources, String> {
+        let raw: RawManifest = toml::from_str(text).map_err(|err| syntax_message(text, &err))?;
+        let folder_routes = match &raw.folder {
+            None => Vec::new(),
+            Some(folder) => folders::discover(base, folder.dir.get_ref(), &folder.target_dir())?,
+        };
+        let components = raw
+            .routes
             .into_iter()
-            .map(|route| route.component),
-    );
-    Ok(paths)
+            .filter_map(|route| route.component.map(Spanned::into_inner))
+            .chain(folder_routes.iter().map(|route| route.component.clone()))
+            .collect();
+        Ok(Sources {
+            components,
+            folder_routes,
+        })
+    }
 }
 
 /// Finds the route crates of `[routes]`: given its `dir` and `target_dir`
@@ -509,8 +513,7 @@ pub fn parse_with(
     let mut raw = raw;
     let mut sources = vec![None; raw.routes.len()];
     if let Some(folder) = &raw.folder {
-        let target_dir = folder.target_dir.clone().unwrap_or_else(default_target_dir);
-        match discover(folder.dir.get_ref(), &target_dir) {
+        match discover(folder.dir.get_ref(), &folder.target_dir()) {
             Ok(found) => {
                 sources = mount_folder_routes(
                     &mut raw.routes,

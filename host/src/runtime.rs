@@ -707,7 +707,6 @@ impl Runtime {
             })
             .map_err(GuestError::Instantiate)?;
         let timeout = route.limits.timeout;
-        let memory = route.limits.memory;
         let id = Arc::clone(request_id);
         let name = Arc::clone(&route.name);
         let metrics = Arc::clone(&route.metrics);
@@ -723,21 +722,7 @@ impl Runtime {
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, out)
                     .await;
-                match called {
-                    Ok(()) => Ok(()),
-                    Err(err) => {
-                        tracing::debug!(request_id = %id, "guest trap in full: {err:?}");
-                        let reason = trap_reason(&err);
-                        if store.data().limits.memory_refused {
-                            Err(GuestError::OutOfMemory {
-                                limit: memory,
-                                reason,
-                            })
-                        } else {
-                            Err(GuestError::Trap(reason))
-                        }
-                    }
-                }
+                called.map_err(|err| guest_trap(store.data(), &err, &id))
             };
             let result = tokio::time::timeout(timeout, run)
                 .await
@@ -800,24 +785,10 @@ impl Runtime {
         let func = instance
             .get_typed_func::<(GuestRequest,), (GuestResponse,)>(&mut store, export)
             .map_err(GuestError::Instantiate)?;
-        let response = func
+        let (response,) = func
             .call_async(&mut store, (request,))
             .await
-            .map_err(|err| {
-                // The wasm backtrace can run to thousands of frames (deep
-                // recursion): the log gets it only at debug level.
-                tracing::debug!(request_id = %request_id, "guest trap in full: {err:?}");
-                GuestError::Trap(trap_reason(&err))
-            });
-        let (response,) = match response {
-            Err(GuestError::Trap(reason)) if store.data().limits.memory_refused => {
-                return Err(GuestError::OutOfMemory {
-                    limit: route.limits.memory,
-                    reason,
-                })
-            }
-            other => other?,
-        };
+            .map_err(|err| guest_trap(store.data(), &err, request_id))?;
         Ok(response)
     }
 }
@@ -849,6 +820,23 @@ fn instantiate_error(err: wasmtime::Error) -> GuestError {
         GuestError::PoolExhausted
     } else {
         GuestError::Instantiate(err)
+    }
+}
+
+/// What a guest's trap means: running out of memory when a grow was refused
+/// before it, else the trap's one-line reason.
+fn guest_trap(state: &HostState, err: &wasmtime::Error, request_id: &str) -> GuestError {
+    // The wasm backtrace can run to thousands of frames (deep recursion): the
+    // log gets it only at debug level.
+    tracing::debug!(request_id, "guest trap in full: {err:?}");
+    let reason = trap_reason(err);
+    if state.limits.memory_refused {
+        GuestError::OutOfMemory {
+            limit: state.limits.memory_limit,
+            reason,
+        }
+    } else {
+        GuestError::Trap(reason)
     }
 }
 
