@@ -114,7 +114,7 @@ impl Method {
 
 /// The per-request state a guest's imports work on.
 pub struct HostState {
-    wasi: WasiCtx,
+    wasi: LazyWasi,
     pub(crate) table: ResourceTable,
     pub(crate) kv: KvAccess,
     limits: Limiter,
@@ -176,10 +176,41 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// A request's WASI context, built at the guest's first WASI call: most
+/// SDK routes make none, and building one (env copied, stdio writers, random
+/// generators seeded) is a tenth of an instance's cost.
+struct LazyWasi {
+    ctx: Option<WasiCtx>,
+    env: Arc<[(String, String)]>,
+    route: Arc<str>,
+    request_id: Arc<str>,
+}
+
+impl LazyWasi {
+    fn get(&mut self) -> &mut WasiCtx {
+        let LazyWasi {
+            ctx,
+            env,
+            route,
+            request_id,
+        } = self;
+        ctx.get_or_insert_with(|| {
+            // Lines the guest leaves unfinished are logged when the store
+            // (and these writers with it) is dropped.
+            let log = GuestLog::new(Arc::clone(route), Arc::clone(request_id));
+            WasiCtx::builder()
+                .envs(env)
+                .stdout(log.writer(Stream::Stdout))
+                .stderr(log.writer(Stream::Stderr))
+                .build()
+        })
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get(),
             table: &mut self.table,
         }
     }
@@ -601,33 +632,26 @@ impl Runtime {
         request: GuestRequest,
         request_id: &Arc<str>,
     ) -> Result<GuestResponse, GuestError> {
-        let log = GuestLog::new(Arc::clone(&route.name), Arc::clone(request_id));
         let timeout = route.limits.timeout;
         // Dropping the call's future at the deadline drops the store and the
         // instance with it; the guest is paused at an epoch tick, never mid-host-call.
-        let result = tokio::time::timeout(
+        tokio::time::timeout(
             timeout,
-            self.call_in_fresh_instance(route, method, request, request_id, &log),
+            self.call_in_fresh_instance(route, method, request, request_id),
         )
         .await
-        .unwrap_or(Err(GuestError::Timeout(timeout)));
-        log.finish();
-        result
+        .unwrap_or(Err(GuestError::Timeout(timeout)))
     }
 
     /// A fresh store for one request of `route`: its env, captured stdio,
     /// memory limit, outbound policy and epoch deadline.
-    fn new_store(
-        &self,
-        route: &CompiledRoute,
-        request_id: &Arc<str>,
-        log: &GuestLog,
-    ) -> Store<HostState> {
-        let wasi = WasiCtx::builder()
-            .envs(&route.env)
-            .stdout(log.writer(Stream::Stdout))
-            .stderr(log.writer(Stream::Stderr))
-            .build();
+    fn new_store(&self, route: &CompiledRoute, request_id: &Arc<str>) -> Store<HostState> {
+        let wasi = LazyWasi {
+            ctx: None,
+            env: Arc::clone(&route.env),
+            route: Arc::clone(&route.name),
+            request_id: Arc::clone(request_id),
+        };
         // Host-side resources a guest can create: bounded, like its memory.
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_GUEST_RESOURCES);
@@ -685,8 +709,7 @@ impl Runtime {
                 "route is not a wasi:http/proxy component"
             )));
         };
-        let log = GuestLog::new(Arc::clone(&route.name), Arc::clone(request_id));
-        let mut store = self.new_store(route, request_id, &log);
+        let mut store = self.new_store(route, request_id);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         // Whether the guest set its response: a failure after that (while
         // streaming the body) is the task's to report, as nobody else sees it.
@@ -727,7 +750,6 @@ impl Runtime {
             let result = tokio::time::timeout(timeout, run)
                 .await
                 .unwrap_or(Err(GuestError::Timeout(timeout)));
-            log.finish();
             if let Err(err) = &result {
                 if responded.load(std::sync::atomic::Ordering::Acquire) {
                     metrics.count(match err {
@@ -768,7 +790,6 @@ impl Runtime {
         method: Method,
         request: GuestRequest,
         request_id: &Arc<str>,
-        log: &GuestLog,
     ) -> Result<GuestResponse, GuestError> {
         let Some(export) = route.handlers[method.index()] else {
             return Err(GuestError::Instantiate(wasmtime::format_err!(
@@ -776,7 +797,7 @@ impl Runtime {
                 method.export_name()
             )));
         };
-        let mut store = self.new_store(route, request_id, log);
+        let mut store = self.new_store(route, request_id);
         let instance = route
             .pre
             .instantiate_async(&mut store)

@@ -59,18 +59,6 @@ impl GuestLog {
         }
     }
 
-    /// Logs whatever partial lines remain; called when the request ends.
-    pub fn finish(&self) {
-        if let Ok(mut state) = self.inner.lock() {
-            for stream in [Stream::Stdout, Stream::Stderr] {
-                let rest = std::mem::take(state.buffer(stream));
-                if !rest.is_empty() {
-                    state.emit(stream, &rest);
-                }
-            }
-        }
-    }
-
     fn write(&self, stream: Stream, mut bytes: &[u8]) {
         // A poisoned lock means another writer panicked; dropping output is
         // the right answer for a log.
@@ -99,6 +87,20 @@ impl GuestLog {
             };
             let line: Vec<u8> = buffer.drain(..cut).collect();
             state.emit(stream, &line);
+        }
+    }
+}
+
+/// Whatever partial lines remain are logged when the request's last writer
+/// goes, that is when its store is dropped: at the end of the request, or at
+/// its time limit.
+impl Drop for LogState {
+    fn drop(&mut self) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let rest = std::mem::take(self.buffer(stream));
+            if !rest.is_empty() {
+                self.emit(stream, &rest);
+            }
         }
     }
 }
@@ -199,5 +201,64 @@ impl tokio::io::AsyncWrite for GuestLogWriter {
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything `tracing` writes while `f` runs, as text.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = sink.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn lines_are_logged_as_they_end_and_the_rest_when_the_writers_go() {
+        let log = logged(|| {
+            let log = GuestLog::new(Arc::from("/r"), Arc::from("req-1"));
+            let mut out = log.writer(Stream::Stdout);
+            let mut err = log.writer(Stream::Stderr);
+            drop(log);
+            out.write(Bytes::from_static(b"first line\nunfinished"))
+                .unwrap();
+            err.write(Bytes::from_static(b"half an error")).unwrap();
+            tracing::info!("before the store goes");
+            // The store (holding the writers) is dropped at the end of the
+            // request or at its time limit.
+            drop((out, err));
+        });
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 4, "{log}");
+        assert!(lines[0].contains("first line") && lines[0].contains("request_id=req-1"));
+        assert!(lines[1].contains("before the store goes"));
+        let rest = lines[2..].join("\n");
+        assert!(
+            rest.contains("unfinished") && rest.contains("stream=\"stdout\""),
+            "{log}"
+        );
+        assert!(
+            rest.contains("half an error") && rest.contains("stream=\"stderr\""),
+            "{log}"
+        );
     }
 }
