@@ -74,6 +74,13 @@ class Server:
                     return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_seconds(self):
+        """User plus system CPU time of the server process, all threads."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # utime and stime are fields 14 and 15 of the line, after the name.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -121,9 +128,12 @@ def native():
 UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
 
 
-def wrk(url, connections, seconds, rss_of=None):
-    """Runs wrk; returns requests/s, p50 and p99 latency in us, and RSS mid-run."""
+def wrk(url, connections, seconds, rss_of=None, server=None):
+    """Runs wrk; returns requests/s, p50 and p99 latency in us, RSS mid-run and
+    the server's CPU time per request in us (CPU per request shifts less with
+    a noisy machine than requests/s does)."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    cpu_before = server.cpu_seconds() if server is not None else None
     rss = []
     if rss_of is not None:
         def sample():
@@ -132,6 +142,10 @@ def wrk(url, connections, seconds, rss_of=None):
         threading.Thread(target=sample, daemon=True).start()
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    cpu_us = None
+    if server is not None:
+        requests = int(re.search(r"(\d+) requests in", out).group(1))
+        cpu_us = (server.cpu_seconds() - cpu_before) * 1e6 / max(requests, 1)
     lat = {}
     for pct in ("50", "99"):
         m = re.search(rf"\s{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\b", out)
@@ -139,7 +153,8 @@ def wrk(url, connections, seconds, rss_of=None):
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise RuntimeError(f"{url}: {non2xx.group(1)} error responses\n{out}")
-    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "rss": rss[0] if rss else None}
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "rss": rss[0] if rss else None,
+            "cpu_us": cpu_us}
 
 
 def median_run(runs):
@@ -217,7 +232,8 @@ def main():
     for _ in range(args.rounds):
         for c in (1, 32):
             for key, (server, path) in targets.items():
-                runs[key][c].append(wrk(server.url(path), c, s, server.rss_mib if c == 32 else None))
+                runs[key][c].append(wrk(server.url(path), c, s, server.rss_mib if c == 32 else None,
+                                        server))
     results = {key: {c: median_run(runs[key][c]) for c in (1, 32)} for key in targets}
     nat.stop()
     srv.stop()
@@ -250,8 +266,10 @@ def main():
     samples = {n: [] for n in hosts}
     for _ in range(args.rounds):
         for n, (srv, target) in hosts.items():
-            samples[n].append(wrk(target, 32, s)["rps"])
-    scaling = {n: statistics.median(v) for n, v in samples.items()}
+            run = wrk(target, 32, s, server=srv)
+            samples[n].append((run["rps"], run["cpu_us"]))
+    scaling = {n: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v))
+               for n, v in samples.items()}
     for srv, _ in hosts.values():
         srv.stop()
 
@@ -283,8 +301,8 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
         "",
         "## Request path",
         "",
-        "| target | conns | requests/s | vs native | p50 | p99 | p50 minus native |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| target | conns | requests/s | vs native | p50 | p99 | p50 minus native | server CPU per request |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     names = {"native": "native hyper, `GET /`", "hello": "edgehost hello route",
              "post": "edgehost `GET /api/posts/$postId` (params + kv read)",
@@ -297,7 +315,8 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
             m = r[key][c]
             lines.append(
                 f"| {names[key]} | {c} | {m['rps']:,.0f} | {m['rps'] / base[c]['rps']:.2f} "
-                f"| {m['p50']:.0f} us | {m['p99']:.0f} us | {m['p50'] - base[c]['p50']:+.0f} us |"
+                f"| {m['p50']:.0f} us | {m['p99']:.0f} us | {m['p50'] - base[c]['p50']:+.0f} us "
+                f"| {m['cpu_us']:.1f} us |"
             )
     lines += [
         "",
@@ -313,9 +332,10 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
         f"| resident memory, edgehost under load (32 conns) | {r['hello'][32]['rss']:.1f} MiB |",
         f"| resident memory, native under load (32 conns) | {base[32]['rss']:.1f} MiB |",
     ]
-    for n, rps in scaling.items():
+    for n, (rps, cpu_us) in scaling.items():
         lines.append(f"| hello route with {n} routes in the manifest, 32 conns | {rps:,.0f} requests/s "
-                     f"({rps / scaling[1]:.2f} of 1 route) |")
+                     f"({rps / scaling[1][0]:.2f} of 1 route), {cpu_us:.1f} us of server CPU per request "
+                     f"({cpu_us / scaling[1][1]:.2f} of 1 route) |")
     if "wasmtime" in r:
         w = r["wasmtime"]
         lines += [
@@ -323,7 +343,10 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
             "`wasmtime serve` ran with `-S cli=y -O pooling-allocator=y,pooling-memory-keep-resident=8388608,"
             "pooling-table-keep-resident=1048576`. At 32 connections the edgehost hello route made "
             f"{r['hello'][32]['rps'] / w[32]['rps']:.1f}x its requests/s, and edgehost running the very same "
-            f"wasi:http component {r['wasi-http'][32]['rps'] / w[32]['rps']:.1f}x.",
+            f"wasi:http component {r['wasi-http'][32]['rps'] / w[32]['rps']:.1f}x. Per request, `wasmtime serve` "
+            f"used {w[32]['cpu_us']:.1f} us of CPU, edgehost {r['hello'][32]['cpu_us']:.1f} us on the hello route "
+            f"({w[32]['cpu_us'] / r['hello'][32]['cpu_us']:.1f}x less) and {r['wasi-http'][32]['cpu_us']:.1f} us "
+            f"on the same component.",
             "",
         ]
     else:

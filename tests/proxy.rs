@@ -166,6 +166,27 @@ fn a_guest_that_crashes_mid_body_cuts_the_connection() {
 }
 
 #[test]
+fn a_guest_streaming_to_a_client_that_does_not_read_is_stopped_at_its_time_limit() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(
+        dir.path(),
+        "timeout = \"1s\"\nmax_concurrency = 1\nmax_response = \"1GiB\"",
+    );
+    let mut stream = std::net::TcpStream::connect(host.addr).unwrap();
+    stream
+        .write_all(b"GET /px/1/stream?mib=1000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    // The client reads nothing: the guest fills what lies between them and
+    // then waits, still holding its instance, until its time limit.
+    host.wait_for_log("1s time limit after the response head was sent");
+    // Its slot is free again: with max_concurrency = 1 the next request runs.
+    let reply = host.get("/px/2/info");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    drop(stream);
+}
+
+#[test]
 fn a_request_without_a_host_is_a_400_not_a_guest_failure() {
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path(), "");

@@ -689,10 +689,12 @@ impl Runtime {
     }
 
     /// Runs a `wasi:http/proxy` route on `request` in a fresh instance. The
-    /// answer's head comes back as soon as the guest sets it; its body then
-    /// streams from the guest, which runs in a task of its own (holding
-    /// `guard`, the route's concurrency slot) until it finishes or its
-    /// `timeout` passes.
+    /// answer's head comes back as soon as the guest sets it. The guest runs
+    /// here, in the request's task, until it answers; most answer and finish
+    /// their body in the same go, so the whole answer is ready for one write.
+    /// A guest still running after it answered (a streamed body) moves to a
+    /// task of its own, holding `guard` (the route's concurrency slot), and
+    /// streams until it finishes or its `timeout` passes.
     pub async fn call_proxy<B>(
         &self,
         route: &CompiledRoute,
@@ -710,9 +712,9 @@ impl Runtime {
             )));
         };
         let mut store = self.new_store(route, request_id);
-        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (sender, mut receiver) = tokio::sync::oneshot::channel();
         // Whether the guest set its response: a failure after that (while
-        // streaming the body) is the task's to report, as nobody else sees it.
+        // streaming the body) is the guest's run to report, as nobody else sees it.
         let responded = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let incoming = store
             .data_mut()
@@ -733,8 +735,7 @@ impl Runtime {
         let id = Arc::clone(request_id);
         let name = Arc::clone(&route.name);
         let metrics = Arc::clone(&route.metrics);
-        let (done, done_receiver) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
+        let mut run = Box::pin(async move {
             let _guard = guard;
             let run = async {
                 let proxy = pre
@@ -764,22 +765,39 @@ impl Runtime {
                     );
                 }
             }
-            // Tells the response body whether it ended because the guest failed.
-            let _ = done.send(result.is_err());
             result
         });
-        match receiver.await {
-            Ok(Ok(response)) => Ok((response, done_receiver)),
-            Ok(Err(code)) => Err(GuestError::Trap(format!(
+        let answered = |answer: Result<http::Response<HyperOutgoingBody>, _>| match answer {
+            Ok(response) => Ok(response),
+            Err(code) => Err(GuestError::Trap(format!(
                 "the guest answered with error {code:?}"
             ))),
-            // The guest ended without setting a response: why is in the task.
-            Err(_) => match task.await {
-                Ok(Err(err)) => Err(err),
-                Ok(Ok(())) => Err(GuestError::Trap(
-                    "the guest returned without setting a response".into(),
-                )),
-                Err(err) => Err(GuestError::Trap(format!("the guest task failed: {err}"))),
+        };
+        tokio::select! {
+            // The guest first: when it answers and finishes in one go, its
+            // whole body is waiting in the response's channel.
+            biased;
+            result = &mut run => match receiver.try_recv() {
+                Ok(answer) => Ok((answered(answer)?, ProxyDone::Finished(result.is_err()))),
+                Err(_) => Err(result.err().unwrap_or_else(|| {
+                    GuestError::Trap("the guest returned without setting a response".into())
+                })),
+            },
+            answer = &mut receiver => match answer {
+                Ok(answer) => {
+                    let response = answered(answer)?;
+                    let (done, finished) = tokio::sync::oneshot::channel();
+                    tokio::spawn(async move {
+                        // Tells the response body whether it ended because the guest failed.
+                        let _ = done.send(run.await.is_err());
+                    });
+                    Ok((response, ProxyDone::Running(finished)))
+                }
+                // The guest dropped its response without setting it: why
+                // is in how it ends.
+                Err(_) => Err(run.await.err().unwrap_or_else(|| {
+                    GuestError::Trap("the guest returned without setting a response".into())
+                })),
             },
         }
     }
@@ -831,9 +849,14 @@ const MAX_GUEST_RESOURCES: usize = 10_000;
 /// Bytes of one set of HTTP headers a guest may build (in memory form).
 const MAX_FIELDS_BYTES: usize = 128 * 1024;
 
-/// Resolves when a `wasi:http/proxy` guest has finished: `true` if it failed
-/// (trap, timeout), so a body that ended early must not look complete.
-pub type ProxyDone = tokio::sync::oneshot::Receiver<bool>;
+/// How a `wasi:http/proxy` guest ended, or will: `true` if it failed (trap,
+/// timeout), so a body that ended early must not look complete.
+pub enum ProxyDone {
+    /// It finished before its answer was sent.
+    Finished(bool),
+    /// It still runs in its own task, streaming its body.
+    Running(tokio::sync::oneshot::Receiver<bool>),
+}
 
 /// A failed instantiation: a full instance pool, or anything else.
 fn instantiate_error(err: wasmtime::Error) -> GuestError {

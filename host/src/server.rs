@@ -11,7 +11,7 @@
 use crate::manifest::{ClientLimits, Manifest};
 use crate::metrics::{Activation, Event, Metrics};
 use crate::runtime::{
-    CompiledRoute, GuestError, GuestRequest, GuestResponse, Method, RouteTable, Runtime,
+    CompiledRoute, GuestError, GuestRequest, GuestResponse, Method, ProxyDone, RouteTable, Runtime,
 };
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -552,7 +552,7 @@ struct LimitedResponse {
     route: Arc<str>,
     request_id: Arc<str>,
     /// Taken once the guest's outcome is known.
-    done: Option<crate::runtime::ProxyDone>,
+    done: Option<ProxyDone>,
     /// The guest's body has ended.
     ended: bool,
 }
@@ -588,26 +588,27 @@ impl hyper::body::Body for LimitedResponse {
             }
         }
         // The body ended: cleanly only if the guest did not fail.
-        let Some(done) = self.done.as_mut() else {
-            return Poll::Ready(None);
+        let failed = match self.done.as_mut() {
+            None => return Poll::Ready(None),
+            Some(ProxyDone::Finished(failed)) => *failed,
+            Some(ProxyDone::Running(finished)) => match std::pin::Pin::new(finished).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(failed) => failed.unwrap_or(true),
+            },
         };
-        match std::pin::Pin::new(done).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(failed) => {
-                self.done = None;
-                if failed.unwrap_or(true) {
-                    Poll::Ready(Some(Err(
-                        "the guest failed before finishing its response".into()
-                    )))
-                } else {
-                    Poll::Ready(None)
-                }
-            }
+        self.done = None;
+        if failed {
+            Poll::Ready(Some(Err(
+                "the guest failed before finishing its response".into()
+            )))
+        } else {
+            Poll::Ready(None)
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done.is_none() && (self.ended || self.inner.is_end_stream())
+        let guest_done_well = matches!(self.done, None | Some(ProxyDone::Finished(false)));
+        guest_done_well && (self.ended || self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
