@@ -318,6 +318,16 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
                 f"| {m['p50']:.0f} us | {m['p99']:.0f} us | {m['p50'] - base[c]['p50']:+.0f} us "
                 f"| {m['cpu_us']:.1f} us |"
             )
+    native_cpu, hello_cpu = base[32]["cpu_us"], r["hello"][32]["cpu_us"]
+    floor = native_cpu + instance["mean"]
+    lines += [
+        "",
+        f"Where the hello route's time goes at 32 connections: native hyper uses {native_cpu:.1f} us of "
+        f"CPU per request and wasmtime's instance cycle (instantiate + call + drop, below) takes "
+        f"{instance['mean']:.1f} us, so {floor:.1f} us is about the least a host that runs each request "
+        f"in a fresh wasmtime instance can use. edgehost used {hello_cpu:.1f} us "
+        f"({hello_cpu - floor:+.1f} us beyond that).",
+    ]
     lines += [
         "",
         "## Instances, start-up, memory, routes",

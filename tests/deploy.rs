@@ -584,6 +584,34 @@ fn a_request_in_flight_finishes_on_the_deployment_it_started_on() {
 }
 
 #[test]
+fn max_concurrency_counts_requests_still_running_on_an_older_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_slow = |version: &str| {
+        format!(
+            "{}\n[[route]]\npath = \"/slow/$mode\"\ncomponent = {:?}\nmax_concurrency = 1\n",
+            versioned(version),
+            component("fixture_hostile")
+        )
+    };
+    let v1 = manifest_in(dir.path(), "v1", &with_slow("1"));
+    let host = Arc::new(start_with_admin(dir.path(), &v1, &[]));
+    let slow = {
+        let host = Arc::clone(&host);
+        std::thread::spawn(move || host.get("/slow/sleep?ms=1500"))
+    };
+    host.wait_for_log("sleeping for 1500 ms");
+    let v2 = manifest_in(dir.path(), "v2", &with_slow("2"));
+    let out = deploy(&host, &v2);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(served_version(&host), Ok("2".to_string()));
+    // The route's one slot is still held by the request on deployment 1.
+    let reply = host.get("/slow/sleep?ms=1");
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(slow.join().unwrap().status, 200);
+    assert_eq!(host.get("/slow/sleep?ms=1").status, 200);
+}
+
+#[test]
 fn a_deploy_carries_the_route_crates_of_a_routes_folder() {
     let dir = tempfile::tempdir().unwrap();
     let v1 = manifest_in(dir.path(), "v1", &versioned("1"));

@@ -10,10 +10,6 @@ use edgehost::runtime::{EngineSettings, GuestRequest, Method, Runtime};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The host binary's allocator, so the figure is the host's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args()
         .skip(1)

@@ -6,12 +6,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// A request allocates a few dozen small buffers (headers, strings lowered
-/// into the guest, wasmtime's per-store tables); mimalloc serves them from
-/// per-thread pages, without glibc's arena locking.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Serve HTTP API routes written as WebAssembly components.
 ///
 /// A manifest (manifest.toml) maps URL paths such as /api/posts/$postId to

@@ -103,10 +103,18 @@ impl RouteMetrics {
         self.events[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Marks an instance running until the guard drops.
-    pub fn running(self: &Arc<Self>) -> RunningGuard {
-        self.running.fetch_add(1, Ordering::Relaxed);
-        RunningGuard(Arc::clone(self))
+    /// Marks an instance running until the guard drops, unless `limit`
+    /// instances of this route are running already. The count belongs to the
+    /// route's pattern, not to a deployment: requests still running on an
+    /// older deployment count against the new one's limit.
+    pub fn try_start(self: &Arc<Self>, limit: usize) -> Option<RunningGuard> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |running| {
+                (running < limit).then_some(running + 1)
+            })
+            .ok()?;
+        Some(RunningGuard(Arc::clone(self)))
     }
 }
 
@@ -115,7 +123,7 @@ pub struct RunningGuard(Arc<RouteMetrics>);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::Relaxed);
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -374,18 +382,22 @@ mod tests {
     }
 
     #[test]
-    fn running_gauge_follows_guards() {
+    fn running_gauge_follows_guards_and_caps_at_the_limit() {
         let metrics = Metrics::default();
         let route = metrics.route("/r");
-        let first = route.running();
-        let second = route.running();
+        let first = route.try_start(2).unwrap();
+        let second = route.try_start(2).unwrap();
+        assert!(route.try_start(2).is_none(), "a third past a limit of 2");
         drop(first);
         assert!(metrics
             .render()
             .contains("edgehost_instances_running{route=\"/r\"} 1\n"));
+        // A lower limit (a new deployment's) counts the one still running.
+        assert!(metrics.route("/r").try_start(1).is_none());
         drop(second);
         assert!(metrics
             .render()
             .contains("edgehost_instances_running{route=\"/r\"} 0\n"));
+        assert!(route.try_start(1).is_some());
     }
 }

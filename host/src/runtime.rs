@@ -11,13 +11,12 @@ use crate::capabilities::kv::{KvAccess, KvBackend};
 use crate::capabilities::outbound::{OutboundHooks, OutboundPolicy};
 use crate::capabilities::stdio::{GuestLog, Stream};
 use crate::manifest::{Limits, Manifest, ManifestError, ManifestErrors, RouteSpec};
-use crate::metrics::{Event, Metrics, RouteMetrics};
+use crate::metrics::{Event, Metrics, RouteMetrics, RunningGuard};
 use crate::router::{Match, Params, PathError, Router};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{
     Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable,
 };
@@ -268,7 +267,6 @@ pub struct CompiledRoute {
     env: Arc<[(String, String)]>,
     kv: KvAccess,
     pub limits: Limits,
-    running: Arc<Semaphore>,
     /// The route's counters (shared with earlier tables that had its pattern).
     pub metrics: Arc<RouteMetrics>,
 }
@@ -284,9 +282,11 @@ impl CompiledRoute {
         self.proxy.is_some()
     }
 
-    /// A slot to run one instance, or `None` when `max_concurrency` are running.
-    pub fn try_reserve(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.running).try_acquire_owned().ok()
+    /// A slot to run one instance, or `None` when `max_concurrency` are
+    /// running, counting those still running on earlier deployments of this
+    /// route's pattern.
+    pub fn try_reserve(&self) -> Option<RunningGuard> {
+        self.metrics.try_start(self.limits.max_concurrency)
     }
 }
 
@@ -562,7 +562,6 @@ impl Runtime {
                 granted: spec.kv.clone().into(),
             },
             limits: spec.limits.clone(),
-            running: Arc::new(Semaphore::new(spec.limits.max_concurrency)),
             metrics: self.metrics.route(spec.pattern.as_str()),
         })
     }

@@ -379,17 +379,16 @@ async fn run_route(
         HostAnswer::BodyTimeout => count(Event::BodyTimeout),
         _ => {}
     })?;
-    let Some(_slot) = route.try_reserve() else {
+    let Some(slot) = route.try_reserve() else {
         count(Event::MaxConcurrency);
         return Err(HostAnswer::Busy);
     };
-    let running = route.metrics.running();
     let response = host
         .runtime
         .call(route, method, request, id)
         .await
         .map_err(|err| guest_failure(route, id, uri.path(), err))?;
-    drop(running);
+    drop(slot);
     into_http(response, strip_body, limits.max_response).map_err(|reason| {
         count(Event::InvalidResponse);
         tracing::error!(
@@ -499,10 +498,9 @@ async fn run_proxy(
         count(Event::MaxConcurrency);
         return Err(HostAnswer::Busy);
     };
-    let running = route.metrics.running();
     let (response, done) = host
         .runtime
-        .call_proxy(route, Request::from_parts(parts, body), id, (slot, running))
+        .call_proxy(route, Request::from_parts(parts, body), id, slot)
         .await
         .map_err(|err| guest_failure(route, id, &path, err))?;
     let status = response.status().as_u16();
