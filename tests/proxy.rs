@@ -68,6 +68,15 @@ fn bodies_stream_through_a_guest_smaller_than_them() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body.len(), 40 << 20);
     assert!(reply.body.iter().all(|b| *b == b'x'));
+    // Its length was not known up front: the access line, written when the
+    // body ended, counts what was sent.
+    host.wait_for_log("path=/px/1/stream route=/px/$id/$ status=200 duration_us=");
+    let log = host.log();
+    let access = log
+        .lines()
+        .find(|l| l.contains("path=/px/1/stream route="))
+        .unwrap();
+    assert!(access.ends_with(&format!("bytes={}", 40 << 20)), "{access}");
 
     // Over max_body by its declared length: 413 before the guest runs.
     let head = format!(

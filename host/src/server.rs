@@ -317,17 +317,109 @@ async fn handle(host: &Host, req: Request<Incoming>, client: &str) -> Response<H
     route
         .map_or(&host.metrics().unmatched, |route| &route.metrics)
         .record(&method, status, elapsed);
-    tracing::info!(
-        target: "access",
-        request_id = %id,
-        %method,
-        path = %path,
-        route = %route.map_or("-", |route| &*route.name),
+    let access = AccessLine {
+        id,
+        method,
+        path,
+        route: route.map(|route| Arc::clone(&route.name)),
         status,
-        duration_us = elapsed.as_micros() as u64,
-        bytes = response.body().size_hint().exact().unwrap_or(0),
-    );
+        started,
+    };
+    match response.body().size_hint().exact() {
+        Some(bytes) => access.write(bytes, elapsed),
+        // A streamed answer of unknown length: its line is written when the
+        // body ends (or the client goes), with what was sent by then.
+        None if tracing::enabled!(target: "access", tracing::Level::INFO) => {
+            response = response.map(|body| {
+                CountedBody {
+                    inner: body,
+                    bytes: 0,
+                    access: Some(access),
+                }
+                .boxed_unsync()
+            });
+        }
+        None => {}
+    }
     response
+}
+
+/// One request's access log line, written once its answer is known.
+struct AccessLine {
+    id: Arc<str>,
+    method: http::Method,
+    path: String,
+    route: Option<Arc<str>>,
+    status: u16,
+    started: Instant,
+}
+
+impl AccessLine {
+    fn write(&self, bytes: u64, elapsed: Duration) {
+        tracing::info!(
+            target: "access",
+            request_id = %self.id,
+            method = %self.method,
+            path = %self.path,
+            route = %self.route.as_deref().unwrap_or("-"),
+            status = self.status,
+            duration_us = elapsed.as_micros() as u64,
+            bytes,
+        );
+    }
+}
+
+/// A streamed answer's body, counting the bytes it passes on so that its
+/// access line can say how many were sent.
+struct CountedBody {
+    inner: HostBody,
+    bytes: u64,
+    /// Written when the body ends, fails or is dropped, whichever is first.
+    access: Option<AccessLine>,
+}
+
+impl CountedBody {
+    fn finish(&mut self) {
+        if let Some(access) = self.access.take() {
+            access.write(self.bytes, access.started.elapsed());
+        }
+    }
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            std::task::Poll::Ready(_) => self.finish(),
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountedBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// Under `edgehost dev`, a route whose crate failed to build answers with
