@@ -409,3 +409,118 @@ fn shutdown_lets_in_flight_requests_finish_and_exits_0() {
     assert!(status.success(), "exit status {status}");
     assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
 }
+
+/// A key-value backend whose writes wait until the test lets them go, like
+/// a commit waiting on a slow disk.
+struct GatedKv {
+    inner: edgehost::capabilities::kv::DiskKv,
+    entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl edgehost::capabilities::kv::KvBackend for GatedKv {
+    fn get(
+        &self,
+        s: &str,
+        k: &str,
+    ) -> Result<Option<Vec<u8>>, edgehost::capabilities::kv::KvError> {
+        self.inner.get(s, k)
+    }
+    fn set(&self, s: &str, k: &str, v: &[u8]) -> Result<(), edgehost::capabilities::kv::KvError> {
+        let _ = self.entered.lock().unwrap().send(());
+        let _ = self.gate.lock().unwrap().recv();
+        self.inner.set(s, k, v)
+    }
+    fn delete(&self, s: &str, k: &str) -> Result<(), edgehost::capabilities::kv::KvError> {
+        self.inner.delete(s, k)
+    }
+    fn exists(&self, s: &str, k: &str) -> Result<bool, edgehost::capabilities::kv::KvError> {
+        self.inner.exists(s, k)
+    }
+    fn list_keys(
+        &self,
+        s: &str,
+        skip: u64,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), edgehost::capabilities::kv::KvError> {
+        self.inner.list_keys(s, skip, limit)
+    }
+}
+
+#[test]
+fn a_route_waiting_on_a_key_value_write_does_not_stall_other_requests() {
+    use edgehost::runtime::{EngineSettings, GuestRequest, Method, Runtime};
+    use std::sync::{mpsc, Arc, Mutex};
+
+    // One async worker: a write holding it would stall every other request.
+    // (Made first, so that it is dropped last: after `release`, which frees
+    // a write still waiting should the test fail.)
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest_path = write_manifest(
+        dir.path(),
+        &format!(
+            "[[route]]\npath = \"/api/posts\"\ncomponent = {:?}\nkv = [\"posts\"]\n\n\
+             [[route]]\npath = \"/api/health\"\ncomponent = {:?}\n",
+            component("api_posts"),
+            component("api_health")
+        ),
+    );
+    let manifest = edgehost::manifest::load(&manifest_path).unwrap();
+    let (entered, write_started) = mpsc::channel();
+    let (release, gate) = mpsc::channel();
+    let kv = GatedKv {
+        inner: edgehost::capabilities::kv::DiskKv::open(&dir.path().join("kv")).unwrap(),
+        entered: Mutex::new(entered),
+        gate: Mutex::new(gate),
+    };
+    let settings = EngineSettings::for_manifest(&manifest, dir.path());
+    let runtime = Arc::new(Runtime::new(Arc::new(kv), settings).unwrap());
+    let table = Arc::new(runtime.load(&manifest).unwrap());
+    let request = |method: &str, path: &str, body: &[u8]| GuestRequest {
+        method: method.into(),
+        url: format!("http://localhost{path}"),
+        path: path.into(),
+        query: String::new(),
+        params: Vec::new(),
+        headers: vec![("content-type".into(), b"application/json".to_vec())],
+        body: body.to_vec(),
+        client_addr: "127.0.0.1:1".into(),
+    };
+    let call = |method: Method, guest: GuestRequest| {
+        let (runtime, table) = (Arc::clone(&runtime), Arc::clone(&table));
+        let (done, answer) = mpsc::channel();
+        tokio.spawn(async move {
+            let (route, _) = table.lookup(&guest.path).unwrap().unwrap();
+            let id: Arc<str> = Arc::from("kv-test");
+            let _ = done.send(
+                runtime
+                    .call(route, method, guest, &id)
+                    .await
+                    .map(|r| r.status),
+            );
+        });
+        answer
+    };
+
+    let created = call(
+        Method::Post,
+        request("POST", "/api/posts", br#"{"title":"t"}"#),
+    );
+    write_started
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the POST reached the store");
+    // The write waits on its "disk"; the other route still answers.
+    let health = call(Method::Get, request("GET", "/api/health", b""));
+    let status = health
+        .recv_timeout(Duration::from_secs(10))
+        .expect("another route answered while a write was waiting");
+    assert_eq!(status.unwrap(), 200);
+    release.send(()).unwrap();
+    let status = created.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(status.unwrap(), 201);
+}

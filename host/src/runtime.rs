@@ -34,6 +34,11 @@ pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../guest-sdk/wit",
         world: "edge:route/guest-imports",
+        // Key-value calls are async so that a write (a disk commit) runs on
+        // the blocking pool instead of stalling an async worker.
+        imports: {
+            "wasi:keyvalue/store": async,
+        },
         with: {
             "wasi:keyvalue/store.bucket": crate::capabilities::kv::Bucket,
         },

@@ -180,7 +180,7 @@ impl HostState {
 }
 
 impl store::Host for HostState {
-    fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
+    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
         if !self.kv.granted.contains(&identifier) {
             return Err(store::Error::AccessDenied);
         }
@@ -188,37 +188,59 @@ impl store::Host for HostState {
     }
 }
 
+/// Runs a backend call that writes on the blocking pool: a commit waits for
+/// the disk, and an async worker waiting with it would stall every other
+/// request on that worker (and, with writers queued on the store's one write
+/// lock, all of them).
+async fn write(
+    backend: Arc<dyn KvBackend>,
+    call: impl FnOnce(&dyn KvBackend) -> Result<(), KvError> + Send + 'static,
+) -> Result<(), store::Error> {
+    tokio::task::spawn_blocking(move || call(&*backend))
+        .await
+        .map_err(other)?
+        .map_err(other)
+}
+
 impl store::HostBucket for HostState {
-    fn get(
+    async fn get(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<Option<Vec<u8>>, store::Error> {
+        // Reads see a snapshot and never wait for a writer: no need to leave
+        // the worker.
         let name = self.bucket(&bucket)?;
         self.kv.backend.get(name, &key).map_err(other)
     }
 
-    fn set(
+    async fn set(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
         value: Vec<u8>,
     ) -> Result<(), store::Error> {
-        let name = self.bucket(&bucket)?;
-        self.kv.backend.set(name, &key, &value).map_err(other)
+        let name = self.bucket(&bucket)?.to_owned();
+        let backend = Arc::clone(&self.kv.backend);
+        write(backend, move |backend| backend.set(&name, &key, &value)).await
     }
 
-    fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), store::Error> {
-        let name = self.bucket(&bucket)?;
-        self.kv.backend.delete(name, &key).map_err(other)
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), store::Error> {
+        let name = self.bucket(&bucket)?.to_owned();
+        let backend = Arc::clone(&self.kv.backend);
+        write(backend, move |backend| backend.delete(&name, &key)).await
     }
 
-    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, store::Error> {
+    async fn exists(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> Result<bool, store::Error> {
         let name = self.bucket(&bucket)?;
         self.kv.backend.exists(name, &key).map_err(other)
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<u64>,
@@ -234,7 +256,7 @@ impl store::HostBucket for HostState {
         Ok(KeyResponse { keys, cursor })
     }
 
-    fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
         self.table.delete(bucket)?;
         Ok(())
     }
