@@ -37,7 +37,8 @@ pub(crate) mod bindings {
         // Key-value calls are async so that a write (a disk commit) runs on
         // the blocking pool instead of stalling an async worker.
         imports: {
-            "wasi:keyvalue/store": async,
+            "wasi:keyvalue/store.[method]bucket.set": async,
+            "wasi:keyvalue/store.[method]bucket.delete": async,
         },
         with: {
             "wasi:keyvalue/store.bucket": crate::capabilities::kv::Bucket,

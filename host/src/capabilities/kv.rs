@@ -180,7 +180,7 @@ impl HostState {
 }
 
 impl store::Host for HostState {
-    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
+    fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
         if !self.kv.granted.contains(&identifier) {
             return Err(store::Error::AccessDenied);
         }
@@ -203,7 +203,7 @@ async fn write(
 }
 
 impl store::HostBucket for HostState {
-    async fn get(
+    fn get(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
@@ -231,16 +231,12 @@ impl store::HostBucket for HostState {
         write(backend, move |backend| backend.delete(&name, &key)).await
     }
 
-    async fn exists(
-        &mut self,
-        bucket: Resource<Bucket>,
-        key: String,
-    ) -> Result<bool, store::Error> {
+    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, store::Error> {
         let name = self.bucket(&bucket)?;
         self.kv.backend.exists(name, &key).map_err(other)
     }
 
-    async fn list_keys(
+    fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<u64>,
@@ -256,7 +252,7 @@ impl store::HostBucket for HostState {
         Ok(KeyResponse { keys, cursor })
     }
 
-    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+    fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
         self.table.delete(bucket)?;
         Ok(())
     }
