@@ -40,6 +40,12 @@ component = {hostile:?}
 timeout = "30s"
 
 [[route]]
+path = "/cpu/$mode"
+component = {hostile:?}
+timeout = "30s"
+cpu_time = "200ms"
+
+[[route]]
 path = "/echo/$id"
 component = {probe:?}
 max_body = "64KiB"
@@ -523,4 +529,20 @@ fn a_route_waiting_on_a_key_value_write_does_not_stall_other_requests() {
     release.send(()).unwrap();
     let status = created.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(status.unwrap(), 201);
+}
+
+#[test]
+fn cpu_time_stops_a_spinning_guest_but_not_a_waiting_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+    // Spinning: stopped at its 200 ms of CPU, long before its 30 s timeout
+    // (which would answer 504).
+    let reply = host.get("/cpu/loop");
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    host.wait_for_log("guest stopped after using its 200ms of CPU time");
+    // Sleeping 600 ms is waiting in the host, not running: it finishes.
+    let reply = host.get("/cpu/sleep?ms=600");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["slept_ms"], 600);
+    assert_eq!(host.get("/api/health").status, 200);
 }

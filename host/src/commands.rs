@@ -361,8 +361,11 @@ pub fn routes(manifest_path: &Path) -> anyhow::Result<()> {
             route.allow.clone(),
             grants.join(" "),
             format!(
-                "timeout={:?} memory={} max_body={} max_concurrency={}",
+                "timeout={:?}{} memory={} max_body={} max_concurrency={}",
                 limits.timeout,
+                limits
+                    .cpu_time
+                    .map_or_else(String::new, |cpu| format!(" cpu_time={cpu:?}")),
                 size(limits.memory),
                 size(limits.max_body),
                 limits.max_concurrency

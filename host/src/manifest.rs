@@ -98,6 +98,7 @@ struct RawServer {
     max_instances: Option<Spanned<Quantity>>,
     // Defaults for every route's limits.
     timeout: Option<Spanned<Quantity>>,
+    cpu_time: Option<Spanned<Quantity>>,
     memory: Option<Spanned<Quantity>>,
     max_body: Option<Spanned<Quantity>>,
     max_response: Option<Spanned<Quantity>>,
@@ -123,6 +124,11 @@ pub struct Limits {
     /// dropped and the client gets 504. 10 s bounds a stuck route while
     /// leaving far more than an API call needs.
     pub timeout: Duration,
+    /// Time the guest may spend running on a host thread, checked at every
+    /// epoch tick (waiting, such as for an outbound request or a sleep, does
+    /// not count); past it, 500. `None`: only `timeout` bounds it. Workers
+    /// gives 10 ms to 5 min of CPU, Fastly 50 ms.
+    pub cpu_time: Option<Duration>,
     /// Linear memory of one instance. 128 MiB is what Workers, Fastly and
     /// Vercel give an isolate.
     pub memory: usize,
@@ -146,6 +152,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             timeout: Duration::from_secs(10),
+            cpu_time: None,
             memory: 128 * MIB,
             max_body: MIB,
             max_response: 16 * MIB,
@@ -204,6 +211,7 @@ struct RawRoute {
     #[serde(default)]
     allowed_outbound_hosts: Vec<Spanned<String>>,
     timeout: Option<Spanned<Quantity>>,
+    cpu_time: Option<Spanned<Quantity>>,
     memory: Option<Spanned<Quantity>>,
     max_body: Option<Spanned<Quantity>>,
     max_response: Option<Spanned<Quantity>>,
@@ -615,6 +623,7 @@ pub fn parse_with(
         None,
         [
             &server.timeout,
+            &server.cpu_time,
             &server.memory,
             &server.max_body,
             &server.max_response,
@@ -633,6 +642,7 @@ pub fn parse_with(
             Some(raw_route.path.get_ref()),
             [
                 &raw_route.timeout,
+                &raw_route.cpu_time,
                 &raw_route.memory,
                 &raw_route.max_body,
                 &raw_route.max_response,
@@ -910,6 +920,7 @@ fn mount_folder_routes(
             secrets: Vec::new(),
             allowed_outbound_hosts: Vec::new(),
             timeout: None,
+            cpu_time: None,
             memory: None,
             max_body: None,
             max_response: None,
@@ -1015,21 +1026,24 @@ fn in_route(route: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-/// Overrides `limits` with the keys given (timeout, memory, max_body,
-/// max_response, max_concurrency, outbound_timeout, max_outbound_requests,
-/// max_outbound_response).
+/// Overrides `limits` with the keys given (timeout, cpu_time, memory,
+/// max_body, max_response, max_concurrency, outbound_timeout,
+/// max_outbound_requests, max_outbound_response).
 fn apply_limits(
     limits: &mut Limits,
     route: Option<&str>,
-    keys: [&Option<Spanned<Quantity>>; 8],
+    keys: [&Option<Spanned<Quantity>>; 9],
     parse: &mut LimitParser<'_>,
 ) {
-    let [timeout, memory, max_body, max_response, max_concurrency, outbound_timeout, max_outbound_requests, max_outbound_response] =
+    let [timeout, cpu_time, memory, max_body, max_response, max_concurrency, outbound_timeout, max_outbound_requests, max_outbound_response] =
         keys;
     set_duration(
         &mut limits.timeout,
         parse(route, "timeout", timeout, Kind::Duration),
     );
+    if let Some(ms) = parse(route, "cpu_time", cpu_time, Kind::Duration) {
+        limits.cpu_time = Some(Duration::from_millis(ms));
+    }
     set_size(
         &mut limits.memory,
         parse(route, "memory", memory, Kind::Size),
@@ -1332,6 +1346,7 @@ component = "a.wasm"
 path = "/b"
 component = "b.wasm"
 timeout = "1m"
+cpu_time = "50ms"
 max_response = "2MB"
 max_concurrency = 3
 "#,
@@ -1344,6 +1359,8 @@ max_concurrency = 3
         assert_eq!(a.max_response, Limits::default().max_response);
         assert_eq!(a.max_concurrency, Limits::default().max_concurrency);
         assert_eq!(b.timeout, Duration::from_secs(60));
+        assert_eq!(a.cpu_time, None, "no CPU limit of its own by default");
+        assert_eq!(b.cpu_time, Some(Duration::from_millis(50)));
         assert_eq!(b.memory, 64 << 20, "server default still applies");
         assert_eq!(b.max_response, 2_000_000);
         assert_eq!(b.max_concurrency, 3);
@@ -1369,6 +1386,10 @@ max_concurrency = 3
             (
                 "[server]\nmemory = \"lots\"\n",
                 "manifest.toml:2: `memory`: expected a size",
+            ),
+            (
+                "[server]\ncpu_time = \"soon\"\n",
+                "manifest.toml:2: `cpu_time`: expected a duration",
             ),
             (
                 "[server]\nmax_body = \"0KiB\"\n",

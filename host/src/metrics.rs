@@ -34,6 +34,7 @@ pub enum Event {
     Instantiate,
     /// Limits hit, by the manifest key that set them.
     Timeout,
+    CpuTime,
     Memory,
     MaxBody,
     BodyTimeout,
@@ -42,11 +43,12 @@ pub enum Event {
 }
 
 impl Event {
-    const ALL: [Event; 9] = [
+    const ALL: [Event; 10] = [
         Event::Trap,
         Event::InvalidResponse,
         Event::Instantiate,
         Event::Timeout,
+        Event::CpuTime,
         Event::Memory,
         Event::MaxBody,
         Event::BodyTimeout,
@@ -61,6 +63,7 @@ impl Event {
             Event::InvalidResponse => ("edgehost_guest_errors_total", "invalid_response"),
             Event::Instantiate => ("edgehost_guest_errors_total", "instantiate"),
             Event::Timeout => ("edgehost_limit_hits_total", "timeout"),
+            Event::CpuTime => ("edgehost_limit_hits_total", "cpu_time"),
             Event::Memory => ("edgehost_limit_hits_total", "memory"),
             Event::MaxBody => ("edgehost_limit_hits_total", "max_body"),
             Event::BodyTimeout => ("edgehost_limit_hits_total", "body_timeout"),

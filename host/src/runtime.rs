@@ -14,7 +14,10 @@ use crate::manifest::{Limits, Manifest, ManifestError, ManifestErrors, RouteSpec
 use crate::metrics::{Event, Metrics, RouteMetrics, RunningGuard};
 use crate::router::{Match, Params, PathError, Router};
 use sha2::{Digest, Sha256};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{
@@ -123,6 +126,8 @@ pub struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) kv: KvAccess,
     limits: Limiter,
+    /// The guest's CPU clock and its `cpu_time`, when the route has one.
+    cpu: Option<(Arc<CpuMeter>, Duration)>,
     http: WasiHttpCtx,
     outbound: OutboundHooks,
 }
@@ -247,6 +252,9 @@ pub enum GuestError {
     /// The guest ran past its time limit and was stopped.
     #[error("guest ran past its {0:?} time limit")]
     Timeout(Duration),
+    /// The guest ran on the CPU past its `cpu_time` and was stopped.
+    #[error("guest used more than its {0:?} of CPU time")]
+    CpuTime(Duration),
     /// The host could not set up the instance.
     #[error("could not instantiate the route: {0:#}")]
     Instantiate(wasmtime::Error),
@@ -638,19 +646,25 @@ impl Runtime {
         request_id: &Arc<str>,
     ) -> Result<GuestResponse, GuestError> {
         let timeout = route.limits.timeout;
+        let meter = route.limits.cpu_time.map(|_| Arc::new(CpuMeter::default()));
+        let call = self.call_in_fresh_instance(route, method, request, request_id, meter.clone());
         // Dropping the call's future at the deadline drops the store and the
         // instance with it; the guest is paused at an epoch tick, never mid-host-call.
-        tokio::time::timeout(
-            timeout,
-            self.call_in_fresh_instance(route, method, request, request_id),
-        )
-        .await
-        .unwrap_or(Err(GuestError::Timeout(timeout)))
+        let result = match meter {
+            Some(meter) => tokio::time::timeout(timeout, Metered::new(call, meter)).await,
+            None => tokio::time::timeout(timeout, call).await,
+        };
+        result.unwrap_or(Err(GuestError::Timeout(timeout)))
     }
 
     /// A fresh store for one request of `route`: its env, captured stdio,
     /// memory limit, outbound policy and epoch deadline.
-    fn new_store(&self, route: &CompiledRoute, request_id: &Arc<str>) -> Store<HostState> {
+    fn new_store(
+        &self,
+        route: &CompiledRoute,
+        request_id: &Arc<str>,
+        cpu: Option<Arc<CpuMeter>>,
+    ) -> Store<HostState> {
         let wasi = LazyWasi {
             ctx: None,
             env: Arc::clone(&route.env),
@@ -679,6 +693,7 @@ impl Runtime {
                 memory_limit: route.limits.memory,
                 memory_used: 0,
             },
+            cpu: cpu.zip(route.limits.cpu_time),
             http,
             outbound: OutboundHooks::new(
                 Arc::clone(&route.outbound),
@@ -689,7 +704,19 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        if store.data().cpu.is_some() {
+            // At every tick: stop the guest if it has used its CPU time,
+            // else yield to the scheduler.
+            store.epoch_deadline_callback(|store| match &store.data().cpu {
+                Some((meter, limit)) if meter.used() > *limit => {
+                    Err(CpuTimeExceeded(*limit).into())
+                }
+                _ => Ok(wasmtime::UpdateDeadline::Yield(1)),
+            });
+        } else {
+            // Yield to the scheduler at every tick.
+            store.epoch_deadline_async_yield_and_update(1);
+        }
         store
     }
 
@@ -716,7 +743,8 @@ impl Runtime {
                 "route is not a wasi:http/proxy component"
             )));
         };
-        let mut store = self.new_store(route, request_id);
+        let meter = route.limits.cpu_time.map(|_| Arc::new(CpuMeter::default()));
+        let mut store = self.new_store(route, request_id, meter.clone());
         let (sender, mut receiver) = tokio::sync::oneshot::channel();
         // Whether the guest set its response: a failure after that (while
         // streaming the body) is the guest's run to report, as nobody else sees it.
@@ -740,7 +768,7 @@ impl Runtime {
         let id = Arc::clone(request_id);
         let name = Arc::clone(&route.name);
         let metrics = Arc::clone(&route.metrics);
-        let mut run = Box::pin(async move {
+        let run = async move {
             let _guard = guard;
             let run = async {
                 let proxy = pre
@@ -760,6 +788,7 @@ impl Runtime {
                 if responded.load(std::sync::atomic::Ordering::Acquire) {
                     metrics.count(match err {
                         GuestError::Timeout(_) => Event::Timeout,
+                        GuestError::CpuTime(_) => Event::CpuTime,
                         GuestError::OutOfMemory { .. } => Event::Memory,
                         _ => Event::Trap,
                     });
@@ -771,7 +800,11 @@ impl Runtime {
                 }
             }
             result
-        });
+        };
+        let mut run: Pin<Box<dyn Future<Output = Result<(), GuestError>> + Send>> = match meter {
+            Some(meter) => Box::pin(Metered::new(run, meter)),
+            None => Box::pin(run),
+        };
         let answered = |answer: Result<http::Response<HyperOutgoingBody>, _>| match answer {
             Ok(response) => Ok(response),
             Err(code) => Err(GuestError::Trap(format!(
@@ -813,6 +846,7 @@ impl Runtime {
         method: Method,
         request: GuestRequest,
         request_id: &Arc<str>,
+        cpu: Option<Arc<CpuMeter>>,
     ) -> Result<GuestResponse, GuestError> {
         let Some(export) = route.handlers[method.index()] else {
             return Err(GuestError::Instantiate(wasmtime::format_err!(
@@ -820,7 +854,7 @@ impl Runtime {
                 method.export_name()
             )));
         };
-        let mut store = self.new_store(route, request_id);
+        let mut store = self.new_store(route, request_id, cpu);
         let instance = route
             .pre
             .instantiate_async(&mut store)
@@ -879,12 +913,89 @@ fn instantiate_error(err: wasmtime::Error) -> GuestError {
     }
 }
 
-/// What a guest's trap means: running out of memory when a grow was refused
-/// before it, else the trap's one-line reason.
+/// The CPU time a guest has used, as the time its future spent being polled
+/// on a host thread: what it holds a worker for. Time between polls (waiting
+/// for I/O, a timer, or its turn after yielding) does not count. A thread's
+/// own CPU clock would also leave out time the OS gave to other processes,
+/// but reading it is a system call, two per poll, which cost more than the
+/// rest of a small request.
+#[derive(Default)]
+pub(crate) struct CpuMeter {
+    used_ns: AtomicU64,
+    /// When the current poll began, in ns after `EPOCH`; 0 between polls.
+    poll_started_ns: AtomicU64,
+}
+
+/// The origin of [`CpuMeter`]'s clock readings.
+static EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+/// Nanoseconds since [`EPOCH`], never 0.
+fn clock_ns() -> u64 {
+    u64::try_from(EPOCH.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+impl CpuMeter {
+    /// Time used so far, including the poll running now (the epoch callback
+    /// asks from inside it).
+    fn used(&self) -> Duration {
+        let mut used = self.used_ns.load(Ordering::Relaxed);
+        let started = self.poll_started_ns.load(Ordering::Relaxed);
+        if started != 0 {
+            used += clock_ns().saturating_sub(started);
+        }
+        Duration::from_nanos(used)
+    }
+}
+
+/// A future whose polls are charged to a [`CpuMeter`].
+struct Metered<F> {
+    inner: Pin<Box<F>>,
+    meter: Arc<CpuMeter>,
+}
+
+impl<F: Future> Metered<F> {
+    fn new(inner: F, meter: Arc<CpuMeter>) -> Self {
+        Metered {
+            inner: Box::pin(inner),
+            meter,
+        }
+    }
+}
+
+impl<F: Future> Future for Metered<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let started = clock_ns();
+        self.meter.poll_started_ns.store(started, Ordering::Relaxed);
+        let polled = self.inner.as_mut().poll(cx);
+        let spent = clock_ns().saturating_sub(started);
+        self.meter.used_ns.fetch_add(spent, Ordering::Relaxed);
+        self.meter.poll_started_ns.store(0, Ordering::Relaxed);
+        polled
+    }
+}
+
+/// Raised from the epoch callback when a guest has used its `cpu_time`.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest used more than its {0:?} of CPU time")]
+struct CpuTimeExceeded(Duration);
+
+/// What a guest's trap means: its CPU time used up, running out of memory
+/// when a grow was refused before it, else the trap's one-line reason.
 fn guest_trap(state: &HostState, err: &wasmtime::Error, request_id: &str) -> GuestError {
     // The wasm backtrace can run to thousands of frames (deep recursion): the
     // log gets it only at debug level.
     tracing::debug!(request_id, "guest trap in full: {err:?}");
+    if let Some(CpuTimeExceeded(limit)) = err.downcast_ref::<CpuTimeExceeded>() {
+        return GuestError::CpuTime(*limit);
+    }
     let reason = trap_reason(err);
     if state.limits.memory_refused {
         GuestError::OutOfMemory {

@@ -498,6 +498,7 @@ async fn run_route(
 fn guest_failure(route: &CompiledRoute, id: &Arc<str>, path: &str, err: GuestError) -> HostAnswer {
     let (event, answer) = match &err {
         GuestError::Timeout(_) => (Event::Timeout, HostAnswer::Timeout),
+        GuestError::CpuTime(_) => (Event::CpuTime, HostAnswer::GuestFailed),
         GuestError::PoolExhausted => (Event::MaxInstances, HostAnswer::Busy),
         GuestError::OutOfMemory { .. } => (Event::Memory, HostAnswer::GuestFailed),
         GuestError::Instantiate(_) => (Event::Instantiate, HostAnswer::GuestFailed),
@@ -509,6 +510,10 @@ fn guest_failure(route: &CompiledRoute, id: &Arc<str>, path: &str, err: GuestErr
         GuestError::Timeout(limit) => {
             tracing::warn!(request_id = %id, %route, path = %path, "guest timed out after {limit:?}")
         }
+        GuestError::CpuTime(limit) => tracing::warn!(
+            request_id = %id, %route, path = %path,
+            "guest stopped after using its {limit:?} of CPU time"
+        ),
         GuestError::PoolExhausted => tracing::warn!(
             request_id = %id, %route, path = %path,
             "all instance slots are in use; answering 503"
