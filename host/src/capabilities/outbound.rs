@@ -53,6 +53,8 @@ impl AllowedHost {
             Some(suffix) => (true, suffix),
             None => (false, host),
         };
+        // `example.com.` (fully qualified) is `example.com`.
+        let host = host.strip_suffix('.').unwrap_or(host);
         let valid = !host.is_empty()
             && host.bytes().all(|b| {
                 b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':')
@@ -115,7 +117,8 @@ impl OutboundPolicy {
         let Some(host) = uri.host() else {
             return Some("the URL has no host".into());
         };
-        let host = host.to_ascii_lowercase();
+        // A fully qualified name (`api.example.com.`) is the same host.
+        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         if self.allowed.iter().any(|a| a.allows(https, &host, port)) {
             return None;
@@ -251,6 +254,7 @@ mod tests {
             "http://127.0.0.1:8080",
             "https://*.cdn.example.com",
             "http://any-port.test:*",
+            "https://fqdn.test.",
         ]);
         for (uri, allowed) in [
             ("https://api.example.com/v1", true),
@@ -259,6 +263,9 @@ mod tests {
             ("https://api.example.com:8443/", false),
             ("https://evil.com/?https://api.example.com", false),
             ("https://api.example.com.evil.com/", false),
+            ("https://api.example.com./v1", true),
+            ("https://api.example.com../v1", false),
+            ("https://a.cdn.example.com./", true),
             ("http://127.0.0.1:8080/x", true),
             ("http://127.0.0.1:8081/x", false),
             ("http://127.0.0.1/x", false),
@@ -267,6 +274,8 @@ mod tests {
             ("https://cdn.example.com/", false),
             ("https://xcdn.example.com/", false),
             ("http://any-port.test:1234/", true),
+            ("https://fqdn.test/", true),
+            ("https://fqdn.test./", true),
             ("ftp://api.example.com/", false),
         ] {
             let uri: http::Uri = uri.parse().unwrap();
@@ -284,6 +293,7 @@ mod tests {
             "https://a.com",
             "http://a.com:81/",
             "https://*.a.com:*",
+            "https://a.com.",
             "http://[::1]:8080",
         ] {
             assert!(AllowedHost::parse(good).is_ok(), "{good}");
