@@ -688,3 +688,47 @@ fn a_deploy_gets_only_the_secrets_the_host_allows_it() {
     assert_eq!(reply.json()["env"]["DEPLOYABLE"], "for-routes");
     assert!(reply.json()["env"].get("HOST_ONLY").is_none());
 }
+
+#[test]
+fn uploaded_components_no_kept_deployment_uses_are_removed() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = manifest_in(dir.path(), "v1", &versioned("1"));
+    let host = start_with_admin(dir.path(), &v1, &[]);
+    let store = dir.path().join("data/components");
+    let stored = |name: &str| {
+        let hash = hex::encode(sha2::Sha256::digest(std::fs::read(component(name)).unwrap()));
+        store.join(format!("{hash}.wasm"))
+    };
+    // Deployment 2 uploads the probe and health components.
+    let with_probe = manifest_in(dir.path(), "v2", &versioned("2"));
+    assert!(deploy(&host, &with_probe).status.success());
+    assert!(stored("fixture_probe").is_file() && stored("api_health").is_file());
+    // Ten deploys without the probe push deployment 2 out of the kept ten.
+    let health = component("api_health");
+    let only_health = manifest_in(
+        dir.path(),
+        "v3",
+        &format!("[[route]]\npath = \"/api/health\"\ncomponent = {health:?}\n"),
+    );
+    for _ in 0..10 {
+        let out = deploy(&host, &only_health);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // Still there: uploaded within the last hour, a deploy may want it.
+    assert!(stored("fixture_probe").is_file());
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for entry in std::fs::read_dir(&store).unwrap() {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(entry.unwrap().path())
+            .unwrap();
+        file.set_modified(two_hours_ago).unwrap();
+    }
+    let out = deploy(&host, &only_health);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stored("fixture_probe").exists(), "unused and old: removed");
+    assert!(stored("api_health").is_file(), "in use: kept");
+    host.wait_for_log("no kept deployment uses it");
+    assert_eq!(host.get("/api/health").status, 200);
+}

@@ -40,6 +40,10 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::net::TcpListener;
 
+/// How long an uploaded component no kept deployment uses stays: a deploy
+/// uploads its components first and sends its manifest after.
+const UNUSED_COMPONENT_GRACE: Duration = Duration::from_secs(3600);
+
 /// What the admin API needs: the host it manages and how to check callers.
 pub struct Admin {
     host: Arc<Host>,
@@ -91,6 +95,49 @@ impl Admin {
             store: data_dir.join("components"),
             deploy_secrets: Arc::new(deploy_secrets),
         })
+    }
+
+    /// Deletes uploaded components that no kept deployment uses, except
+    /// those uploaded (or asked for) within [`UNUSED_COMPONENT_GRACE`]: a
+    /// deploy may be on its way with them.
+    async fn collect_garbage(&self) {
+        let in_use: std::collections::HashSet<PathBuf> = self
+            .host
+            .deployments()
+            .iter()
+            .flat_map(|d| d.table.routes().iter().map(|r| r.component.clone()))
+            .collect();
+        let store = self.store.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let mut removed = Vec::new();
+            let Ok(entries) = std::fs::read_dir(&store) else {
+                return removed;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|modified| modified.elapsed().ok())
+                    .is_some_and(|age| age > UNUSED_COMPONENT_GRACE);
+                let component = path.extension().is_some_and(|e| e == "wasm");
+                if component && stale && !in_use.contains(&path) {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => removed.push(path),
+                        Err(err) => {
+                            tracing::warn!("could not remove {}: {err}", path.display())
+                        }
+                    }
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or_default();
+        for path in removed {
+            tracing::info!("removed {}: no kept deployment uses it", path.display());
+        }
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
@@ -198,12 +245,25 @@ async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Full<Byt
         (&Method::POST, "/v1/rollback", _) => {
             let _turn = host.deploying.lock().await;
             match host.rollback() {
-                Ok(deployment) => json(StatusCode::OK, describe(&deployment, true)),
+                Ok(deployment) => {
+                    admin.collect_garbage().await;
+                    json(StatusCode::OK, describe(&deployment, true))
+                }
                 Err(reason) => error(StatusCode::CONFLICT, &reason),
             }
         }
         (&Method::HEAD | &Method::GET, _, Some(hash)) if is_hash(&hash) => {
-            if admin.store.join(format!("{hash}.wasm")).is_file() {
+            let file = admin.store.join(format!("{hash}.wasm"));
+            if file.is_file() {
+                // A client that finds it will deploy with it: it counts as
+                // freshly uploaded, so garbage collection leaves it alone.
+                let touched = std::fs::File::options()
+                    .write(true)
+                    .open(&file)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                if let Err(err) = touched {
+                    tracing::warn!("could not touch {}: {err}", file.display());
+                }
                 Response::new(Full::new(Bytes::new()))
             } else {
                 error(StatusCode::NOT_FOUND, "no component with this hash")
@@ -370,6 +430,7 @@ async fn deploy(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Full<Byt
     .await;
     match loaded {
         Ok((deployment, warnings)) => {
+            admin.collect_garbage().await;
             let mut answer = describe(&deployment, true);
             answer["warnings"] = serde_json::json!(warnings);
             json(StatusCode::OK, answer)
