@@ -690,21 +690,31 @@ fn a_deploy_gets_only_the_secrets_the_host_allows_it() {
 }
 
 #[test]
-fn uploaded_components_no_kept_deployment_uses_are_removed() {
+fn uploaded_components_and_compiled_code_no_kept_deployment_uses_are_removed() {
     use sha2::Digest;
     let dir = tempfile::tempdir().unwrap();
     let v1 = manifest_in(dir.path(), "v1", &versioned("1"));
     let host = start_with_admin(dir.path(), &v1, &[]);
     let store = dir.path().join("data/components");
+    let compiled = dir.path().join("data/compiled");
     let stored = |name: &str| {
         let hash = hex::encode(sha2::Sha256::digest(std::fs::read(component(name)).unwrap()));
         store.join(format!("{hash}.wasm"))
     };
-    // Deployment 2 uploads the probe and health components.
-    let with_probe = manifest_in(dir.path(), "v2", &versioned("2"));
-    assert!(deploy(&host, &with_probe).status.success());
-    assert!(stored("fixture_probe").is_file() && stored("api_health").is_file());
-    // Ten deploys without the probe push deployment 2 out of the kept ten.
+    let cache_entries = || std::fs::read_dir(&compiled).unwrap().count();
+    // The host started with the probe and health routes (two cache entries);
+    // deployment 2 uploads those and the hostile fixture (a third).
+    let with_hostile = format!(
+        "{}\n[[route]]\npath = \"/hostile/$mode\"\ncomponent = {:?}\n",
+        versioned("2"),
+        component("fixture_hostile")
+    );
+    let v2 = manifest_in(dir.path(), "v2", &with_hostile);
+    assert!(deploy(&host, &v2).status.success());
+    assert!(stored("fixture_hostile").is_file() && stored("fixture_probe").is_file());
+    assert_eq!(cache_entries(), 3);
+    // Ten deploys of the health route alone push deployments 1 and 2 out of
+    // the kept ten.
     let health = component("api_health");
     let only_health = manifest_in(
         dir.path(),
@@ -715,20 +725,27 @@ fn uploaded_components_no_kept_deployment_uses_are_removed() {
         let out = deploy(&host, &only_health);
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    // Still there: uploaded within the last hour, a deploy may want it.
-    assert!(stored("fixture_probe").is_file());
+    // Still there: written within the last hour, a deploy may want them.
+    assert!(stored("fixture_hostile").is_file());
+    assert_eq!(cache_entries(), 3);
     let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
-    for entry in std::fs::read_dir(&store).unwrap() {
-        let file = std::fs::File::options()
-            .write(true)
-            .open(entry.unwrap().path())
-            .unwrap();
-        file.set_modified(two_hours_ago).unwrap();
+    for folder in [&store, &compiled] {
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let file = std::fs::File::options()
+                .write(true)
+                .open(entry.unwrap().path())
+                .unwrap();
+            file.set_modified(two_hours_ago).unwrap();
+        }
     }
     let out = deploy(&host, &only_health);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stored("fixture_hostile").exists(), "unused and old: removed");
     assert!(!stored("fixture_probe").exists(), "unused and old: removed");
     assert!(stored("api_health").is_file(), "in use: kept");
+    // Left: health's (in use) and the probe's, which the manifest the host
+    // started with needs for a fast restart.
+    assert_eq!(cache_entries(), 2);
     host.wait_for_log("no kept deployment uses it");
     assert_eq!(host.get("/api/health").status, 200);
 }

@@ -52,6 +52,11 @@ pub struct Admin {
     max_upload: usize,
     /// Uploaded components, one file per content hash.
     store: PathBuf,
+    /// The compile cache.
+    compiled: PathBuf,
+    /// Compile cache entries of the manifest the host started with: a
+    /// restart with it finds them even after its deployment is no longer kept.
+    pinned: std::collections::HashSet<PathBuf>,
     /// Host environment variables a deployed manifest may use as secrets.
     deploy_secrets: Arc<std::collections::BTreeSet<String>>,
 }
@@ -88,45 +93,60 @@ impl Admin {
                 .flat_map(|route| route.secrets.iter().cloned())
                 .collect(),
         };
+        let pinned = host
+            .current()
+            .table
+            .routes()
+            .iter()
+            .filter_map(|route| route.compiled.clone())
+            .collect();
         Ok(Admin {
             host,
             token_digest: Sha256::digest(token.as_bytes()).into(),
             max_upload: settings.max_upload,
             store: data_dir.join("components"),
+            compiled: data_dir.join("compiled"),
+            pinned,
             deploy_secrets: Arc::new(deploy_secrets),
         })
     }
 
-    /// Deletes uploaded components that no kept deployment uses, except
-    /// those uploaded (or asked for) within [`UNUSED_COMPONENT_GRACE`]: a
-    /// deploy may be on its way with them.
+    /// Deletes uploaded components and compile cache entries that no kept
+    /// deployment uses, except those written (or asked for) within
+    /// [`UNUSED_COMPONENT_GRACE`]: a deploy may be on its way with them.
     async fn collect_garbage(&self) {
-        let in_use: std::collections::HashSet<PathBuf> = self
-            .host
-            .deployments()
-            .iter()
-            .flat_map(|d| d.table.routes().iter().map(|r| r.component.clone()))
-            .collect();
-        let store = self.store.clone();
+        let mut in_use = self.pinned.clone();
+        for deployment in self.host.deployments() {
+            for route in deployment.table.routes() {
+                in_use.insert(route.component.clone());
+                in_use.extend(route.compiled.clone());
+            }
+        }
+        let dirs = [
+            (self.store.clone(), "wasm"),
+            (self.compiled.clone(), "cwasm"),
+        ];
         let removed = tokio::task::spawn_blocking(move || {
             let mut removed = Vec::new();
-            let Ok(entries) = std::fs::read_dir(&store) else {
-                return removed;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let stale = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|modified| modified.elapsed().ok())
-                    .is_some_and(|age| age > UNUSED_COMPONENT_GRACE);
-                let component = path.extension().is_some_and(|e| e == "wasm");
-                if component && stale && !in_use.contains(&path) {
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => removed.push(path),
-                        Err(err) => {
-                            tracing::warn!("could not remove {}: {err}", path.display())
+            for (dir, extension) in dirs {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let stale = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|modified| modified.elapsed().ok())
+                        .is_some_and(|age| age > UNUSED_COMPONENT_GRACE);
+                    let ours = path.extension().is_some_and(|e| e == extension);
+                    if ours && stale && !in_use.contains(&path) {
+                        match std::fs::remove_file(&path) {
+                            Ok(()) => removed.push(path),
+                            Err(err) => {
+                                tracing::warn!("could not remove {}: {err}", path.display())
+                            }
                         }
                     }
                 }

@@ -269,6 +269,8 @@ pub struct CompiledRoute {
     pub name: Arc<str>,
     /// The component file it was compiled from.
     pub component: PathBuf,
+    /// Its entry in the compile cache, if it has one.
+    pub compiled: Option<PathBuf>,
     pre: InstancePre<HostState>,
     /// Set for a standard `wasi:http/proxy` component (it exports
     /// `wasi:http/incoming-handler`): every method goes to it.
@@ -483,7 +485,7 @@ impl Runtime {
             _ => return Err(format!("{file} is not a WebAssembly component")),
         }
         let started = std::time::Instant::now();
-        let (component, cached) = self
+        let (component, cached, compiled) = self
             .compile_cached(&bytes)
             .map_err(|err| format!("{file} does not compile: {err}"))?;
         let how = if cached {
@@ -560,6 +562,7 @@ impl Runtime {
         Ok(CompiledRoute {
             name: Arc::from(spec.pattern.as_str()),
             component: spec.component.clone(),
+            compiled,
             pre,
             proxy,
             handlers,
@@ -582,11 +585,11 @@ impl Runtime {
 
     /// Compiles a component, or loads it from the cache when these bytes were
     /// compiled before with the same engine settings.
-    /// Says whether it came from the cache.
-    fn compile_cached(&self, bytes: &[u8]) -> Result<(Component, bool), String> {
+    /// Says whether it came from the cache, and names its cache entry.
+    fn compile_cached(&self, bytes: &[u8]) -> Result<(Component, bool, Option<PathBuf>), String> {
         let compile = || Component::new(&self.engine, bytes).map_err(|err| format!("{err:#}"));
         let Some(dir) = &self.cache_dir else {
-            return Ok((compile()?, false));
+            return Ok((compile()?, false, None));
         };
         let cached = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
         if cached.is_file() {
@@ -595,7 +598,7 @@ impl Runtime {
             // host's own data folder. Whoever can write there can run native
             // code in the host, as they could by replacing its binary.
             match unsafe { Component::deserialize_file(&self.engine, &cached) } {
-                Ok(component) => return Ok((component, true)),
+                Ok(component) => return Ok((component, true, Some(cached))),
                 Err(err) => tracing::warn!(
                     "ignoring unusable compile cache entry {}: {err:#}",
                     cached.display()
@@ -608,8 +611,9 @@ impl Runtime {
                 "could not cache the compiled component in {}: {err}",
                 dir.display()
             );
+            return Ok((component, false, None));
         }
-        Ok((component, false))
+        Ok((component, false, Some(cached)))
     }
 
     /// Content hash of the component plus everything about the engine that
