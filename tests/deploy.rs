@@ -698,7 +698,9 @@ fn uploaded_components_and_compiled_code_no_kept_deployment_uses_are_removed() {
     let store = dir.path().join("data/components");
     let compiled = dir.path().join("data/compiled");
     let stored = |name: &str| {
-        let hash = hex::encode(sha2::Sha256::digest(std::fs::read(component(name)).unwrap()));
+        let hash = hex::encode(sha2::Sha256::digest(
+            std::fs::read(component(name)).unwrap(),
+        ));
         store.join(format!("{hash}.wasm"))
     };
     let cache_entries = || std::fs::read_dir(&compiled).unwrap().count();
@@ -740,7 +742,10 @@ fn uploaded_components_and_compiled_code_no_kept_deployment_uses_are_removed() {
     }
     let out = deploy(&host, &only_health);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(!stored("fixture_hostile").exists(), "unused and old: removed");
+    assert!(
+        !stored("fixture_hostile").exists(),
+        "unused and old: removed"
+    );
     assert!(!stored("fixture_probe").exists(), "unused and old: removed");
     assert!(stored("api_health").is_file(), "in use: kept");
     // Left: health's (in use) and the probe's, which the manifest the host
@@ -748,4 +753,63 @@ fn uploaded_components_and_compiled_code_no_kept_deployment_uses_are_removed() {
     assert_eq!(cache_entries(), 2);
     host.wait_for_log("no kept deployment uses it");
     assert_eq!(host.get("/api/health").status, 200);
+}
+
+#[test]
+fn serve_resume_brings_back_the_last_deployment_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = manifest_in(dir.path(), "v1", &versioned("1"));
+    let start = |resume: bool| {
+        let mut args = vec!["serve", "--admin", "127.0.0.1:0"];
+        if resume {
+            args.push("--resume");
+        }
+        Host::start_with_args(
+            Start {
+                manifest: &v1,
+                data_dir: &dir.path().join("data"),
+                env: vec![("EDGEHOST_ADMIN_TOKEN", TOKEN)],
+            },
+            &args,
+        )
+    };
+    let host = start(true);
+    host.wait_for_log("--resume: no deployment recorded");
+    assert_eq!(served_version(&host), Ok("1".to_string()));
+    let v2 = manifest_in(dir.path(), "v2", &versioned("2"));
+    assert!(deploy(&host, &v2).status.success());
+    drop(host);
+
+    // Restarted with the same command line: version 2, as last deployed.
+    let host = start(true);
+    assert_eq!(served_version(&host), Ok("2".to_string()));
+    host.wait_for_log("--resume: serving");
+    drop(host);
+    // Without --resume the command line's manifest wins.
+    let plain = start(false);
+    assert_eq!(served_version(&plain), Ok("1".to_string()));
+    drop(plain);
+
+    // A rollback is recorded too: to version 2 (resumed), then to the
+    // manifest the host started with, after which --resume serves that.
+    let host = start(true);
+    let v3 = manifest_in(dir.path(), "v3", &versioned("3"));
+    assert!(deploy(&host, &v3).status.success());
+    assert_eq!(served_version(&host), Ok("3".to_string()));
+    let to = format!("http://{}", host.admin());
+    assert!(edgehost(&["rollback", "--to", &to], TOKEN).status.success());
+    assert_eq!(served_version(&host), Ok("2".to_string()));
+    drop(host);
+    let host = start(true);
+    assert_eq!(served_version(&host), Ok("2".to_string()));
+    assert!(edgehost(
+        &["rollback", "--to", &format!("http://{}", host.admin())],
+        TOKEN
+    )
+    .status
+    .success());
+    assert_eq!(served_version(&host), Ok("1".to_string()));
+    drop(host);
+    let host = start(true);
+    assert_eq!(served_version(&host), Ok("1".to_string()));
 }

@@ -59,6 +59,12 @@ pub struct Admin {
     pinned: std::collections::HashSet<PathBuf>,
     /// Host environment variables a deployed manifest may use as secrets.
     deploy_secrets: Arc<std::collections::BTreeSet<String>>,
+    /// What each kept deployment made through this API was made from, by
+    /// deployment id: a rollback records it as what to resume.
+    requests: std::sync::Mutex<BTreeMap<String, Arc<DeployRequest>>>,
+    /// The deployment `serve --resume` brings back: the last one deployed or
+    /// rolled back to through this API.
+    record: PathBuf,
 }
 
 impl Admin {
@@ -106,6 +112,8 @@ impl Admin {
             max_upload: settings.max_upload,
             store: data_dir.join("components"),
             compiled: data_dir.join("compiled"),
+            requests: std::sync::Mutex::new(BTreeMap::new()),
+            record: data_dir.join("deployment.json"),
             pinned,
             deploy_secrets: Arc::new(deploy_secrets),
         })
@@ -266,6 +274,7 @@ async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Full<Byt
             let _turn = host.deploying.lock().await;
             match host.rollback() {
                 Ok(deployment) => {
+                    admin.record(&deployment).await;
                     admin.collect_garbage().await;
                     json(StatusCode::OK, describe(&deployment, true))
                 }
@@ -392,7 +401,7 @@ async fn upload(admin: &Admin, hash: &str, req: Request<Incoming>) -> Response<F
 }
 
 /// What `POST /v1/deployments` carries.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct DeployRequest {
     /// The manifest's file name, for error messages.
     pub file: String,
@@ -419,69 +428,175 @@ async fn deploy(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Full<Byt
             )
         }
     };
-    let host = Arc::clone(&admin.host);
-    let store = admin.store.clone();
     let file = request.file.clone();
-    let allowed = Arc::clone(&admin.deploy_secrets);
-    let refused = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let refused_names = Arc::clone(&refused);
-    let loaded = load_and_swap(&host, format!("deploy of {file}"), move || {
-        manifest::parse_with(
-            Path::new(&request.file),
-            &request.manifest,
-            &|name| {
-                if allowed.contains(name) {
-                    std::env::var(name).ok()
-                } else {
-                    if let Ok(mut names) = refused_names.lock() {
-                        names.push(name.to_string());
-                    }
-                    None
-                }
-            },
-            &|written| {
-                let hash = request.components.get(written)?;
-                let path = store.join(format!("{hash}.wasm"));
-                (is_hash(hash) && path.is_file()).then_some(path)
-            },
-            &|_, _| Ok(request.folder_routes.clone()),
-        )
-    })
-    .await;
-    match loaded {
+    match admin.apply(request).await {
         Ok((deployment, warnings)) => {
             admin.collect_garbage().await;
             let mut answer = describe(&deployment, true);
             answer["warnings"] = serde_json::json!(warnings);
             json(StatusCode::OK, answer)
         }
-        Err(mut errors) => {
-            // Say why a secret the host has was not given.
-            let refused = refused
-                .lock()
-                .map(|names| names.clone())
-                .unwrap_or_default();
-            for reason in &mut errors {
-                for name in &refused {
-                    let missing = format!("secret {name} is not set in the host's environment");
-                    if reason.contains(&missing) {
-                        *reason = reason.replace(
-                            &missing,
-                            &format!("secret {name} is not one deploys may use (list it in [admin] deploy_secrets)"),
-                        );
+        Err(errors) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            serde_json::json!({
+                "error": format!(
+                    "{file} was not deployed; the host still serves deployment {}",
+                    admin.host.current().id
+                ),
+                "errors": errors,
+            }),
+        ),
+    }
+}
+
+impl Admin {
+    /// Validates, compiles and swaps in a deploy request, recording it as
+    /// what `serve --resume` brings back; or says why not.
+    async fn apply(
+        &self,
+        request: DeployRequest,
+    ) -> Result<(Arc<Deployment>, Vec<String>), Vec<String>> {
+        let request = Arc::new(request);
+        let for_parse = Arc::clone(&request);
+        let store = self.store.clone();
+        let allowed = Arc::clone(&self.deploy_secrets);
+        let refused = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let refused_names = Arc::clone(&refused);
+        let source = format!("deploy of {}", request.file);
+        let loaded = load_and_swap(&self.host, source, move || {
+            let request = for_parse;
+            manifest::parse_with(
+                Path::new(&request.file),
+                &request.manifest,
+                &|name| {
+                    if allowed.contains(name) {
+                        std::env::var(name).ok()
+                    } else {
+                        if let Ok(mut names) = refused_names.lock() {
+                            names.push(name.to_string());
+                        }
+                        None
+                    }
+                },
+                &|written| {
+                    let hash = request.components.get(written)?;
+                    let path = store.join(format!("{hash}.wasm"));
+                    (is_hash(hash) && path.is_file()).then_some(path)
+                },
+                &|_, _| Ok(request.folder_routes.clone()),
+            )
+        })
+        .await;
+        match loaded {
+            Ok((deployment, warnings)) => {
+                if let Ok(mut requests) = self.requests.lock() {
+                    let kept: std::collections::BTreeSet<String> = self
+                        .host
+                        .deployments()
+                        .iter()
+                        .map(|d| d.id.clone())
+                        .collect();
+                    requests.retain(|id, _| kept.contains(id));
+                    requests.insert(deployment.id.clone(), Arc::clone(&request));
+                }
+                self.record(&deployment).await;
+                Ok((deployment, warnings))
+            }
+            Err(mut errors) => {
+                // Say why a secret the host has was not given.
+                let refused = refused
+                    .lock()
+                    .map(|names| names.clone())
+                    .unwrap_or_default();
+                for reason in &mut errors {
+                    for name in &refused {
+                        let missing = format!("secret {name} is not set in the host's environment");
+                        if reason.contains(&missing) {
+                            *reason = reason.replace(
+                                &missing,
+                                &format!("secret {name} is not one deploys may use (list it in [admin] deploy_secrets)"),
+                            );
+                        }
                     }
                 }
+                Err(errors)
             }
-            json(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                serde_json::json!({
-                    "error": format!(
-                        "{file} was not deployed; the host still serves deployment {}",
-                        host.current().id
-                    ),
-                    "errors": errors,
-                }),
-            )
+        }
+    }
+
+    /// Records `deployment` as what `serve --resume` brings back: its deploy
+    /// request, or nothing (the command line's manifest) for the deployment
+    /// the host started with.
+    async fn record(&self, deployment: &Deployment) {
+        let request = self
+            .requests
+            .lock()
+            .ok()
+            .and_then(|requests| requests.get(&deployment.id).cloned());
+        let record = self.record.clone();
+        let written = tokio::task::spawn_blocking(move || match request {
+            Some(request) => {
+                let text = serde_json::to_vec_pretty(&*request).map_err(std::io::Error::other)?;
+                let temporary = record.with_extension("json.tmp");
+                std::fs::write(&temporary, text)?;
+                std::fs::rename(&temporary, &record)
+            }
+            None => match std::fs::remove_file(&record) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+                _ => Ok(()),
+            },
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(
+                "could not record deployment {} for --resume in {}: {err}",
+                deployment.id,
+                self.record.display()
+            ),
+            Err(err) => tracing::warn!("could not record deployment {}: {err}", deployment.id),
+        }
+    }
+
+    /// `serve --resume`: brings back the last deployment recorded in the
+    /// data dir. If there is none, or it no longer loads (a secret gone, a
+    /// component deleted), the host serves its command line's manifest and
+    /// says why.
+    pub async fn resume(&self) {
+        let text = match std::fs::read(&self.record) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(
+                    "--resume: no deployment recorded in {}; serving the manifest",
+                    self.record.display()
+                );
+                return;
+            }
+            Err(err) => {
+                tracing::error!("--resume: cannot read {}: {err}", self.record.display());
+                return;
+            }
+        };
+        let request: DeployRequest = match serde_json::from_slice(&text) {
+            Ok(request) => request,
+            Err(err) => {
+                tracing::error!(
+                    "--resume: {} is not a deploy record: {err}",
+                    self.record.display()
+                );
+                return;
+            }
+        };
+        let file = request.file.clone();
+        match self.apply(request).await {
+            Ok((deployment, _)) => tracing::info!(
+                "--resume: serving {file} as deployment {}, as last deployed",
+                deployment.id
+            ),
+            Err(errors) => tracing::error!(
+                "--resume: the last deployment ({file}) no longer loads; serving the manifest instead:\n{}",
+                errors.join("\n")
+            ),
         }
     }
 }

@@ -97,6 +97,8 @@ pub struct ServeOptions {
     pub admin: Option<SocketAddr>,
     /// Reload when the manifest or a component file changes.
     pub watch: bool,
+    /// Serve the last deployment recorded in the data dir.
+    pub resume: bool,
     /// `edgehost dev`: rebuild changed route crates and reload; the build
     /// errors so far.
     pub dev: Option<crate::dev::DevErrors>,
@@ -126,9 +128,13 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let host = Arc::new(host);
     let admin = admin_settings
         .map(|settings| {
-            Admin::new(Arc::clone(&host), &settings, &data_dir).map(|api| (api, settings.listen))
+            Admin::new(Arc::clone(&host), &settings, &data_dir)
+                .map(|api| (Arc::new(api), settings.listen))
         })
         .transpose()?;
+    if options.resume && admin.is_none() {
+        anyhow::bail!("--resume serves what was deployed through the admin API: turn it on with --admin or an [admin] table");
+    }
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -147,6 +153,9 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
         if let Some((api, admin_listen)) = admin {
+            if options.resume {
+                api.resume().await;
+            }
             let admin_listener = tokio::net::TcpListener::bind(admin_listen)
                 .await
                 .with_context(|| format!("cannot listen on {admin_listen} for the admin API"))?;
@@ -156,7 +165,7 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
             );
             tokio::spawn(admin::serve(
                 admin_listener,
-                Arc::new(api),
+                api,
                 until_stopped(stopped.clone()),
             ));
         }
@@ -297,6 +306,7 @@ pub fn dev(
         data_dir,
         admin: None,
         watch: false,
+        resume: false,
         dev: Some(errors),
     })
 }

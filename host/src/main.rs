@@ -75,6 +75,11 @@ enum Command {
         /// that does not validate is logged and changes nothing.
         #[arg(long)]
         watch: bool,
+        /// Serve the last deployment made to this data dir with `edgehost
+        /// deploy` (or rolled back to), instead of MANIFEST's routes; MANIFEST
+        /// still gives the [server] and [admin] settings. Needs the admin API.
+        #[arg(long)]
+        resume: bool,
     },
     /// Build every route crate, serve, and on each saved change rebuild only
     /// the crates that changed and reload without a restart. A failed build
@@ -146,12 +151,14 @@ fn main() -> ExitCode {
             data_dir,
             admin,
             watch,
+            resume,
         } => commands::serve(ServeOptions {
             manifest: manifest.path(),
             listen,
             data_dir,
             admin,
             watch,
+            resume,
             dev: None,
         }),
         Command::Dev {
