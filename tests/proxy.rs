@@ -196,6 +196,18 @@ fn a_guest_streaming_to_a_client_that_does_not_read_is_stopped_at_its_time_limit
 }
 
 #[test]
+fn cpu_time_stops_a_spinning_proxy_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path(), "timeout = \"30s\"\ncpu_time = \"100ms\"");
+    let reply = host.get("/px/1/spin");
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    host.wait_for_log("guest stopped after using its 100ms of CPU time");
+    // A request that does little stays well within the same limit.
+    let reply = host.request("POST", "/px/1/echo", &[], b"still here");
+    assert_eq!((reply.status, reply.text().as_str()), (200, "still here"));
+}
+
+#[test]
 fn a_request_without_a_host_is_a_400_not_a_guest_failure() {
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path(), "");
