@@ -815,15 +815,19 @@ impl Runtime {
                 "the guest answered with error {code:?}"
             ))),
         };
+        // The guest ended without an answer: why is in how it ended.
+        let unanswered = |ended: Result<(), GuestError>| {
+            ended.err().unwrap_or_else(|| {
+                GuestError::Trap("the guest returned without setting a response".into())
+            })
+        };
         tokio::select! {
             // The guest first: when it answers and finishes in one go, its
             // whole body is waiting in the response's channel.
             biased;
             result = &mut run => match receiver.try_recv() {
                 Ok(answer) => Ok((answered(answer)?, ProxyDone::Finished(result.is_err()))),
-                Err(_) => Err(result.err().unwrap_or_else(|| {
-                    GuestError::Trap("the guest returned without setting a response".into())
-                })),
+                Err(_) => Err(unanswered(result)),
             },
             answer = &mut receiver => match answer {
                 Ok(answer) => {
@@ -835,11 +839,8 @@ impl Runtime {
                     });
                     Ok((response, ProxyDone::Running(finished)))
                 }
-                // The guest dropped its response without setting it: why
-                // is in how it ends.
-                Err(_) => Err(run.await.err().unwrap_or_else(|| {
-                    GuestError::Trap("the guest returned without setting a response".into())
-                })),
+                // The guest dropped its response without setting it.
+                Err(_) => Err(unanswered(run.await)),
             },
         }
     }
@@ -852,24 +853,22 @@ impl Runtime {
         request_id: &Arc<str>,
         cpu: Option<Arc<CpuMeter>>,
     ) -> Result<GuestResponse, GuestError> {
-        let Some(export) = route.handlers[method.index()] else {
-            return Err(GuestError::Instantiate(wasmtime::format_err!(
+        let no_export = || {
+            GuestError::Instantiate(wasmtime::format_err!(
                 "route has no `{}` export",
                 method.export_name()
-            )));
+            ))
         };
+        let export = route.handlers[method.index()].ok_or_else(no_export)?;
         let mut store = self.new_store(route, request_id, cpu);
         let instance = route
             .pre
             .instantiate_async(&mut store)
             .await
             .map_err(instantiate_error)?;
-        let func = instance.get_func(&mut store, export).ok_or_else(|| {
-            GuestError::Instantiate(wasmtime::format_err!(
-                "route has no `{}` export",
-                method.export_name()
-            ))
-        })?;
+        let func = instance
+            .get_func(&mut store, export)
+            .ok_or_else(no_export)?;
         // SAFETY: `compile_route` type-checked every method export against
         // `func(request) -> response` when the route was loaded; checking it
         // again per request would cost a tenth of a microsecond each time.
