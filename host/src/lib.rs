@@ -1,19 +1,29 @@
 //! `edgehost`: serve HTTP API routes written as WebAssembly components.
 //!
-//! The request path starts in [`server`]; the manifest is parsed and checked
-//! in [`manifest`]; paths are matched in [`router`]; components are compiled,
-//! linked and run in [`runtime`]; what a guest may import lives in
-//! [`capabilities`].
+//! One concept per module, each opening with what it owns:
+//!
+//! | module | what it owns |
+//! | --- | --- |
+//! | [`cli`] | what each command does (`main.rs` only parses arguments) |
+//! | [`manifest`] | `manifest.toml`: schema, the checking pipeline, the limits table, file-based routes |
+//! | `router` | path patterns and the matcher |
+//! | [`runtime`] | the engine, compiling and linking routes, running one request in a fresh instance |
+//! | [`capabilities`] | what a guest may import: key-value, outbound HTTP, stdio |
+//! | `wit` | the WIT boundary as the host sees it (imports, records, method exports) |
+//! | `http` | the public listener and the request path, the admin API |
+//! | `control` | what is served and how it changes: deployments, deploys, the file watcher |
+//! | `metrics` | the counters and their Prometheus text |
+//!
+//! Dependencies run one way: `cli` -> `http` -> `control` -> `runtime` ->
+//! (`manifest`, `capabilities`, `metrics`) -> (`router`, `wit`). The public
+//! modules are what `main.rs`, the in-process benchmark and tests use.
 
-pub mod admin;
-pub mod build;
 pub mod capabilities;
-pub mod commands;
-pub mod dev;
-pub mod folders;
+pub mod cli;
+mod control;
+mod http;
 pub mod manifest;
-pub mod metrics;
-pub mod router;
+mod metrics;
+mod router;
 pub mod runtime;
-pub mod scaffold;
-pub mod server;
+mod wit;

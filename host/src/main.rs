@@ -1,7 +1,7 @@
 //! The `edgehost` command line: arguments only; the work is in the library.
 
 use clap::{Args, Parser, Subcommand};
-use edgehost::commands::{self, LogFormat, ServeOptions};
+use edgehost::cli::{self, LogFormat, ServeOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,7 +47,7 @@ struct AdminTarget {
     #[arg(long)]
     to: String,
     /// The environment variable holding the admin token.
-    #[arg(long, default_value = edgehost::admin::TOKEN_ENV)]
+    #[arg(long, default_value = edgehost::manifest::TOKEN_ENV)]
     token_env: String,
 }
 
@@ -80,6 +80,10 @@ enum Command {
         /// still gives the [server] and [admin] settings. Needs the admin API.
         #[arg(long)]
         resume: bool,
+        /// Once listening, write {"listen": ADDR, "admin": ADDR or null,
+        /// "pid": N} to FILE (for scripts that start the host on port 0).
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
     },
     /// Build every route crate, serve, and on each saved change rebuild only
     /// the crates that changed and reload without a restart. A failed build
@@ -94,6 +98,9 @@ enum Command {
         /// Where key-value stores and compiled components live.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Once listening, write where to FILE (as `serve --ready-file`).
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
     },
     /// Build route crates to WebAssembly components (wasm32-wasip2, release),
     /// installing the target with rustup if it is missing.
@@ -126,6 +133,9 @@ enum Command {
         #[command(flatten)]
         manifest: ManifestArg,
     },
+    /// Print every limit a route runs within, its default and what happens
+    /// when it is hit (set them in [server] or a route's entry).
+    Limits,
     /// Upload a manifest and its components to a running host, which
     /// validates and compiles them, then switches to them atomically.
     Deploy {
@@ -142,9 +152,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    commands::init_logging(cli.log_format);
-    let result = match cli.command {
+    let args = Cli::parse();
+    cli::init_logging(args.log_format);
+    let result = match args.command {
         Command::Serve {
             manifest,
             listen,
@@ -152,30 +162,36 @@ fn main() -> ExitCode {
             admin,
             watch,
             resume,
-        } => commands::serve(ServeOptions {
+            ready_file,
+        } => cli::serve(ServeOptions {
             manifest: manifest.path(),
             listen,
             data_dir,
             admin,
             watch,
             resume,
-            dev: None,
+            ready_file,
         }),
         Command::Dev {
             manifest,
             listen,
             data_dir,
-        } => commands::dev(&manifest.path(), listen, data_dir),
+            ready_file,
+        } => cli::dev(&manifest.path(), listen, data_dir, ready_file),
         Command::New { url, manifest, sdk } => {
-            commands::new_route(&manifest.path(), &url, sdk.as_deref())
+            cli::new_route(&manifest.path(), &url, sdk.as_deref())
         }
-        Command::Build { dirs } => edgehost::build::build_dirs(&dirs),
-        Command::Check { manifest } => commands::check(&manifest.path()),
-        Command::Routes { manifest } => commands::routes(&manifest.path()),
+        Command::Build { dirs } => cli::build(&dirs),
+        Command::Check { manifest } => cli::check(&manifest.path()),
+        Command::Routes { manifest } => cli::routes(&manifest.path()),
+        Command::Limits => {
+            cli::limits();
+            Ok(())
+        }
         Command::Deploy { manifest, target } => {
-            commands::deploy(&manifest.path(), &target.to, &target.token_env)
+            cli::deploy(&manifest.path(), &target.to, &target.token_env)
         }
-        Command::Rollback { target } => commands::rollback(&target.to, &target.token_env),
+        Command::Rollback { target } => cli::rollback(&target.to, &target.token_env),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,7 @@
 //! a route table is loaded, never per request: a request only adds to
 //! atomics. A route keeps its counters across deploys that keep its pattern.
 
-use crate::runtime::Method;
+use crate::wit::Method;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

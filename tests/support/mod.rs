@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,15 +41,8 @@ pub struct Host {
     /// The admin API's address, when it was turned on.
     pub admin: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
-}
-
-/// The address in a log line after `marker` (text or JSON log format).
-fn address_after(line: &str, marker: &str) -> Option<String> {
-    let rest = line.split(marker).nth(1)?;
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')))
-        .unwrap_or(rest.len());
-    Some(rest[..end].to_string())
+    /// Holds the ready file the host wrote.
+    _ready: tempfile::TempDir,
 }
 
 /// Options for starting a host.
@@ -62,13 +54,13 @@ pub struct Start<'a> {
 
 impl Host {
     /// Starts `edgehost serve` on an OS-chosen port and waits until it
-    /// listens (the port is read from its log), with a deadline.
+    /// listens (its `--ready-file` says where), with a deadline.
     pub fn start(options: Start<'_>) -> Host {
         Host::start_with_args(options, &[])
     }
 
     /// Like [`Host::start`], with more arguments for `edgehost`; the admin
-    /// API's address is read from the log when `--admin` is among them.
+    /// API's address is known when `--admin` is among them.
     /// Arguments before `serve` or `dev` (such as `--log-format json`) go first.
     pub fn start_with_args(options: Start<'_>, args: &[&str]) -> Host {
         Host::start_in(None, options, args)
@@ -87,10 +79,14 @@ impl Host {
             Some(at) => (args[..at].to_vec(), args[at], args[at + 1..].to_vec()),
             None => (Vec::new(), "serve", args.to_vec()),
         };
+        let ready_dir = tempfile::tempdir().expect("a folder for the ready file");
+        let ready_file = ready_dir.path().join("ready.json");
         command
             .args(&global)
             .arg(subcommand)
             .args(&rest)
+            .arg("--ready-file")
+            .arg(&ready_file)
             .arg("--manifest")
             .arg(options.manifest)
             .arg("--listen")
@@ -107,40 +103,56 @@ impl Host {
         let mut child = command.spawn().expect("start edgehost");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let (admin_tx, admin_rx) = mpsc::channel();
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = address_after(&line, "admin API listening on http://") {
-                    let _ = admin_tx.send(addr);
-                } else if let Some(addr) = address_after(&line, "listening on http://") {
-                    let _ = tx.send(addr);
-                }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
             }
         });
-        let addr = match rx.recv_timeout(STARTUP_DEADLINE) {
-            Ok(addr) => addr.parse().expect("listen address"),
-            Err(_) => {
+        // The host writes its ready file (whole, by a rename) once it listens.
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        let ready_text = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready_file) {
+                break text;
+            }
+            let exited = child.try_wait().expect("wait for host");
+            if exited.is_some() || Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("host did not start listening:\n{}", log.lock().unwrap());
+                // Its stderr is closed now: the reader has every line.
+                let _ = reader.join();
+                panic!(
+                    "host did not start listening ({}):\n{}",
+                    exited.map_or("no ready file by the deadline".to_string(), |s| s
+                        .to_string()),
+                    log.lock().unwrap()
+                );
             }
+            std::thread::sleep(Duration::from_millis(10));
         };
-        // The admin API, when on, is logged before the public listener.
-        let admin = admin_rx
-            .try_recv()
-            .ok()
-            .map(|addr| addr.parse().expect("admin address"));
+        let ready: serde_json::Value = serde_json::from_str(&ready_text)
+            .unwrap_or_else(|err| panic!("ready file is not JSON ({err}): {ready_text}"));
+        assert_eq!(
+            ready["pid"],
+            child.id(),
+            "the ready file names the host's process"
+        );
+        let addr = ready["listen"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no listen address in the ready file: {ready_text}"));
+        let admin = ready["admin"]
+            .as_str()
+            .map(|a| a.parse().expect("admin address"));
         Host {
             child,
             addr,
             admin,
             log,
+            _ready: ready_dir,
         }
     }
 

@@ -6,12 +6,11 @@
 //! data survives a restart. Another backend (a shared store for replicas)
 //! plugs in behind the same trait without any route changing.
 
-use crate::runtime::bindings::wasi::keyvalue::store::{self, KeyResponse};
-use crate::runtime::HostState;
+use crate::wit::bindings::wasi::keyvalue::store::{self, KeyResponse};
 use redb::{ReadableTable, TableDefinition, TableError};
 use std::path::Path;
 use std::sync::Arc;
-use wasmtime::component::Resource;
+use wasmtime::component::{HasData, Resource, ResourceTable};
 
 /// Keys returned by one `list-keys` page.
 const KEYS_PER_PAGE: usize = 1000;
@@ -170,7 +169,18 @@ fn other(err: impl std::fmt::Display) -> store::Error {
     store::Error::Other(err.to_string())
 }
 
-impl HostState {
+/// What the key-value import works on in one request: its grants and the
+/// request's resource table, where the buckets it opened live.
+pub(crate) struct KvView<'a> {
+    table: &'a mut ResourceTable,
+    access: &'a KvAccess,
+}
+
+impl<'a> KvView<'a> {
+    pub(crate) fn new(table: &'a mut ResourceTable, access: &'a KvAccess) -> Self {
+        KvView { table, access }
+    }
+
     fn bucket(&self, bucket: &Resource<Bucket>) -> Result<&str, store::Error> {
         self.table
             .get(bucket)
@@ -179,9 +189,16 @@ impl HostState {
     }
 }
 
-impl store::Host for HostState {
+/// Links the key-value import to a [`KvView`] of the store's state.
+pub(crate) struct KvData;
+
+impl HasData for KvData {
+    type Data<'a> = KvView<'a>;
+}
+
+impl store::Host for KvView<'_> {
     fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
-        if !self.kv.granted.contains(&identifier) {
+        if !self.access.granted.contains(&identifier) {
             return Err(store::Error::AccessDenied);
         }
         self.table.push(Bucket { name: identifier }).map_err(other)
@@ -202,7 +219,7 @@ async fn write(
         .map_err(other)
 }
 
-impl store::HostBucket for HostState {
+impl store::HostBucket for KvView<'_> {
     fn get(
         &mut self,
         bucket: Resource<Bucket>,
@@ -211,7 +228,7 @@ impl store::HostBucket for HostState {
         // Reads see a snapshot and never wait for a writer: no need to leave
         // the worker.
         let name = self.bucket(&bucket)?;
-        self.kv.backend.get(name, &key).map_err(other)
+        self.access.backend.get(name, &key).map_err(other)
     }
 
     async fn set(
@@ -221,19 +238,19 @@ impl store::HostBucket for HostState {
         value: Vec<u8>,
     ) -> Result<(), store::Error> {
         let name = self.bucket(&bucket)?.to_owned();
-        let backend = Arc::clone(&self.kv.backend);
+        let backend = Arc::clone(&self.access.backend);
         write(backend, move |backend| backend.set(&name, &key, &value)).await
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), store::Error> {
         let name = self.bucket(&bucket)?.to_owned();
-        let backend = Arc::clone(&self.kv.backend);
+        let backend = Arc::clone(&self.access.backend);
         write(backend, move |backend| backend.delete(&name, &key)).await
     }
 
     fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, store::Error> {
         let name = self.bucket(&bucket)?;
-        self.kv.backend.exists(name, &key).map_err(other)
+        self.access.backend.exists(name, &key).map_err(other)
     }
 
     fn list_keys(
@@ -244,7 +261,7 @@ impl store::HostBucket for HostState {
         let name = self.bucket(&bucket)?;
         let skip = cursor.unwrap_or(0);
         let (keys, more) = self
-            .kv
+            .access
             .backend
             .list_keys(name, skip, KEYS_PER_PAGE)
             .map_err(other)?;

@@ -1,7 +1,7 @@
 //! `edgehost build`: every route crate in one cargo invocation for
 //! `wasm32-wasip2`, compiler errors reported under the route they belong to.
 
-use crate::folders::{self, FolderRoute, TARGET};
+use crate::manifest::folders::{self, FolderRoute, TARGET};
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -11,10 +11,11 @@ use std::time::Instant;
 
 /// The route crates under `dirs` (each crate's URL spelled from its folder
 /// below the dir it was found in).
-pub fn route_crates(dirs: &[PathBuf]) -> anyhow::Result<Vec<FolderRoute>> {
+fn route_crates(dirs: &[PathBuf]) -> anyhow::Result<Vec<FolderRoute>> {
     let mut crates = Vec::new();
+    let target_dir = folders::default_target_dir(Path::new(""));
     for dir in dirs {
-        let found = folders::discover(Path::new(""), &dir.to_string_lossy(), "target")
+        let found = folders::discover(Path::new(""), &dir.to_string_lossy(), &target_dir)
             .map_err(|reason| anyhow::anyhow!(reason))
             .with_context(|| format!("cannot search {} for route crates", dir.display()))?;
         crates.extend(found);
@@ -24,18 +25,18 @@ pub fn route_crates(dirs: &[PathBuf]) -> anyhow::Result<Vec<FolderRoute>> {
 
 /// What one build did.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Packages that failed to build, with their compiler errors rendered.
-    pub failed: BTreeMap<String, String>,
+    pub(crate) failed: BTreeMap<String, String>,
     /// Errors that belong to no route crate (a dependency, cargo itself).
-    pub other_errors: String,
-    pub success: bool,
+    pub(crate) other_errors: String,
+    pub(crate) success: bool,
 }
 
 /// Builds `crates` (release, `wasm32-wasip2`) in one cargo invocation from
 /// `workspace`. Cargo's progress goes to stderr as it comes; each compiler
 /// error is printed under the route it belongs to.
-pub fn build(workspace: &Path, crates: &[FolderRoute]) -> anyhow::Result<Outcome> {
+pub(crate) fn build(workspace: &Path, crates: &[FolderRoute]) -> anyhow::Result<Outcome> {
     ensure_target()?;
     if crates.is_empty() {
         return Ok(Outcome {
@@ -153,7 +154,7 @@ pub fn build_dirs(dirs: &[PathBuf]) -> anyhow::Result<()> {
 }
 
 /// Installs the wasm target with rustup when it is missing.
-pub fn ensure_target() -> anyhow::Result<()> {
+fn ensure_target() -> anyhow::Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output();
@@ -182,7 +183,7 @@ pub fn ensure_target() -> anyhow::Result<()> {
 }
 
 /// `text` without ANSI colour sequences (for logs and HTTP bodies).
-pub fn strip_ansi(text: &str) -> String {
+fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {

@@ -2,25 +2,43 @@
 //! with a handler that compiles and answers, added to the cargo workspace and
 //! (unless a `[routes]` folder mounts it already) to the manifest.
 
-use crate::folders::{self, TARGET};
-use crate::manifest::DEFAULT_TARGET_DIR;
+use crate::manifest::folders::{self, relative, TARGET};
 use crate::router::Pattern;
 use anyhow::{bail, Context};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// What `new` made.
 #[derive(Debug)]
-pub struct Created {
-    pub crate_dir: PathBuf,
-    pub package: String,
+struct Created {
+    crate_dir: PathBuf,
+    package: String,
     /// Whether a `[[route]]` entry was added to the manifest (otherwise its
     /// `[routes]` folder mounts the crate).
-    pub added_to_manifest: bool,
+    added_to_manifest: bool,
+}
+
+/// `edgehost new`.
+pub fn new_route(manifest_path: &Path, url: &str, sdk: Option<&Path>) -> anyhow::Result<()> {
+    let created = scaffold(manifest_path, url, sdk)?;
+    println!(
+        "created {} (package {})",
+        created.crate_dir.display(),
+        created.package
+    );
+    if created.added_to_manifest {
+        println!("added route {url} to {}", manifest_path.display());
+    } else {
+        println!("the manifest's [routes] folder mounts it at {url}");
+    }
+    println!(
+        "next: edit its src/lib.rs, then `edgehost dev` (or `edgehost build && edgehost serve`)"
+    );
+    Ok(())
 }
 
 /// Scaffolds the route crate for `url` for the manifest at `manifest_path`.
 /// `sdk` is the guest-sdk crate's folder (found above the manifest if not given).
-pub fn new_route(manifest_path: &Path, url: &str, sdk: Option<&Path>) -> anyhow::Result<Created> {
+fn scaffold(manifest_path: &Path, url: &str, sdk: Option<&Path>) -> anyhow::Result<Created> {
     let pattern = Pattern::parse(url).map_err(|err| anyhow::anyhow!("{url:?}: {err}"))?;
     if url
         .split('/')
@@ -53,7 +71,7 @@ pub fn new_route(manifest_path: &Path, url: &str, sdk: Option<&Path>) -> anyhow:
     }
     let package = folders::package_for(&url);
     if base.join(&routes_dir).is_dir() {
-        let existing = folders::discover(&base, &routes_dir, DEFAULT_TARGET_DIR)
+        let existing = folders::discover(&base, &routes_dir, &folders::default_target_dir(&base))
             .map_err(|reason| anyhow::anyhow!(reason))?;
         if let Some(clash) = existing.iter().find(|r| r.package == package) {
             bail!(
@@ -116,22 +134,8 @@ serde_json = "1"
 
     let added_to_manifest = !mounted_by_folder;
     if added_to_manifest {
-        // Cargo's target folder is next to the workspace root (or the crate).
-        let from_env = std::env::var("CARGO_TARGET_DIR")
-            .ok()
-            .filter(|dir| !dir.is_empty());
-        let target = match target_dir.or(from_env) {
-            Some(dir) => dir,
-            None => {
-                let root = workspace.as_deref().unwrap_or(&crate_dir);
-                let dir = relative(&base, &root.join(DEFAULT_TARGET_DIR));
-                if dir.is_empty() {
-                    DEFAULT_TARGET_DIR.into()
-                } else {
-                    dir
-                }
-            }
-        };
+        // Where cargo builds the new crate, relative to the manifest.
+        let target = target_dir.unwrap_or_else(|| folders::written_target_dir(&crate_dir, &base));
         let component = format!("{target}/{TARGET}/release/{package}.wasm");
         let mut entry = toml_edit::Table::new();
         entry.insert("path", toml_edit::value(url.clone()));
@@ -247,33 +251,9 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(path).with_context(|| format!("cannot find {}", path.display()))
 }
 
-/// `to` relative to `from` (both absolute), written with `/`.
-fn relative(from: &Path, to: &Path) -> String {
-    let from: Vec<Component> = from.components().collect();
-    let to: Vec<Component> = to.components().collect();
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut parts: Vec<String> = vec!["..".into(); from.len() - common];
-    parts.extend(
-        to[common..]
-            .iter()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-    );
-    parts.join("/")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_paths() {
-        assert_eq!(
-            relative(Path::new("/w/routes/api/x"), Path::new("/w/guest-sdk")),
-            "../../../guest-sdk"
-        );
-        assert_eq!(relative(Path::new("/w"), Path::new("/w/target")), "target");
-        assert_eq!(relative(Path::new("/w"), Path::new("/w")), "");
-    }
 
     #[test]
     fn scaffolds_a_crate_adds_it_to_the_workspace_and_the_manifest() {
@@ -296,7 +276,7 @@ mod tests {
         )
         .unwrap();
 
-        let created = new_route(&root.join("manifest.toml"), "/api/users/$userId", None).unwrap();
+        let created = scaffold(&root.join("manifest.toml"), "/api/users/$userId", None).unwrap();
         assert_eq!(created.package, "api_users_userid");
         assert!(created.added_to_manifest);
         let crate_dir = root.join("routes/api/users/$userId");
@@ -323,14 +303,14 @@ mod tests {
         assert!(manifest.contains(&entry), "{manifest}");
 
         // Again: the folder is taken.
-        let again = new_route(&root.join("manifest.toml"), "/api/users/$userId", None);
+        let again = scaffold(&root.join("manifest.toml"), "/api/users/$userId", None);
         assert!(again
             .unwrap_err()
             .to_string()
             .contains("already holds a route crate"));
         // A bad pattern is refused before anything is written.
-        assert!(new_route(&root.join("manifest.toml"), "api/x", None).is_err());
-        assert!(new_route(&root.join("manifest.toml"), "/../escape", None).is_err());
+        assert!(scaffold(&root.join("manifest.toml"), "api/x", None).is_err());
+        assert!(scaffold(&root.join("manifest.toml"), "/../escape", None).is_err());
         assert!(!root.join("escape").exists());
         assert!(!root.join("routes/api/x").exists());
     }
@@ -347,7 +327,7 @@ mod tests {
         .unwrap();
         let text = "[routes]\ndir = \"app\"\n";
         std::fs::write(root.join("manifest.toml"), text).unwrap();
-        let created = new_route(&root.join("manifest.toml"), "/", Some(&root.join("sdk"))).unwrap();
+        let created = scaffold(&root.join("manifest.toml"), "/", Some(&root.join("sdk"))).unwrap();
         assert!(!created.added_to_manifest);
         assert!(root.join("app/index/src/lib.rs").is_file());
         assert_eq!(
@@ -355,7 +335,7 @@ mod tests {
             text
         );
         // Another crate answering the same URL shape is refused.
-        let clash = new_route(
+        let clash = scaffold(
             &root.join("manifest.toml"),
             "/index",
             Some(&root.join("sdk")),

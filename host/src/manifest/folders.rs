@@ -9,13 +9,15 @@
 //! | `(admin)/api/stats` | `/api/stats` (a group folder is left out) |
 //!
 //! A route crate is a folder with a `Cargo.toml` that has a `[package]`; its
-//! component is `<target_dir>/wasm32-wasip2/release/<crate name>.wasm`.
+//! component is `<target_dir>/wasm32-wasip2/release/<crate name>.wasm`, where
+//! `target_dir` is where cargo builds ([`cargo_target_dir`], the one place
+//! that decides it).
 
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 
 /// The target route crates are built for.
-pub const TARGET: &str = "wasm32-wasip2";
+pub(crate) const TARGET: &str = "wasm32-wasip2";
 
 /// One route crate found under a routes folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +34,7 @@ pub struct FolderRoute {
 
 /// The URL pattern a crate folder spells, from its path below the routes
 /// folder: `index` is its parent's path, `(group)` folders are left out.
-pub fn url_of(relative: &Path) -> String {
+pub(crate) fn url_of(relative: &Path) -> String {
     let mut segments: Vec<String> = Vec::new();
     for part in relative.components() {
         if let Component::Normal(name) = part {
@@ -51,7 +53,7 @@ pub fn url_of(relative: &Path) -> String {
 
 /// The folder (below the routes folder) for a URL pattern:
 /// `/api/posts` -> `api/posts`, `/` -> `index`.
-pub fn folder_of(url: &str) -> PathBuf {
+pub(crate) fn folder_of(url: &str) -> PathBuf {
     let trimmed = url.trim_matches('/');
     if trimmed.is_empty() {
         PathBuf::from("index")
@@ -62,7 +64,7 @@ pub fn folder_of(url: &str) -> PathBuf {
 
 /// A package name for the crate at a URL: `/api/posts/$postId` ->
 /// `api_posts_postid`, `/files/$` -> `files_splat`, `/` -> `index`.
-pub fn package_for(url: &str) -> String {
+pub(crate) fn package_for(url: &str) -> String {
     let parts: Vec<String> = url
         .split('/')
         .filter(|s| !s.is_empty())
@@ -90,7 +92,7 @@ pub fn package_for(url: &str) -> String {
 }
 
 /// The package name in a `Cargo.toml`, if it has a `[package]`.
-pub fn package_name(cargo_toml: &Path) -> Result<Option<String>, String> {
+pub(crate) fn package_name(cargo_toml: &Path) -> Result<Option<String>, String> {
     let text = std::fs::read_to_string(cargo_toml)
         .map_err(|err| format!("cannot read {}: {err}", cargo_toml.display()))?;
     let doc: toml::Table = toml::from_str(&text).map_err(|err| {
@@ -109,7 +111,11 @@ pub fn package_name(cargo_toml: &Path) -> Result<Option<String>, String> {
 
 /// Every route crate below `base/dir`, sorted by folder. A crate's folder is
 /// not searched further; `target`, `src` and hidden folders are skipped.
-pub fn discover(base: &Path, dir: &str, target_dir: &str) -> Result<Vec<FolderRoute>, String> {
+pub(crate) fn discover(
+    base: &Path,
+    dir: &str,
+    target_dir: &str,
+) -> Result<Vec<FolderRoute>, String> {
     let root = base.join(dir);
     if !root.is_dir() {
         return Err(format!("routes folder {dir} not found"));
@@ -168,6 +174,84 @@ fn slashes(path: &Path) -> String {
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// Where cargo puts the builds of the crates at or below `start`, as it
+/// decides: `CARGO_TARGET_DIR` when set (relative to the current folder, as
+/// cargo reads it), else `target` in the nearest folder at or above `start`
+/// whose `Cargo.toml` has a `[workspace]`, else `target` in `start`.
+pub(crate) fn cargo_target_dir(start: &Path) -> PathBuf {
+    target_dir_for(start, std::env::var_os("CARGO_TARGET_DIR"))
+}
+
+/// [`cargo_target_dir`] with `CARGO_TARGET_DIR` given.
+fn target_dir_for(start: &Path, from_env: Option<std::ffi::OsString>) -> PathBuf {
+    let start = absolute(start);
+    if let Some(dir) = from_env.filter(|dir| !dir.is_empty()) {
+        return absolute(Path::new(&dir));
+    }
+    let root = start
+        .ancestors()
+        .find(|dir| is_workspace_root(dir))
+        .unwrap_or(&start);
+    root.join("target")
+}
+
+/// [`cargo_target_dir`] of the crates under `base`, as a manifest beside
+/// them would write it.
+pub(crate) fn default_target_dir(base: &Path) -> String {
+    written_target_dir(base, base)
+}
+
+/// [`cargo_target_dir`] of the crates at or below `start`, as a manifest in
+/// `base` would write it: relative to `base` (`target`, `../target`) when it
+/// is the workspace's, the absolute path `CARGO_TARGET_DIR` names otherwise.
+pub(crate) fn written_target_dir(start: &Path, base: &Path) -> String {
+    let target = cargo_target_dir(start);
+    if std::env::var_os("CARGO_TARGET_DIR").is_some_and(|dir| !dir.is_empty()) {
+        slashes(&target)
+    } else {
+        relative(&absolute(base), &target)
+    }
+}
+
+fn is_workspace_root(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("Cargo.toml"))
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .is_some_and(|doc| doc.contains_key("workspace"))
+}
+
+/// `path` made absolute against the current folder (without resolving links).
+fn absolute(path: &Path) -> PathBuf {
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `to` relative to `from` (both absolute), written with `/`; `to` itself
+/// when they share no root.
+pub(crate) fn relative(from: &Path, to: &Path) -> String {
+    fn normal(path: &Path) -> Vec<Component<'_>> {
+        path.components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect()
+    }
+    let (from, to) = (normal(from), normal(to));
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return slashes(&to.iter().collect::<PathBuf>());
+    }
+    let mut parts: Vec<String> = vec!["..".into(); from.len() - common];
+    parts.extend(
+        to[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
 }
 
 #[cfg(test)]
@@ -261,5 +345,49 @@ mod tests {
         assert!(discover(dir.path(), "nowhere", "target")
             .unwrap_err()
             .contains("routes folder nowhere not found"));
+    }
+
+    /// One answer to "where are the components": the environment's
+    /// `CARGO_TARGET_DIR`, else the workspace's `target`, else `target` here.
+    #[test]
+    fn the_target_folder_is_where_cargo_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = dir.path().join("ws");
+        let app = workspace.join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::write(workspace.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+        // A crate's own Cargo.toml (no [workspace]) is not the root.
+        std::fs::write(app.join("Cargo.toml"), "[package]\nname = \"app\"\n").unwrap();
+        assert_eq!(target_dir_for(&app, None), workspace.join("target"));
+        assert_eq!(
+            relative(&app, &target_dir_for(&app, None)),
+            "../target",
+            "relative to the manifest's folder"
+        );
+        let alone = dir.path().join("alone");
+        std::fs::create_dir_all(&alone).unwrap();
+        assert_eq!(target_dir_for(&alone, None), alone.join("target"));
+        let from_env = target_dir_for(&app, Some("/elsewhere/t".into()));
+        assert_eq!(from_env, PathBuf::from("/elsewhere/t"));
+        let relative_env = target_dir_for(&app, Some("rel-target".into()));
+        assert_eq!(
+            relative_env,
+            std::env::current_dir().unwrap().join("rel-target"),
+            "cargo reads a relative CARGO_TARGET_DIR from the current folder"
+        );
+        assert_eq!(
+            target_dir_for(&app, Some("".into())),
+            workspace.join("target")
+        );
+    }
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(
+            relative(Path::new("/w/routes/api/x"), Path::new("/w/guest-sdk")),
+            "../../../guest-sdk"
+        );
+        assert_eq!(relative(Path::new("/w"), Path::new("/w/target")), "target");
+        assert_eq!(relative(Path::new("/w"), Path::new("/w")), "");
     }
 }

@@ -1,0 +1,82 @@
+//! `edgehost check` and `edgehost routes`: load a manifest as a host would
+//! (compiling every component) without serving it or opening its data; and
+//! `edgehost limits`, the limits every route runs within.
+
+use super::{load, Purpose};
+use crate::manifest::limits::{markdown_table, LimitSpec, LIMITS};
+use crate::manifest::ServerLimits;
+use std::path::Path;
+
+/// `edgehost check`.
+pub fn check(manifest_path: &Path) -> anyhow::Result<()> {
+    let loaded = load(manifest_path, None, Purpose::Inspect)?;
+    eprintln!(
+        "{}: {} routes, all compiled and linked",
+        loaded.manifest.file.display(),
+        loaded.table.routes().len()
+    );
+    Ok(())
+}
+
+/// `edgehost routes`: the route table, one aligned row per route.
+pub fn routes(manifest_path: &Path) -> anyhow::Result<()> {
+    let loaded = load(manifest_path, None, Purpose::List)?;
+    let mut rows = vec![[
+        "PATH".to_string(),
+        "METHODS".to_string(),
+        "GRANTS".to_string(),
+        "LIMITS".to_string(),
+    ]];
+    let listed: Vec<&LimitSpec> = LIMITS.iter().filter(|spec| spec.listed).collect();
+    let server = ServerLimits::default();
+    for (spec, route) in loaded.manifest.routes.iter().zip(loaded.table.routes()) {
+        let mut grants: Vec<String> = spec.kv.iter().map(|kv| format!("kv:{kv}")).collect();
+        for (name, _) in &spec.env {
+            if spec.secrets.contains(name) {
+                grants.push(format!("secret:{name}"));
+            } else {
+                grants.push(format!("env:{name}"));
+            }
+        }
+        for allowed in &spec.allowed_outbound_hosts {
+            grants.push(format!("net:{allowed}"));
+        }
+        if grants.is_empty() {
+            grants.push("-".into());
+        }
+        let limits: Vec<String> = listed
+            .iter()
+            .filter_map(|limit| {
+                let value = limit.get(&spec.limits, &server)?;
+                Some(format!("{}={}", limit.key, limit.show(value)))
+            })
+            .collect();
+        rows.push([
+            route.name.to_string(),
+            route.allow.clone(),
+            grants.join(" "),
+            limits.join(" "),
+        ]);
+    }
+    let mut widths = [0; 4];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    Ok(())
+}
+
+/// `edgehost limits`: every limit, its default and what happens when it is
+/// hit (the README's table).
+pub fn limits() {
+    print!("{}", markdown_table());
+}

@@ -1,0 +1,192 @@
+//! Deploys, rollbacks and resumes made through the admin API: a deploy is
+//! checked against the uploaded components and the secrets deploys may use,
+//! swapped in, recorded for `serve --resume`, and followed by garbage
+//! collection.
+
+use super::components::ComponentStore;
+use super::deployments::{Deployment, Turn};
+use super::gc::Collector;
+use super::host::Host;
+use super::record::{DeployRequest, Record};
+use crate::manifest::{self, AdminSettings, Lookup, Secret};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Changes what a host serves on the admin API's behalf.
+pub struct Deployer {
+    host: Arc<Host>,
+    components: ComponentStore,
+    /// Host environment variables a deployed manifest may use as secrets.
+    deploy_secrets: Arc<BTreeSet<String>>,
+    /// What each kept deployment made through this API was made from, by
+    /// deployment id: a rollback records it as what to resume.
+    requests: Mutex<BTreeMap<String, Arc<DeployRequest>>>,
+    /// The deployment `serve --resume` brings back.
+    record: Record,
+    collector: Collector,
+}
+
+/// A deployment made, with warnings about settings that need a restart.
+pub type Deployed = (Arc<Deployment>, Vec<String>);
+
+impl Deployer {
+    /// Deploys to `host` with the data under `data_dir`.
+    pub fn new(host: Arc<Host>, settings: &AdminSettings, data_dir: &Path) -> Deployer {
+        // Without a list, deploys may use the secrets the host started with:
+        // the admin token must not open the whole host environment.
+        let deploy_secrets = match &settings.deploy_secrets {
+            Some(names) => names.iter().cloned().collect(),
+            None => host
+                .started_with
+                .routes
+                .iter()
+                .flat_map(|route| route.secrets.iter().cloned())
+                .collect(),
+        };
+        let pinned = host
+            .deployments
+            .current()
+            .table
+            .routes()
+            .iter()
+            .filter_map(|route| route.compiled.clone())
+            .collect();
+        let components = ComponentStore::new(data_dir.join("components"));
+        Deployer {
+            collector: Collector {
+                components: components.dir().clone(),
+                compiled: data_dir.join("compiled"),
+                pinned,
+            },
+            components,
+            host,
+            deploy_secrets: Arc::new(deploy_secrets),
+            requests: Mutex::new(BTreeMap::new()),
+            record: Record::new(data_dir.join("deployment.json")),
+        }
+    }
+
+    pub(crate) fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
+    pub(crate) fn components(&self) -> &ComponentStore {
+        &self.components
+    }
+
+    /// Validates, compiles and swaps in a deploy request, records it as what
+    /// `serve --resume` brings back, and collects garbage; or says why not.
+    pub(crate) async fn deploy(&self, request: DeployRequest) -> Result<Deployed, Vec<String>> {
+        let deployed = self.apply(request).await?;
+        self.collector.collect(&self.host.deployments).await;
+        Ok(deployed)
+    }
+
+    /// Back to the deployment before the current one, recorded for a resume.
+    pub(crate) async fn rollback(&self) -> Result<Arc<Deployment>, String> {
+        let turn = self.host.deployments.turn().await;
+        let deployment = turn.rollback()?;
+        self.record(&turn, &deployment).await;
+        drop(turn);
+        self.collector.collect(&self.host.deployments).await;
+        Ok(deployment)
+    }
+
+    /// `serve --resume`: brings back the last deployment recorded in the
+    /// data dir. If there is none, or it no longer loads (a secret gone, a
+    /// component deleted), the host serves its command line's manifest and
+    /// says why.
+    pub async fn resume(&self) {
+        let request = match self.record.read() {
+            Ok(Some(request)) => request,
+            Ok(None) => {
+                tracing::info!(
+                    "--resume: no deployment recorded in {}; serving the manifest",
+                    self.record.file().display()
+                );
+                return;
+            }
+            Err(reason) => {
+                tracing::error!("--resume: {reason}");
+                return;
+            }
+        };
+        let file = request.file.clone();
+        match self.apply(request).await {
+            Ok((deployment, _)) => tracing::info!(
+                "--resume: serving {file} as deployment {}, as last deployed",
+                deployment.id
+            ),
+            Err(errors) => tracing::error!(
+                "--resume: the last deployment ({file}) no longer loads; serving the manifest instead:\n{}",
+                errors.join("\n")
+            ),
+        }
+    }
+
+    /// Checks `request` against the uploaded components and the deploy
+    /// secrets, swaps it in and records it, all in one turn.
+    async fn apply(&self, request: DeployRequest) -> Result<Deployed, Vec<String>> {
+        let request = Arc::new(request);
+        let for_parse = Arc::clone(&request);
+        let components = self.components.clone();
+        let allowed = Arc::clone(&self.deploy_secrets);
+        let source = format!("deploy of {}", request.file);
+        let turn = self.host.deployments.turn().await;
+        let (deployment, warnings) = self
+            .host
+            .load_and_swap_in(&turn, source, move || {
+                let request = for_parse;
+                let file = Path::new(&request.file);
+                manifest::check(
+                    file,
+                    &request.manifest,
+                    &Lookup {
+                        base: manifest::base_of(file),
+                        secret: &|name| {
+                            if !allowed.contains(name) {
+                                return Secret::NotDeployable;
+                            }
+                            std::env::var(name).map_or(Secret::Missing, Secret::Value)
+                        },
+                        component: &|written| components.find(request.components.get(written)?),
+                        discover: &|_, _| Ok(request.folder_routes.clone()),
+                    },
+                )
+            })
+            .await?;
+        if let Ok(mut requests) = self.requests.lock() {
+            let kept: BTreeSet<String> = self
+                .host
+                .deployments
+                .kept()
+                .iter()
+                .map(|d| d.id.clone())
+                .collect();
+            requests.retain(|id, _| kept.contains(id));
+            requests.insert(deployment.id.clone(), Arc::clone(&request));
+        }
+        self.record(&turn, &deployment).await;
+        Ok((deployment, warnings))
+    }
+
+    /// Records `deployment` as what `serve --resume` brings back: its deploy
+    /// request, or nothing (the command line's manifest) for the deployment
+    /// the host started with. Takes the turn so that the record is always
+    /// of the deployment being served.
+    async fn record(&self, _turn: &Turn<'_>, deployment: &Deployment) {
+        let request = self
+            .requests
+            .lock()
+            .ok()
+            .and_then(|requests| requests.get(&deployment.id).cloned());
+        if let Err(err) = self.record.write(request.as_deref()).await {
+            tracing::warn!(
+                "could not record deployment {} for --resume in {}: {err}",
+                deployment.id,
+                self.record.file().display()
+            );
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! A running host: its runtime, what it serves, the manifest it started
+//! with, whether it is shutting down; and [`Host::load_and_swap`], the one
+//! way a deploy, a reload or a resume changes what it serves.
+
+use super::build_errors::BuildErrors;
+use super::deployments::{Deployment, Deployments, Turn};
+use crate::manifest::limits::{Scope, LIMITS};
+use crate::manifest::{Manifest, ManifestErrors};
+use crate::metrics::Metrics;
+use crate::runtime::{RouteTable, Runtime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What the public server, the admin API and the watchers share.
+pub struct Host {
+    pub runtime: Runtime,
+    pub deployments: Deployments,
+    /// The manifest the host started with: its server-wide settings stay.
+    pub started_with: Manifest,
+    shutting_down: AtomicBool,
+    /// Build errors to answer with, under `edgehost dev` only.
+    pub build_errors: Option<BuildErrors>,
+}
+
+impl Host {
+    /// A host serving `table`, loaded by `runtime` from `manifest`.
+    pub fn new(
+        runtime: Runtime,
+        table: RouteTable,
+        manifest: Manifest,
+        build_errors: Option<BuildErrors>,
+    ) -> Host {
+        let source = manifest.file.display().to_string();
+        let deployments = Deployments::new(table, source, Arc::clone(runtime.metrics()));
+        Host {
+            runtime,
+            deployments,
+            started_with: manifest,
+            shutting_down: AtomicBool::new(false),
+            build_errors,
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        self.runtime.metrics()
+    }
+
+    /// False once the host has begun shutting down.
+    pub fn ready(&self) -> bool {
+        !self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// From now on the host is shutting down (`/readyz` says so).
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Validates and compiles what `parse` returns, off the async workers,
+    /// then swaps it in; one deploy or reload at a time. On any error nothing
+    /// changes and the reasons come back, one per line of the manifest at
+    /// fault. With the new deployment come warnings about settings that take
+    /// effect only on a restart.
+    pub async fn load_and_swap(
+        self: &Arc<Self>,
+        source: String,
+        parse: impl FnOnce() -> Result<Manifest, ManifestErrors> + Send + 'static,
+    ) -> Result<(Arc<Deployment>, Vec<String>), Vec<String>> {
+        let turn = self.deployments.turn().await;
+        self.load_and_swap_in(&turn, source, parse).await
+    }
+
+    /// [`Host::load_and_swap`] in a turn the caller holds (to do more in
+    /// the same turn, such as recording the deployment).
+    pub(crate) async fn load_and_swap_in(
+        self: &Arc<Self>,
+        turn: &Turn<'_>,
+        source: String,
+        parse: impl FnOnce() -> Result<Manifest, ManifestErrors> + Send + 'static,
+    ) -> Result<(Arc<Deployment>, Vec<String>), Vec<String>> {
+        let host = Arc::clone(self);
+        let loaded = tokio::task::spawn_blocking(move || {
+            let manifest = parse()?;
+            let warnings = restart_only_changes(&host.started_with, &manifest);
+            let table = host.runtime.load(&manifest)?;
+            Ok::<_, ManifestErrors>((table, warnings))
+        })
+        .await;
+        let reasons = match loaded {
+            Ok(Ok((table, warnings))) => {
+                for warning in &warnings {
+                    tracing::warn!("{source}: {warning}");
+                }
+                return Ok((turn.activate(table, source), warnings));
+            }
+            Ok(Err(errors)) => errors.0.iter().map(ToString::to_string).collect(),
+            Err(err) => vec![format!("loading stopped unexpectedly: {err}")],
+        };
+        self.metrics().deploy_rejected();
+        tracing::error!(
+            "{source} refused; still serving deployment {}:\n{}",
+            self.deployments.current().id,
+            reasons.join("\n")
+        );
+        Err(reasons)
+    }
+}
+
+/// `[server]` and `[admin]` settings of `new` that differ from the running
+/// host's: they belong to the process and take effect only on a restart.
+fn restart_only_changes(running: &Manifest, new: &Manifest) -> Vec<String> {
+    let mut changed = Vec::new();
+    if running.listen != new.listen {
+        changed.push("listen".to_string());
+    }
+    let unset = crate::manifest::Limits::default();
+    for spec in LIMITS.iter().filter(|spec| spec.scope() == Scope::Server) {
+        if spec.get(&unset, &running.server) != spec.get(&unset, &new.server) {
+            changed.push(spec.key.to_string());
+        }
+    }
+    if running.admin != new.admin {
+        changed.push("[admin]".to_string());
+    }
+    changed
+        .into_iter()
+        .map(|what| {
+            format!("{what} differs from the running host's and takes effect only when it restarts")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(text: &str) -> Manifest {
+        crate::manifest::parse(std::path::Path::new("m.toml"), text, &|_| None).unwrap()
+    }
+
+    /// A deploy warns about each server-wide setting it would change, and
+    /// about nothing else (route limits apply at once).
+    #[test]
+    fn each_restart_only_change_is_named() {
+        let running = manifest("[server]\nlisten = \"127.0.0.1:1\"\ndrain_timeout = \"5s\"\n");
+        let same = manifest(
+            "[server]\nlisten = \"127.0.0.1:1\"\ndrain_timeout = \"5000ms\"\ntimeout = \"1s\"\n",
+        );
+        assert_eq!(restart_only_changes(&running, &same), Vec::<String>::new());
+        let new = manifest(
+            "[server]\nlisten = \"127.0.0.1:2\"\nmax_instances = 7\nheader_timeout = \"1s\"\n\n[admin]\n",
+        );
+        let warnings = restart_only_changes(&running, &new);
+        let named: Vec<&str> = warnings
+            .iter()
+            .map(|w| w.split(' ').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "listen",
+                "max_instances",
+                "header_timeout",
+                "drain_timeout",
+                "[admin]"
+            ]
+        );
+        assert!(
+            warnings[0].ends_with("takes effect only when it restarts"),
+            "{warnings:?}"
+        );
+    }
+}

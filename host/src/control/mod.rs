@@ -1,0 +1,30 @@
+//! What a host serves and how that changes: deploys, reloads, rollbacks and
+//! resumes, all through [`Host::load_and_swap`] and one deploy turn at a
+//! time.
+//!
+//! | file | what it owns |
+//! | --- | --- |
+//! | `host.rs` | [`Host`]: runtime, deployments, the starting manifest; `load_and_swap` |
+//! | `deployments.rs` | the current route table, the kept ones, the deploy turn |
+//! | `deployer.rs` | deploys, rollbacks and resumes made through the admin API |
+//! | `components.rs` | uploaded components, by SHA-256 |
+//! | `record.rs` | the deploy request and the record `serve --resume` reads |
+//! | `gc.rs` | deleting components and compiled code no kept deployment uses |
+//! | `watcher.rs` | the one file watcher (`serve --watch`, `dev`) |
+//! | `build_errors.rs` | `dev`'s failed builds, answered as the route's 500 |
+
+mod build_errors;
+mod components;
+mod deployer;
+mod deployments;
+mod gc;
+mod host;
+mod record;
+pub(crate) mod watcher;
+
+pub use build_errors::BuildErrors;
+pub(crate) use components::{hash_of, is_hash, UploadError};
+pub use deployer::Deployer;
+pub use deployments::Deployment;
+pub use host::Host;
+pub use record::DeployRequest;

@@ -1,0 +1,118 @@
+//! Answers the host makes itself, as JSON `{"error": "..."}` with the right
+//! status: [`HostAnswer::into_response`] is the one place they become
+//! responses.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+/// An answer the host gives itself instead of the route's.
+#[derive(Debug)]
+pub(crate) enum HostAnswer {
+    NotFound,
+    BadPath(String),
+    MethodNotAllowed(String),
+    BodyTooLarge(usize),
+    BadBody(String),
+    BodyTimeout,
+    /// The route is at its `max_concurrency`.
+    Busy,
+    /// The guest gave no answer: the status its failure's verdict says.
+    Guest(StatusCode),
+    /// The guest gave an answer the host cannot send.
+    InvalidResponse,
+}
+
+impl HostAnswer {
+    /// The one place host answers become responses.
+    pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
+        let (status, body, allow) = match self {
+            HostAnswer::NotFound => (
+                StatusCode::NOT_FOUND,
+                serde_json::json!({ "error": "Not found" }),
+                None,
+            ),
+            HostAnswer::BadPath(reason) => (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": format!("Bad request: {reason}") }),
+                None,
+            ),
+            HostAnswer::MethodNotAllowed(allow) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                serde_json::json!({ "error": "Method not allowed", "allow": allow }),
+                Some(allow),
+            ),
+            HostAnswer::BodyTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                serde_json::json!({ "error": "Request body too large", "limit_bytes": limit }),
+                None,
+            ),
+            HostAnswer::BadBody(reason) => (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": format!("Could not read the request body: {reason}") }),
+                None,
+            ),
+            HostAnswer::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                serde_json::json!({ "error": "The request body took too long to arrive" }),
+                None,
+            ),
+            HostAnswer::Busy | HostAnswer::Guest(StatusCode::SERVICE_UNAVAILABLE) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "error": "The route is busy; try again shortly" }),
+                None,
+            ),
+            HostAnswer::Guest(StatusCode::GATEWAY_TIMEOUT) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                serde_json::json!({ "error": "The route took too long to answer" }),
+                None,
+            ),
+            HostAnswer::Guest(_) | HostAnswer::InvalidResponse => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": "Internal server error" }),
+                None,
+            ),
+        };
+        let mut response = json(status, &body);
+        let headers = response.headers_mut();
+        if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            headers.insert(header::ALLOW, allow);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(
+            status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
+            // The request was not read to its end, so the rest of it may still
+            // be on the wire: this connection cannot carry another request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+/// A JSON answer.
+pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Under `edgehost dev`, a route whose crate failed to build answers with
+/// the compiler's errors, as plain text for a terminal.
+pub(crate) fn build_failed(text: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(text.to_string())));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,24 @@
+//! Everything that speaks HTTP to clients: the public listener with the
+//! request path, and the admin API.
+//!
+//! | file | what it owns |
+//! | --- | --- |
+//! | `server.rs` | the public listener and the request path, top to bottom in one function |
+//! | `sdk.rs` | a request for an SDK route: method, body, call, response checks |
+//! | `proxy.rs` | a request for a `wasi:http/proxy` component, streamed both ways |
+//! | `answer.rs` | the answers the host makes itself, and their statuses |
+//! | `body.rs` | the answer body type; reading a body within a limit |
+//! | `request_id.rs` | `x-request-id` |
+//! | `access_log.rs` | the per-request `access` line |
+//! | `listener.rs` | the accept loop both listeners use, with its graceful drain |
+//! | `admin.rs` | the admin API's endpoints |
+
+pub(crate) mod access_log;
+pub mod admin;
+mod answer;
+mod body;
+mod listener;
+mod proxy;
+mod request_id;
+mod sdk;
+pub mod server;

@@ -1,0 +1,128 @@
+//! The public listener and the request path, top to bottom in [`handle`]:
+//! an id, the route table the request is served from, the route its path
+//! matches, the route's answer (or the host's), the metrics, the access line.
+//!
+//! Routes are served from the current deployment, an immutable snapshot
+//! swapped atomically by a deploy, a reload or a rollback. A request holds
+//! the snapshot it started with until it is answered.
+
+use super::access_log::AccessLine;
+use super::answer::{build_failed, HostAnswer};
+use super::body::{boxed, HostBody};
+use super::listener::{self, HeadLimits};
+use super::request_id::RequestIds;
+use super::{proxy, sdk};
+use crate::control::Host;
+use crate::runtime::{CompiledRoute, GuestError};
+use http::header::HeaderValue;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// What every request on the public listener shares.
+pub(crate) struct Public {
+    pub(crate) host: Arc<Host>,
+    ids: RequestIds,
+    /// Time a client has to send a whole request body.
+    pub(crate) body_timeout: Duration,
+}
+
+/// Serves the routes of `host` on `listener` until `shutdown` resolves;
+/// then the host is shutting down, and in-flight requests have up to the
+/// drain timeout to finish.
+pub async fn serve(listener: TcpListener, host: Arc<Host>, shutdown: impl Future<Output = ()>) {
+    let limits = host.started_with.server.clone();
+    let public = Arc::new(Public {
+        host: Arc::clone(&host),
+        ids: RequestIds::new(),
+        body_timeout: limits.body_timeout,
+    });
+    let shutdown = async move {
+        shutdown.await;
+        host.begin_shutdown();
+    };
+    listener::serve(
+        "public listener",
+        listener,
+        HeadLimits {
+            timeout: limits.header_timeout,
+            max_bytes: Some(limits.max_header_bytes),
+            max_headers: Some(limits.max_headers),
+        },
+        move |req, client| {
+            let public = Arc::clone(&public);
+            async move { handle(&public, req, &client).await }
+        },
+        shutdown,
+        limits.drain_timeout,
+    )
+    .await;
+}
+
+/// One request, start to finish.
+async fn handle(public: &Public, req: Request<Incoming>, client: &str) -> Response<HostBody> {
+    let started = Instant::now();
+    // No span per request: creating one formats its fields even when nothing
+    // is logged. Each event names the request id itself.
+    let id = public.ids.for_request(req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let deployment = public.host.deployments.current();
+    let (route, answer) = match deployment.table.lookup(&path) {
+        Err(err) => (None, Err(HostAnswer::BadPath(err.to_string()))),
+        Ok(None) => (None, Err(HostAnswer::NotFound)),
+        Ok(Some((route, params))) => {
+            let build_error = public
+                .host
+                .build_errors
+                .as_ref()
+                .and_then(|errors| errors.for_component(&route.component));
+            let answer = match build_error {
+                Some(text) => Ok(boxed(build_failed(&text))),
+                None if route.is_proxy() => {
+                    proxy::run(public, route, params, req, client, &id).await
+                }
+                None => sdk::run(public, route, params, req, client, &id)
+                    .await
+                    .map(boxed),
+            };
+            (Some(route), answer)
+        }
+    };
+    let mut response = answer.unwrap_or_else(|answer| boxed(answer.into_response()));
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    route
+        .map_or(&public.host.metrics().unmatched, |route| &route.metrics)
+        .record(&method, status, elapsed);
+    let access = AccessLine {
+        id,
+        method,
+        path,
+        route: route.map(|route| Arc::clone(&route.name)),
+        status,
+        started,
+    };
+    access.attach(response, elapsed)
+}
+
+/// What the client gets when the guest gave no answer: its verdict's
+/// status, counted and logged (a limit the route ran into as a warning, a
+/// guest failure as an error).
+pub(crate) fn guest_failure(
+    route: &CompiledRoute,
+    id: &str,
+    path: &str,
+    err: GuestError,
+) -> HostAnswer {
+    let verdict = err.verdict();
+    route.metrics.count(verdict.event);
+    err.log(id, &route.name, path);
+    HostAnswer::Guest(verdict.status)
+}

@@ -1,0 +1,511 @@
+//! Every limit the host enforces, declared once in [`LIMITS`]: its manifest
+//! key, its unit, where it may be set and what happens when it is hit. The
+//! defaults, each with its reason, are the `Default` impls of [`Limits`] (per
+//! route) and [`ServerLimits`] (the whole server).
+//!
+//! The table drives parsing (`[server]` defaults, then each route's own
+//! keys), the `edgehost routes` listing and the README's limits table (a
+//! test renders it and compares).
+
+use serde::Deserialize;
+use std::time::Duration;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+/// The largest count a limit may be (concurrency, instances, headers,
+/// outbound requests): far above any real need, far below what would
+/// overflow a semaphore or a pool.
+const MAX_COUNT: u64 = 1_000_000;
+
+/// Limits that apply to each route. The defaults are here; `[server]` may
+/// change them for every route, and a route's own keys change them for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall time one request may spend in the guest; past it the instance is
+    /// dropped and the client gets 504. 10 s bounds a stuck route while
+    /// leaving far more than an API call needs.
+    pub timeout: Duration,
+    /// Time the guest may spend running on a host thread, checked at every
+    /// epoch tick (waiting, such as for an outbound request or a sleep, does
+    /// not count); past it, 500. `None`: only `timeout` bounds it. Workers
+    /// gives 10 ms to 5 min of CPU, Fastly 50 ms.
+    pub cpu_time: Option<Duration>,
+    /// Linear memory of one instance. 128 MiB is what Workers, Fastly and
+    /// Vercel give an isolate.
+    pub memory: usize,
+    /// Largest request body; larger is 413 without reading the rest.
+    pub max_body: usize,
+    /// Largest response body a guest may return; larger is 500.
+    pub max_response: usize,
+    /// Instances of the route running at once; past it, 503 with
+    /// `Retry-After`, so one hot or stuck route cannot take every thread.
+    pub max_concurrency: usize,
+    /// Time for one outbound request to answer (its head); the route's
+    /// `timeout` bounds everything the request does as well.
+    pub outbound_timeout: Duration,
+    /// Outbound requests one incoming request may make (Workers allows 50).
+    pub max_outbound_requests: usize,
+    /// Largest outbound response body a route may read.
+    pub max_outbound_response: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(10),
+            cpu_time: None,
+            memory: 128 * MIB,
+            max_body: MIB,
+            max_response: 16 * MIB,
+            max_concurrency: 64,
+            outbound_timeout: Duration::from_secs(10),
+            max_outbound_requests: 50,
+            max_outbound_response: 16 * MIB,
+        }
+    }
+}
+
+/// Limits of the whole server: on clients, and on instances of all routes
+/// together. They belong to the process: a deploy cannot change them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Instances alive at once across all routes (the instance pool's
+    /// size); past it a request gets 503, like a route at its concurrency.
+    /// Each slot reserves address space, not memory.
+    pub max_instances: usize,
+    /// Time a client has to send a request head (slow-loris defence).
+    pub header_timeout: Duration,
+    /// Time a client has to send a whole request body; past it, 408.
+    pub body_timeout: Duration,
+    /// Largest request head in bytes; larger is 431. 64 KiB holds any sane
+    /// set of headers and cookies (Cloudflare allows 128 KB in all).
+    pub max_header_bytes: usize,
+    /// Most header lines in one request; more is 431.
+    pub max_headers: usize,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_instances: 1000,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * KIB,
+            max_headers: 100,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A limit as written: a number, or a string with a unit (`"64MiB"`, `"5s"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Quantity {
+    Number(u64),
+    Text(String),
+}
+
+/// What unit a limit is in. Values are carried as `u64`: milliseconds,
+/// bytes or a count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Milliseconds; written `"500ms"`, `"10s"`, `"2m"`.
+    Duration,
+    /// Bytes; written as a number or `"64KiB"`, `"16MiB"`, `"1GiB"` (or KB/MB/GB, powers of 1000).
+    Size,
+    /// A plain positive number.
+    Count,
+}
+
+/// Where a limit may be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// In `[server]` (the default for every route) and in a route's entry.
+    Route,
+    /// In `[server]` only.
+    Server,
+}
+
+/// Where a limit's value lives.
+#[derive(Clone, Copy)]
+pub(crate) enum Field {
+    Route {
+        get: fn(&Limits) -> Option<u64>,
+        set: fn(&mut Limits, u64),
+    },
+    Server {
+        get: fn(&ServerLimits) -> u64,
+        set: fn(&mut ServerLimits, u64),
+    },
+}
+
+/// One row of the limits table.
+pub(crate) struct LimitSpec {
+    /// The manifest key.
+    pub(crate) key: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) field: Field,
+    /// What happens when it is hit (the README's words).
+    pub(crate) when_hit: &'static str,
+    /// Shown in the LIMITS column of `edgehost routes`.
+    pub(crate) listed: bool,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn count(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+/// Every limit, in the order the README lists them.
+pub(crate) const LIMITS: [LimitSpec; 15] = [
+    LimitSpec {
+        key: "timeout",
+        kind: Kind::Duration,
+        field: Field::Route {
+            get: |l| Some(millis(l.timeout)),
+            set: |l, v| l.timeout = Duration::from_millis(v),
+        },
+        when_hit: "the guest is stopped (epoch interruption): 504",
+        listed: true,
+    },
+    LimitSpec {
+        key: "cpu_time",
+        kind: Kind::Duration,
+        field: Field::Route {
+            get: |l| l.cpu_time.map(millis),
+            set: |l, v| l.cpu_time = Some(Duration::from_millis(v)),
+        },
+        when_hit: "unset, `timeout` bounds it. Time the guest spends running on a host thread, checked at every 5 ms tick; waiting (an outbound request, a sleep, its turn after yielding) does not count. Past it the guest is stopped: 500 (like Workers' `cpu_ms`, Fastly's 50 ms of CPU)",
+        listed: true,
+    },
+    LimitSpec {
+        key: "memory",
+        kind: Kind::Size,
+        field: Field::Route {
+            get: |l| Some(l.memory as u64),
+            set: |l, v| l.memory = count(v),
+        },
+        when_hit: "the instance's linear memories together cannot grow past it: the guest traps, 500",
+        listed: true,
+    },
+    LimitSpec {
+        key: "max_body",
+        kind: Kind::Size,
+        field: Field::Route {
+            get: |l| Some(l.max_body as u64),
+            set: |l, v| l.max_body = count(v),
+        },
+        when_hit: "413, without reading the rest",
+        listed: true,
+    },
+    LimitSpec {
+        key: "max_response",
+        kind: Kind::Size,
+        field: Field::Route {
+            get: |l| Some(l.max_response as u64),
+            set: |l, v| l.max_response = count(v),
+        },
+        when_hit: "500",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_concurrency",
+        kind: Kind::Count,
+        field: Field::Route {
+            get: |l| Some(l.max_concurrency as u64),
+            set: |l, v| l.max_concurrency = count(v),
+        },
+        when_hit: "requests of one route running at once, counting those still finishing on an earlier deployment; past it 503 with `Retry-After`",
+        listed: true,
+    },
+    LimitSpec {
+        key: "outbound_timeout",
+        kind: Kind::Duration,
+        field: Field::Route {
+            get: |l| Some(millis(l.outbound_timeout)),
+            set: |l, v| l.outbound_timeout = Duration::from_millis(v),
+        },
+        when_hit: "one outbound request without its response head (or stalled between bytes): the guest's fetch fails; the route's `timeout` still bounds the whole request (504)",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_outbound_requests",
+        kind: Kind::Count,
+        field: Field::Route {
+            get: |l| Some(l.max_outbound_requests as u64),
+            set: |l, v| l.max_outbound_requests = count(v),
+        },
+        when_hit: "outbound requests per incoming request; past it the guest's fetch is denied",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_outbound_response",
+        kind: Kind::Size,
+        field: Field::Route {
+            get: |l| Some(l.max_outbound_response as u64),
+            set: |l, v| l.max_outbound_response = count(v),
+        },
+        when_hit: "an outbound response body larger than this fails in the guest",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_instances",
+        kind: Kind::Count,
+        field: Field::Server {
+            get: |s| s.max_instances as u64,
+            set: |s, v| s.max_instances = count(v),
+        },
+        when_hit: "instances alive at once across all routes; past it 503 with `Retry-After`",
+        listed: false,
+    },
+    LimitSpec {
+        key: "header_timeout",
+        kind: Kind::Duration,
+        field: Field::Server {
+            get: |s| millis(s.header_timeout),
+            set: |s, v| s.header_timeout = Duration::from_millis(v),
+        },
+        when_hit: "time to send the request head: 408, connection closed",
+        listed: false,
+    },
+    LimitSpec {
+        key: "body_timeout",
+        kind: Kind::Duration,
+        field: Field::Server {
+            get: |s| millis(s.body_timeout),
+            set: |s, v| s.body_timeout = Duration::from_millis(v),
+        },
+        when_hit: "time to send the body: 408",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_header_bytes",
+        kind: Kind::Size,
+        field: Field::Server {
+            get: |s| s.max_header_bytes as u64,
+            set: |s, v| s.max_header_bytes = count(v),
+        },
+        when_hit: "431",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_headers",
+        kind: Kind::Count,
+        field: Field::Server {
+            get: |s| s.max_headers as u64,
+            set: |s, v| s.max_headers = count(v),
+        },
+        when_hit: "431",
+        listed: false,
+    },
+    LimitSpec {
+        key: "drain_timeout",
+        kind: Kind::Duration,
+        field: Field::Server {
+            get: |s| millis(s.drain_timeout),
+            set: |s, v| s.drain_timeout = Duration::from_millis(v),
+        },
+        when_hit: "how long in-flight requests may finish on shutdown",
+        listed: false,
+    },
+];
+
+impl std::fmt::Debug for LimitSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "limit `{}`", self.key)
+    }
+}
+
+impl LimitSpec {
+    /// The limit a table of this scope may set under `key`.
+    pub(crate) fn find(key: &str, scope: Scope) -> Option<&'static LimitSpec> {
+        LIMITS
+            .iter()
+            .find(|spec| spec.key == key && (scope == Scope::Server || spec.scope() == scope))
+    }
+
+    pub(crate) fn scope(&self) -> Scope {
+        match self.field {
+            Field::Route { .. } => Scope::Route,
+            Field::Server { .. } => Scope::Server,
+        }
+    }
+
+    /// Sets this limit to `value` (in its kind's unit) in `route` or
+    /// `server`, whichever holds it.
+    pub(crate) fn set(&self, route: &mut Limits, server: &mut ServerLimits, value: u64) {
+        match self.field {
+            Field::Route { set, .. } => set(route, value),
+            Field::Server { set, .. } => set(server, value),
+        }
+    }
+
+    /// Its value in `route` or `server`, `None` when unset.
+    pub(crate) fn get(&self, route: &Limits, server: &ServerLimits) -> Option<u64> {
+        match self.field {
+            Field::Route { get, .. } => get(route),
+            Field::Server { get, .. } => Some(get(server)),
+        }
+    }
+
+    /// `value` as the manifest would spell it: `"10s"`, `"64KiB"`, `64`.
+    pub(crate) fn show(&self, value: u64) -> String {
+        match self.kind {
+            Kind::Duration if value.is_multiple_of(1000) => format!("{}s", value / 1000),
+            Kind::Duration => format!("{value}ms"),
+            Kind::Size => size(value),
+            Kind::Count => value.to_string(),
+        }
+    }
+}
+
+/// A byte count in the largest binary unit that divides it.
+pub(crate) fn size(bytes: u64) -> String {
+    for (unit, factor) in [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    format!("{bytes}B")
+}
+
+impl Kind {
+    /// A value as written, in this kind's unit; the reason when it is not one.
+    pub(crate) fn parse(self, value: &Quantity) -> Result<u64, String> {
+        let parsed = match (self, value) {
+            (Kind::Duration, Quantity::Number(_)) => {
+                return Err("give a unit, for example \"500ms\" or \"10s\"".into())
+            }
+            (_, Quantity::Number(n)) => Some(*n),
+            (Kind::Count, Quantity::Text(_)) => None,
+            (Kind::Duration, Quantity::Text(text)) => {
+                with_unit(text, &[("ms", 1), ("s", 1000), ("m", 60_000)])
+            }
+            (Kind::Size, Quantity::Text(text)) => with_unit(
+                text,
+                &[
+                    ("B", 1),
+                    ("KiB", 1 << 10),
+                    ("MiB", 1 << 20),
+                    ("GiB", 1 << 30),
+                    ("KB", 1000),
+                    ("MB", 1_000_000),
+                    ("GB", 1_000_000_000),
+                    ("", 1),
+                ],
+            ),
+        };
+        let what = match self {
+            Kind::Duration => "a duration such as \"500ms\", \"10s\" or \"2m\"",
+            Kind::Size => "a size such as 65536, \"64KiB\" or \"16MiB\"",
+            Kind::Count => "a whole number",
+        };
+        match parsed {
+            Some(0) => Err(format!("must be more than zero; expected {what}")),
+            Some(n) if matches!(self, Kind::Count) && n > MAX_COUNT => {
+                Err(format!("at most {MAX_COUNT}"))
+            }
+            Some(n) => Ok(n),
+            None => Err(format!("expected {what}")),
+        }
+    }
+}
+
+/// `"<number><unit>"` with one of `units` (longest suffix wins).
+fn with_unit(text: &str, units: &[(&str, u64)]) -> Option<u64> {
+    let text = text.trim();
+    units.iter().find_map(|(unit, factor)| {
+        let number = text.strip_suffix(unit)?.trim();
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        number.parse::<u64>().ok()?.checked_mul(*factor)
+    })
+}
+
+/// The README's limits table, rendered from [`LIMITS`] and the defaults.
+pub(crate) fn markdown_table() -> String {
+    let (route, server) = (Limits::default(), ServerLimits::default());
+    let mut table = String::from("| key | default | when it is hit |\n| --- | --- | --- |\n");
+    for spec in &LIMITS {
+        let key = match spec.scope() {
+            Scope::Route => format!("`{}`", spec.key),
+            Scope::Server => format!("`{}` (`[server]` only)", spec.key),
+        };
+        let default = match (spec.get(&route, &server), spec.kind) {
+            (None, _) => "none".to_string(),
+            (Some(value), Kind::Count) => format!("`{}`", spec.show(value)),
+            (Some(value), _) => format!("`\"{}\"`", spec.show(value)),
+        };
+        table.push_str(&format!("| {key} | {default} | {} |\n", spec.when_hit));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README lists every limit with its default, as the table says.
+    #[test]
+    fn the_readme_limits_table_is_the_limits_table() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+        )
+        .unwrap();
+        let table = markdown_table();
+        assert!(
+            readme.contains(&table),
+            "README.md's limits table differs from host/src/manifest/limits.rs; it should read:\n\n{table}"
+        );
+    }
+
+    /// Setting and reading back each limit goes to the field its key names.
+    #[test]
+    fn each_key_sets_and_reads_its_own_field() {
+        for (i, spec) in LIMITS.iter().enumerate() {
+            let (mut route, mut server) = (Limits::default(), ServerLimits::default());
+            let value = 7_000 + i as u64;
+            spec.set(&mut route, &mut server, value);
+            assert_eq!(spec.get(&route, &server), Some(value), "{}", spec.key);
+            let changed = usize::from(route != Limits::default())
+                + usize::from(server != ServerLimits::default());
+            assert_eq!(changed, 1, "{} changed one struct", spec.key);
+            // No other key reads the changed value.
+            for other in LIMITS.iter().filter(|o| o.key != spec.key) {
+                assert_eq!(
+                    other.get(&route, &server),
+                    other.get(&Limits::default(), &ServerLimits::default()),
+                    "{} moved {}",
+                    spec.key,
+                    other.key
+                );
+            }
+        }
+        let keys: std::collections::BTreeSet<_> = LIMITS.iter().map(|s| s.key).collect();
+        assert_eq!(keys.len(), LIMITS.len(), "keys are unique");
+    }
+
+    #[test]
+    fn values_show_as_the_manifest_writes_them() {
+        let show = |key: &str, value: u64| LimitSpec::find(key, Scope::Server).unwrap().show(value);
+        assert_eq!(show("timeout", 2000), "2s");
+        assert_eq!(show("timeout", 1500), "1500ms");
+        assert_eq!(show("memory", 64 << 20), "64MiB");
+        assert_eq!(show("max_body", 2_000_000), "2000000B");
+        assert_eq!(show("max_concurrency", 3), "3");
+        for spec in &LIMITS {
+            let written = match spec.kind {
+                Kind::Count => Quantity::Number(4096),
+                _ => Quantity::Text(spec.show(4096)),
+            };
+            assert_eq!(spec.kind.parse(&written), Ok(4096), "{}", spec.key);
+        }
+    }
+}

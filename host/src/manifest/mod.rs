@@ -1,0 +1,588 @@
+//! `manifest.toml`: parsed strictly (unknown keys are errors), then checked
+//! into a [`Manifest`], the only form the rest of the host accepts. Every
+//! problem found is reported, each naming the file, the line and the route.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:8080"   # overridden by `serve --listen`
+//! data_dir = ".edgehost"      # where key-value stores persist, relative to this file
+//!
+//! [[route]]
+//! path = "/api/posts/$postId"
+//! component = "target/wasm32-wasip2/release/api_posts_postid.wasm"
+//! kv = ["posts"]                      # stores the route may open
+//! env = { LOG_LEVEL = "debug" }       # plain values the route sees as env vars
+//! secrets = ["STRIPE_WEBHOOK_SECRET"] # copied from the host's environment at load
+//! ```
+//!
+//! | file | what it owns |
+//! | --- | --- |
+//! | `schema.rs` | the manifest as written (serde types, spans) |
+//! | `validate.rs` | the pipeline from text to a checked [`Manifest`], step by step |
+//! | `limits.rs` | every limit once: key, unit, scope, default, what happens when hit |
+//! | `folders.rs` | file-based routes: folder = URL, and where cargo puts components |
+//! | `mount.rs` | merging `[routes]` crates into the `[[route]]` entries |
+//! | `error.rs` | [`ManifestError`], one per problem |
+
+mod error;
+pub(crate) mod folders;
+pub(crate) mod limits;
+mod mount;
+mod schema;
+mod validate;
+
+pub use error::{ManifestError, ManifestErrors};
+pub use limits::{Limits, ServerLimits};
+
+use crate::capabilities::outbound::AllowedHost;
+use crate::router::Pattern;
+use folders::FolderRoute;
+use schema::RawManifest;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Where key-value data lives by default, relative to the manifest.
+pub(crate) const DEFAULT_DATA_DIR: &str = ".edgehost";
+
+/// Where the host listens when neither the manifest nor the command line says.
+pub(crate) const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+/// A checked manifest: every pattern parses, no two collide, every component
+/// file exists and every secret was found.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub file: PathBuf,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Limits of the whole server (clients, the instance pool).
+    pub server: ServerLimits,
+    /// The admin API's settings when `[admin]` is given.
+    pub admin: Option<AdminSettings>,
+    pub routes: Vec<RouteSpec>,
+}
+
+/// Where the admin API listens and how it checks callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Its own address, loopback unless told otherwise.
+    pub listen: SocketAddr,
+    /// The host environment variable holding the bearer token.
+    pub token_env: String,
+    /// Largest component one upload may carry; larger is 413.
+    pub max_upload: usize,
+    /// Host environment variables a deployed manifest may name in
+    /// `secrets`; `None`: those the manifest the host started with names.
+    pub deploy_secrets: Option<Vec<String>>,
+}
+
+/// Where the admin API finds its token unless `[admin] token_env` says.
+pub const TOKEN_ENV: &str = "EDGEHOST_ADMIN_TOKEN";
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token_env: TOKEN_ENV.into(),
+            // A 13 MB JavaScript route fits; a runaway upload does not.
+            max_upload: 64 << 20,
+            deploy_secrets: None,
+        }
+    }
+}
+
+/// One route as the manifest grants it.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub pattern: Pattern,
+    /// The component file, resolved against the manifest's folder.
+    pub component: PathBuf,
+    /// The route crate's folder and package when `[routes]` found it.
+    pub source: Option<FolderRoute>,
+    /// The line of the route's `path`, for error messages.
+    pub line: usize,
+    /// Key-value stores the route may open.
+    pub kv: Vec<String>,
+    /// Environment the route sees: `env` values, then secrets (sorted by name).
+    pub env: Vec<(String, String)>,
+    /// Which of `env` are secrets (their names, sorted), for listings that
+    /// must not show their values.
+    pub secrets: Vec<String>,
+    /// Origins the route may send HTTP requests to; empty: none.
+    pub allowed_outbound_hosts: Vec<AllowedHost>,
+    pub limits: Limits,
+}
+
+/// A secret as the host can give it.
+pub enum Secret {
+    Value(String),
+    /// Not set in the host's environment.
+    Missing,
+    /// Set, but not one a deploy may use (`[admin] deploy_secrets`).
+    NotDeployable,
+}
+
+/// Finds the route crates of `[routes]`: given its `dir` and `target_dir`
+/// as written, the crates and their URLs.
+pub type Discover<'a> = dyn Fn(&str, &str) -> Result<Vec<FolderRoute>, String> + 'a;
+
+/// How a manifest's references are resolved: from the files beside it for
+/// a manifest on disk, from the uploaded components for a deploy.
+pub struct Lookup<'a> {
+    /// The manifest's folder.
+    pub base: &'a Path,
+    /// A secret by name.
+    pub secret: &'a dyn Fn(&str) -> Secret,
+    /// The file for a `component = ...` value as written, `None` when there
+    /// is none.
+    pub component: &'a dyn Fn(&str) -> Option<PathBuf>,
+    /// The route crates of `[routes]`.
+    pub discover: &'a Discover<'a>,
+}
+
+/// The folder a manifest file is in.
+pub(crate) fn base_of(file: &Path) -> &Path {
+    file.parent().unwrap_or(Path::new("."))
+}
+
+/// Reads and checks the manifest at `file`, reading secrets from the
+/// process environment.
+pub fn load(file: &Path) -> Result<Manifest, ManifestErrors> {
+    load_with_secrets(file, &|name| std::env::var(name).ok())
+}
+
+/// [`load`] with secrets looked up by `secret`.
+pub fn load_with_secrets(
+    file: &Path,
+    secret: &dyn Fn(&str) -> Option<String>,
+) -> Result<Manifest, ManifestErrors> {
+    let text = std::fs::read_to_string(file).map_err(|source| ManifestError::Read {
+        file: file.display().to_string(),
+        source,
+    })?;
+    parse(file, &text, secret)
+}
+
+/// Checks manifest `text` as if read from `file`, its components and route
+/// crates beside it; `secret` looks up a secret by name.
+pub fn parse(
+    file: &Path,
+    text: &str,
+    secret: &dyn Fn(&str) -> Option<String>,
+) -> Result<Manifest, ManifestErrors> {
+    let base = base_of(file);
+    check(
+        file,
+        text,
+        &Lookup {
+            base,
+            secret: &|name| secret(name).map_or(Secret::Missing, Secret::Value),
+            component: &|written| {
+                let path = base.join(written);
+                path.is_file().then_some(path)
+            },
+            discover: &|dir, target_dir| folders::discover(base, dir, target_dir),
+        },
+    )
+}
+
+/// Checks manifest `text` as if read from `file`, resolving what it names
+/// with `lookup`.
+pub fn check(file: &Path, text: &str, lookup: &Lookup<'_>) -> Result<Manifest, ManifestErrors> {
+    validate::check(file, text, lookup)
+}
+
+/// What a manifest loads its routes from, without checking anything else:
+/// the `component = ...` values as written, and the route crates its
+/// `[routes]` folder holds (searched from `base`, the manifest's folder).
+/// What a deploy must upload and what `--watch` looks at.
+pub struct Sources {
+    pub components: Vec<String>,
+    pub folder_routes: Vec<FolderRoute>,
+}
+
+impl Sources {
+    pub fn read(text: &str, base: &Path) -> Result<Sources, String> {
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|err| error::syntax_message(text, &err))?;
+        let folder_routes = match &raw.folder {
+            None => Vec::new(),
+            Some(folder) => {
+                folders::discover(base, folder.dir.get_ref(), &folder.target_dir(base))?
+            }
+        };
+        let components = raw
+            .routes
+            .into_iter()
+            .filter_map(|route| route.component.map(toml::Spanned::into_inner))
+            .chain(folder_routes.iter().map(|route| route.component.clone()))
+            .collect();
+        Ok(Sources {
+            components,
+            folder_routes,
+        })
+    }
+
+    /// The sources of the manifest at `file`, as far as it can be read.
+    pub(crate) fn of_file(file: &Path) -> Option<Sources> {
+        let text = std::fs::read_to_string(file).ok()?;
+        Sources::read(&text, base_of(file)).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A manifest folder with two component files (content does not matter here).
+    fn folder() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.wasm"), b"").unwrap();
+        std::fs::write(dir.path().join("b.wasm"), b"").unwrap();
+        dir
+    }
+
+    fn check(text: &str) -> Result<Manifest, String> {
+        let dir = folder();
+        let secrets = |name: &str| (name == "PRESENT").then(|| "s3cret".to_string());
+        parse(&dir.path().join("manifest.toml"), text, &secrets).map_err(|errors| {
+            errors
+                .to_string()
+                .replace(&dir.path().display().to_string(), "<dir>")
+        })
+    }
+
+    /// A manifest folder with route crates under `routes/` (built or not).
+    fn crates(list: &[(&str, &str, bool)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let release = dir.path().join("target/wasm32-wasip2/release");
+        std::fs::create_dir_all(&release).unwrap();
+        for (folder, package, built) in list {
+            let path = dir.path().join("routes").join(folder);
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::write(
+                path.join("Cargo.toml"),
+                format!("[package]\nname = \"{package}\"\n"),
+            )
+            .unwrap();
+            if *built {
+                std::fs::write(release.join(format!("{package}.wasm")), b"").unwrap();
+            }
+        }
+        dir
+    }
+
+    fn check_in(dir: &tempfile::TempDir, text: &str) -> Result<Manifest, String> {
+        parse(&dir.path().join("manifest.toml"), text, &|_| None).map_err(|errors| {
+            errors
+                .to_string()
+                .replace(&dir.path().display().to_string(), "<dir>")
+        })
+    }
+
+    #[test]
+    fn routes_folder_mounts_crates_and_entries_configure_them() {
+        let dir = crates(&[
+            ("api/posts/index", "api_posts", true),
+            ("api/posts/$postId", "api_posts_postid", true),
+            ("(admin)/stats", "stats", true),
+        ]);
+        let manifest = check_in(
+            &dir,
+            "[routes]\ndir = \"routes\"\ntarget_dir = \"target\"\n\n[[route]]\npath = \"/api/posts/$id\"\nkv = [\"posts\"]\ntimeout = \"2s\"\n",
+        )
+        .unwrap();
+        let summary: Vec<(String, String, usize, Vec<String>)> = manifest
+            .routes
+            .iter()
+            .map(|r| {
+                (
+                    r.pattern.to_string(),
+                    r.source.as_ref().unwrap().crate_dir.clone(),
+                    r.line,
+                    r.kv.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                // The entry keeps its own spelling of the param and its line.
+                (
+                    "/api/posts/$id".into(),
+                    "routes/api/posts/$postId".into(),
+                    6,
+                    vec!["posts".into()]
+                ),
+                ("/stats".into(), "routes/(admin)/stats".into(), 2, vec![]),
+                (
+                    "/api/posts".into(),
+                    "routes/api/posts/index".into(),
+                    2,
+                    vec![]
+                ),
+            ]
+        );
+        assert_eq!(manifest.routes[0].limits.timeout, Duration::from_secs(2));
+        assert!(manifest.routes[2]
+            .component
+            .ends_with("target/wasm32-wasip2/release/api_posts.wasm"));
+    }
+
+    #[test]
+    fn routes_folder_errors_name_the_crates() {
+        let dir = crates(&[
+            ("api/posts/index", "api_posts", true),
+            ("(v1)/api/posts", "old_posts", true),
+            ("api/users/$id", "users", true),
+            ("api/unbuilt", "unbuilt", false),
+        ]);
+        let error = check_in(
+            &dir,
+            "[routes]\ndir = \"routes\"\ntarget_dir = \"target\"\n\n[[route]]\npath = \"/api/users/$x\"\ncomponent = \"x.wasm\"\n\n[[route]]\npath = \"/api/nothing\"\n",
+        )
+        .unwrap_err();
+        for expected in [
+            "<dir>/manifest.toml:2: route crates routes/(v1)/api/posts and routes/api/posts/index both map to \"/api/posts\"",
+            "<dir>/manifest.toml:6: route \"/api/users/$x\" names a component, but route crate routes/api/users/$id already maps to it",
+            "<dir>/manifest.toml:10: route \"/api/nothing\" has no `component`, and no route crate under [routes] maps to it",
+            "<dir>/manifest.toml:2: route \"/api/unbuilt\": component file target/wasm32-wasip2/release/unbuilt.wasm not found",
+        ] {
+            assert!(error.contains(expected), "missing {expected}\nin\n{error}");
+        }
+        let error = check_in(&dir, "[routes]\ndir = \"elsewhere\"\n").unwrap_err();
+        assert!(
+            error.contains("<dir>/manifest.toml:2: [routes]: routes folder elsewhere not found"),
+            "{error}"
+        );
+        // Without [routes], a route still needs its component.
+        let error = check_in(&dir, "[[route]]\npath = \"/a\"\n").unwrap_err();
+        assert!(
+            error.contains(
+                "<dir>/manifest.toml:2: route \"/a\" has no `component` (or a [routes] folder"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn valid_manifest_resolves_paths_env_and_secrets() {
+        let manifest = check(
+            r#"
+[server]
+listen = "127.0.0.1:9000"
+
+[[route]]
+path = "/api/posts/$postId"
+component = "a.wasm"
+kv = ["posts"]
+env = { MODE = "test" }
+secrets = ["PRESENT"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(manifest.listen.to_string(), "127.0.0.1:9000");
+        let route = &manifest.routes[0];
+        assert_eq!(route.line, 6);
+        assert_eq!(route.kv, ["posts"]);
+        assert_eq!(
+            route.env,
+            [
+                ("MODE".into(), "test".into()),
+                ("PRESENT".into(), "s3cret".into())
+            ]
+        );
+        assert!(route.component.ends_with("a.wasm"));
+        assert!(manifest.data_dir.ends_with(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn each_error_names_file_line_and_route() {
+        let cases = [
+            (
+                "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\ntimeout_ms = 5\n",
+                "<dir>/manifest.toml: line 4: unknown field `timeout_ms`",
+            ),
+            ("[server]\nport = 1\n", "<dir>/manifest.toml: line 2: unknown field `port`"),
+            ("[[route]]\npath = \"/a\"\n", "<dir>/manifest.toml:2: route \"/a\" has no `component`"),
+            ("[[route]\n", "<dir>/manifest.toml: line 1:"),
+            (
+                "[[route]]\npath = \"api\"\ncomponent = \"a.wasm\"\n",
+                "<dir>/manifest.toml:2: route \"api\": bad path: a path must start with `/`",
+            ),
+            (
+                "[[route]]\npath = \"/a/$x\"\ncomponent = \"a.wasm\"\n\n[[route]]\npath = \"/A/$y\"\ncomponent = \"b.wasm\"\n",
+                "<dir>/manifest.toml:6: route \"/A/$y\" claims the same paths as route \"/a/$x\" on line 2",
+            ),
+            (
+                "[[route]]\npath = \"/a\"\ncomponent = \"missing.wasm\"\n",
+                "<dir>/manifest.toml:2: route \"/a\": component file missing.wasm not found",
+            ),
+            (
+                "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\nsecrets = [\"ABSENT\"]\n",
+                "<dir>/manifest.toml:2: route \"/a\": secret ABSENT is not set in the host's environment",
+            ),
+            (
+                "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\nenv = { PRESENT = \"x\" }\nsecrets = [\"PRESENT\"]\n",
+                "route \"/a\": env var PRESENT is given twice",
+            ),
+            (
+                "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\nenv = { \"A=B\" = \"x\" }\n",
+                "route \"/a\": env var \"A=B\" is not a valid name",
+            ),
+            (
+                "[server]\nlisten = \"localhost\"\n",
+                "<dir>/manifest.toml:2: `listen = \"localhost\"` is not an address",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = check(text).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "for\n{text}\ngot: {error}\nwanted: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let error = check(
+            "[[route]]\npath = \"nope\"\ncomponent = \"x.wasm\"\n\n[[route]]\npath = \"/b\"\ncomponent = \"a.wasm\"\nsecrets = [\"ABSENT\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(error.lines().count(), 3, "{error}");
+    }
+
+    #[test]
+    fn limits_default_then_server_then_route() {
+        let manifest = check(
+            r#"
+[server]
+timeout = "2s"
+memory = "64MiB"
+max_body = 2048
+body_timeout = "250ms"
+max_header_bytes = "32KiB"
+
+[[route]]
+path = "/a"
+component = "a.wasm"
+
+[[route]]
+path = "/b"
+component = "b.wasm"
+timeout = "1m"
+cpu_time = "50ms"
+max_response = "2MB"
+max_concurrency = 3
+"#,
+        )
+        .unwrap();
+        let [a, b] = [&manifest.routes[0].limits, &manifest.routes[1].limits];
+        assert_eq!(a.timeout, Duration::from_secs(2));
+        assert_eq!(a.memory, 64 << 20);
+        assert_eq!(a.max_body, 2048);
+        assert_eq!(a.max_response, Limits::default().max_response);
+        assert_eq!(a.max_concurrency, Limits::default().max_concurrency);
+        assert_eq!(b.timeout, Duration::from_secs(60));
+        assert_eq!(a.cpu_time, None, "no CPU limit of its own by default");
+        assert_eq!(b.cpu_time, Some(Duration::from_millis(50)));
+        assert_eq!(b.memory, 64 << 20, "server default still applies");
+        assert_eq!(b.max_response, 2_000_000);
+        assert_eq!(b.max_concurrency, 3);
+        assert_eq!(manifest.server.body_timeout, Duration::from_millis(250));
+        assert_eq!(manifest.server.max_header_bytes, 32 * 1024);
+        assert_eq!(
+            manifest.server.header_timeout,
+            ServerLimits::default().header_timeout
+        );
+    }
+
+    #[test]
+    fn bad_limits_name_the_key_and_line() {
+        let cases = [
+            (
+                "[server]\ntimeout = 5\n",
+                "manifest.toml:2: `timeout`: give a unit",
+            ),
+            (
+                "[server]\ntimeout = \"5 parsecs\"\n",
+                "manifest.toml:2: `timeout`: expected a duration",
+            ),
+            (
+                "[server]\nmemory = \"lots\"\n",
+                "manifest.toml:2: `memory`: expected a size",
+            ),
+            (
+                "[server]\ncpu_time = \"soon\"\n",
+                "manifest.toml:2: `cpu_time`: expected a duration",
+            ),
+            (
+                "[server]\nmax_body = \"0KiB\"\n",
+                "`max_body`: must be more than zero",
+            ),
+            (
+                "[server]\nmax_concurrency = \"many\"\n",
+                "`max_concurrency`: expected a whole number",
+            ),
+            (
+                "[server]\nmax_concurrency = 0\n",
+                "`max_concurrency`: must be more than zero",
+            ),
+            (
+                "[server]\nmax_concurrency = 9999999999999999999\n",
+                "`max_concurrency`: at most 1000000",
+            ),
+            (
+                "[server]\nmemory = \"99999999999999999999GiB\"\n",
+                "`memory`: expected a size",
+            ),
+            (
+                "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\nmax_body = \"-1\"\n",
+                "manifest.toml:4: route \"/a\": `max_body`: expected a size",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = check(text).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "for\n{text}\ngot: {error}\nwanted: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_manifest_is_valid_and_serves_nothing() {
+        let manifest = check("").unwrap();
+        assert!(manifest.routes.is_empty());
+        assert_eq!(manifest.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever the text, parsing returns a manifest or errors, never panics.
+            #[test]
+            fn arbitrary_text_never_panics(text in "\\PC*") {
+                let _ = check(&text);
+            }
+
+            /// Near-valid manifests: random values in every key.
+            #[test]
+            fn arbitrary_values_never_panic(
+                path in "\\PC{0,12}",
+                limit in "\\PC{0,8}",
+                number in any::<i64>(),
+                key in prop_oneof![Just("timeout"), Just("memory"), Just("max_body"), Just("max_concurrency"), Just("listen")],
+            ) {
+                let text = format!(
+                    "[server]\n{key} = {limit:?}\n\n[[route]]\npath = {path:?}\ncomponent = \"a.wasm\"\nmax_concurrency = {number}\n"
+                );
+                let _ = check(&text);
+            }
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! From manifest text to a checked [`Manifest`]: one pipeline, read as the
+//! list of steps in [`check`]. Every step reports what it finds and the
+//! pipeline goes on, so one run names every problem; only a manifest with
+//! none comes out.
+
+use super::error::{line_of, syntax_message, ManifestError, ManifestErrors};
+use super::folders::FolderRoute;
+use super::limits::{Kind, Limits, ServerLimits};
+use super::mount::mount_folder_routes;
+use super::schema::{RawAdmin, RawManifest, RawRoute, RawServer, WrittenLimits};
+use super::{AdminSettings, Lookup, Manifest, RouteSpec, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use crate::capabilities::outbound::AllowedHost;
+use crate::router::Pattern;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Checks manifest `text`, read from `file`, looking up what it names with
+/// `lookup`.
+pub(crate) fn check(
+    file: &Path,
+    text: &str,
+    lookup: &Lookup<'_>,
+) -> Result<Manifest, ManifestErrors> {
+    let mut checker = Checker {
+        file: file.display().to_string(),
+        text,
+        errors: Vec::new(),
+    };
+    // 1. The text into the schema: syntax, unknown keys, types.
+    let mut raw: RawManifest = toml::from_str(text).map_err(|err| ManifestError::Syntax {
+        file: checker.file.clone(),
+        message: syntax_message(text, &err),
+    })?;
+    // 2. `[routes]`: every route crate found becomes an entry.
+    let sources = checker.mount_folder(&mut raw, lookup);
+    // 3. `[server]`: the address, the data folder, the server's limits and
+    //    every route's default limits.
+    let (listen, server, defaults) = checker.server(&raw.server);
+    let data_dir = file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(raw.server.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
+    // 4. `[admin]`.
+    let admin = raw.admin.as_ref().map(|admin| checker.admin(admin));
+    // 5. Each route: its path, its shape unique, its component, its grants,
+    //    its limits.
+    let has_folder = raw.folder.is_some();
+    let mut shapes = HashMap::new();
+    let mut routes = Vec::new();
+    for (raw_route, source) in raw.routes.into_iter().zip(sources) {
+        let route = checker.route(
+            raw_route,
+            source,
+            &defaults,
+            has_folder,
+            lookup,
+            &mut shapes,
+        );
+        routes.extend(route);
+    }
+    if !checker.errors.is_empty() {
+        return Err(ManifestErrors(checker.errors));
+    }
+    Ok(Manifest {
+        file: file.to_path_buf(),
+        listen,
+        data_dir,
+        server,
+        admin,
+        routes,
+    })
+}
+
+/// One manifest being checked, and the problems found so far.
+struct Checker<'a> {
+    file: String,
+    text: &'a str,
+    errors: Vec<ManifestError>,
+}
+
+impl Checker<'_> {
+    fn line(&self, offset: usize) -> usize {
+        line_of(self.text, offset)
+    }
+
+    /// Adds `[routes]`'s crates to the entries; for each entry after that,
+    /// the crate it comes from.
+    fn mount_folder(
+        &mut self,
+        raw: &mut RawManifest,
+        lookup: &Lookup<'_>,
+    ) -> Vec<Option<FolderRoute>> {
+        let none = vec![None; raw.routes.len()];
+        let Some(folder) = &raw.folder else {
+            return none;
+        };
+        match (lookup.discover)(folder.dir.get_ref(), &folder.target_dir(lookup.base)) {
+            Ok(found) => {
+                let text = self.text;
+                mount_folder_routes(
+                    &mut raw.routes,
+                    found,
+                    folder.dir.span(),
+                    &self.file,
+                    &mut self.errors,
+                    &|offset| line_of(text, offset),
+                )
+            }
+            Err(reason) => {
+                self.errors.push(ManifestError::Folder {
+                    file: self.file.clone(),
+                    line: self.line(folder.dir.span().start),
+                    reason,
+                });
+                none
+            }
+        }
+    }
+
+    /// An address as written in `listen`, or the default when it is not one.
+    fn address(&mut self, value: &toml::Spanned<String>) -> Option<SocketAddr> {
+        match value.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.errors.push(ManifestError::BadListen {
+                    file: self.file.clone(),
+                    line: self.line(value.span().start),
+                    value: value.get_ref().clone(),
+                });
+                None
+            }
+        }
+    }
+
+    /// `written` applied over `route` and `server`, each value checked
+    /// against its kind.
+    fn limits(
+        &mut self,
+        written: &WrittenLimits,
+        owner: Option<&str>,
+        route: &mut Limits,
+        server: &mut ServerLimits,
+    ) {
+        for (spec, value) in written {
+            match spec.kind.parse(value.get_ref()) {
+                Ok(parsed) => spec.set(route, server, parsed),
+                Err(reason) => self.errors.push(ManifestError::BadLimit {
+                    file: self.file.clone(),
+                    line: self.line(value.span().start),
+                    route: owner.map(str::to_string),
+                    key: spec.key,
+                    reason,
+                }),
+            }
+        }
+    }
+
+    fn server(&mut self, raw: &RawServer) -> (SocketAddr, ServerLimits, Limits) {
+        let listen = raw
+            .listen
+            .as_ref()
+            .and_then(|value| self.address(value))
+            .unwrap_or(DEFAULT_LISTEN);
+        let (mut server, mut defaults) = (ServerLimits::default(), Limits::default());
+        self.limits(&raw.limits, None, &mut defaults, &mut server);
+        (listen, server, defaults)
+    }
+
+    fn admin(&mut self, raw: &RawAdmin) -> AdminSettings {
+        let mut admin = AdminSettings::default();
+        if let Some(addr) = raw.listen.as_ref().and_then(|value| self.address(value)) {
+            admin.listen = addr;
+        }
+        if let Some(name) = &raw.token_env {
+            admin.token_env = name.clone();
+        }
+        admin.deploy_secrets = raw.deploy_secrets.clone();
+        if let Some(value) = &raw.max_upload {
+            match Kind::Size.parse(value.get_ref()) {
+                Ok(bytes) => admin.max_upload = usize::try_from(bytes).unwrap_or(usize::MAX),
+                Err(reason) => self.errors.push(ManifestError::BadLimit {
+                    file: self.file.clone(),
+                    line: self.line(value.span().start),
+                    route: None,
+                    key: "max_upload",
+                    reason,
+                }),
+            }
+        }
+        admin
+    }
+
+    /// One route checked; `None` when its path or component is unusable
+    /// (the reasons are recorded).
+    fn route(
+        &mut self,
+        raw: RawRoute,
+        source: Option<FolderRoute>,
+        defaults: &Limits,
+        has_folder: bool,
+        lookup: &Lookup<'_>,
+        shapes: &mut HashMap<String, (String, usize)>,
+    ) -> Option<RouteSpec> {
+        let line = self.line(raw.path.span().start);
+        let name = raw.path.get_ref().clone();
+        let fail = |checker: &mut Self, make: &dyn Fn(String, usize, String) -> ManifestError| {
+            checker
+                .errors
+                .push(make(checker.file.clone(), line, name.clone()));
+        };
+
+        let pattern = match Pattern::parse(&name) {
+            Ok(pattern) => Some(pattern),
+            Err(reason) => {
+                fail(self, &|file, line, route| ManifestError::BadPath {
+                    file,
+                    line,
+                    route,
+                    reason: reason.clone(),
+                });
+                None
+            }
+        };
+        if let Some(pattern) = &pattern {
+            self.claim_shape(pattern, &name, line, shapes);
+        }
+
+        let written = raw.component.as_ref().map(|c| c.get_ref().clone());
+        // With [routes], mount_folder_routes reported a missing component.
+        if written.is_none() && !has_folder {
+            fail(self, &|file, line, route| ManifestError::NoComponent {
+                file,
+                line,
+                route,
+                folder: false,
+            });
+        }
+        let component = written.as_deref().and_then(lookup.component);
+        if let (Some(written), None) = (&written, &component) {
+            fail(self, &|file, line, route| ManifestError::MissingComponent {
+                file,
+                line,
+                route,
+                component: written.clone(),
+            });
+        }
+
+        for store in &raw.kv {
+            if !is_name(store) {
+                fail(self, &|file, line, route| ManifestError::BadName {
+                    file,
+                    line,
+                    route,
+                    what: "key-value store",
+                    name: store.clone(),
+                });
+            }
+        }
+
+        // The environment: plain values, then secrets, sorted by name.
+        let mut env: Vec<(String, String)> = Vec::new();
+        for (var, value) in &raw.env {
+            if !is_name(var) {
+                fail(self, &|file, line, route| ManifestError::BadName {
+                    file,
+                    line,
+                    route,
+                    what: "env var",
+                    name: var.clone(),
+                });
+            }
+            env.push((var.clone(), value.clone()));
+        }
+        let mut secrets = raw.secrets.clone();
+        secrets.sort();
+        for secret in &secrets {
+            if !is_name(secret) {
+                fail(self, &|file, line, route| ManifestError::BadName {
+                    file,
+                    line,
+                    route,
+                    what: "secret",
+                    name: secret.clone(),
+                });
+                continue;
+            }
+            if env.iter().any(|(existing, _)| existing == secret) {
+                fail(self, &|file, line, route| ManifestError::DuplicateEnv {
+                    file,
+                    line,
+                    route,
+                    name: secret.clone(),
+                });
+                continue;
+            }
+            let missing = |file, line, route, name| ManifestError::MissingSecret {
+                file,
+                line,
+                route,
+                name,
+            };
+            let refused = |file, line, route, name| ManifestError::SecretNotDeployable {
+                file,
+                line,
+                route,
+                name,
+            };
+            let problem: fn(String, usize, String, String) -> ManifestError =
+                match (lookup.secret)(secret) {
+                    Secret::Value(value) => {
+                        env.push((secret.clone(), value));
+                        continue;
+                    }
+                    Secret::Missing => missing,
+                    Secret::NotDeployable => refused,
+                };
+            fail(self, &|file, line, route| {
+                problem(file, line, route, secret.clone())
+            });
+        }
+
+        let mut allowed_outbound_hosts = Vec::new();
+        for entry in &raw.allowed_outbound_hosts {
+            match AllowedHost::parse(entry.get_ref()) {
+                Ok(allowed) => allowed_outbound_hosts.push(allowed),
+                Err(reason) => self.errors.push(ManifestError::BadOutboundHost {
+                    file: self.file.clone(),
+                    line: self.line(entry.span().start),
+                    route: name.clone(),
+                    reason,
+                }),
+            }
+        }
+
+        let mut limits = defaults.clone();
+        // Routes take no server limits: the schema refused them.
+        let mut unused = ServerLimits::default();
+        self.limits(&raw.limits, Some(&name), &mut limits, &mut unused);
+
+        Some(RouteSpec {
+            pattern: pattern?,
+            component: component?,
+            source,
+            line,
+            kv: raw.kv,
+            env,
+            secrets,
+            allowed_outbound_hosts,
+            limits,
+        })
+    }
+
+    /// Records that the route `name` on `line` answers `pattern`'s paths,
+    /// unless an earlier route does (`/a/$x` and `/A/$y` claim the same
+    /// paths); `shapes` holds those seen, with the route and line that
+    /// claimed each.
+    fn claim_shape(
+        &mut self,
+        pattern: &Pattern,
+        name: &str,
+        line: usize,
+        shapes: &mut HashMap<String, (String, usize)>,
+    ) {
+        match shapes.get(&pattern.shape()) {
+            Some((first, first_line)) => self.errors.push(ManifestError::DuplicatePattern {
+                file: self.file.clone(),
+                line,
+                route: name.to_string(),
+                first: first.clone(),
+                first_line: *first_line,
+            }),
+            None => {
+                shapes.insert(pattern.shape(), (name.to_string(), line));
+            }
+        }
+    }
+}
+
+/// Names of env vars, secrets and stores: what a shell and a key would accept.
+fn is_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}

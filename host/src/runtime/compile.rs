@@ -1,0 +1,120 @@
+//! Loading a component file: checking it is a component, and compiling it
+//! once per content and engine, with the compiled code cached on disk so a
+//! restart compiles nothing.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+/// A compiled component and where it came from.
+pub(crate) struct Compiled {
+    pub(crate) component: Component,
+    /// Whether it came from the compile cache.
+    pub(crate) cached: bool,
+    /// Its entry in the compile cache, if it has one.
+    pub(crate) entry: Option<PathBuf>,
+}
+
+/// Reads the component at `file`, and says what it is when it is not one.
+pub(crate) fn read_component(file: &Path) -> Result<Vec<u8>, String> {
+    let name = file.display();
+    let bytes =
+        std::fs::read(file).map_err(|err| format!("cannot read component {name}: {err}"))?;
+    // `\0asm`, then the version and the layer: 1 for a component, 0 for a
+    // core module.
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(bytes),
+        Some([0, b'a', b's', b'm', _, _, 0, 0]) => Err(format!(
+            "{name} is a core WebAssembly module, not a component; build the route for wasm32-wasip2"
+        )),
+        _ => Err(format!("{name} is not a WebAssembly component")),
+    }
+}
+
+/// Compiles a component, or loads it from the cache in `cache_dir` when
+/// these bytes were compiled before with the same engine settings.
+pub(crate) fn compile_cached(
+    engine: &Engine,
+    cache_dir: Option<&Path>,
+    bytes: &[u8],
+) -> Result<Compiled, String> {
+    let compile = || Component::new(engine, bytes).map_err(|err| format!("{err:#}"));
+    let Some(dir) = cache_dir else {
+        return Ok(Compiled {
+            component: compile()?,
+            cached: false,
+            entry: None,
+        });
+    };
+    let entry = dir.join(format!("{}.cwasm", cache_key(engine, bytes)));
+    if entry.is_file() {
+        // SAFETY: the file was written by `Component::serialize` below with
+        // this engine's settings (they are part of its name), into the
+        // host's own data folder. Whoever can write there can run native
+        // code in the host, as they could by replacing its binary.
+        match unsafe { Component::deserialize_file(engine, &entry) } {
+            Ok(component) => {
+                return Ok(Compiled {
+                    component,
+                    cached: true,
+                    entry: Some(entry),
+                })
+            }
+            Err(err) => tracing::warn!(
+                "ignoring unusable compile cache entry {}: {err:#}",
+                entry.display()
+            ),
+        }
+    }
+    let component = compile()?;
+    if let Err(err) = write_cache_entry(dir, &entry, &component) {
+        tracing::warn!(
+            "could not cache the compiled component in {}: {err}",
+            dir.display()
+        );
+        return Ok(Compiled {
+            component,
+            cached: false,
+            entry: None,
+        });
+    }
+    Ok(Compiled {
+        component,
+        cached: false,
+        entry: Some(entry),
+    })
+}
+
+/// Content hash of the component plus everything about the engine that
+/// makes compiled code compatible.
+fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
+    struct Sha(Sha256);
+    impl std::hash::Hasher for Sha {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut hasher = Sha(Sha256::new());
+    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+    hasher.0.update(bytes);
+    hasher
+        .0
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes a compiled component atomically (temporary file, then rename), so
+/// a crash never leaves a truncated entry behind.
+fn write_cache_entry(dir: &Path, path: &Path, component: &Component) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|err| err.to_string())?;
+    let bytes = component.serialize().map_err(|err| format!("{err:#}"))?;
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temporary, bytes).map_err(|err| err.to_string())?;
+    std::fs::rename(&temporary, path).map_err(|err| err.to_string())
+}

@@ -1,0 +1,166 @@
+//! Why a guest gave no answer, and the one mapping from that to the status
+//! the client gets, the counter it is counted under and how loudly it is
+//! logged ([`GuestError::verdict`]).
+
+use super::cpu::CpuTimeExceeded;
+use super::store::HostState;
+use crate::metrics::Event;
+use http::StatusCode;
+use std::time::Duration;
+use wasmtime::PoolConcurrencyLimitError;
+
+/// Why a guest call produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// The guest trapped (a panic, `unreachable`, a bad memory access, stack
+    /// exhaustion...); the message is the trap's reason, one line.
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// The guest trapped after it was refused memory past its limit.
+    #[error("guest trapped after being refused memory past its {limit} byte limit: {reason}")]
+    OutOfMemory { limit: usize, reason: String },
+    /// The guest ran past its time limit and was stopped.
+    #[error("guest ran past its {0:?} time limit")]
+    Timeout(Duration),
+    /// The guest ran on the CPU past its `cpu_time` and was stopped.
+    #[error("guest used more than its {0:?} of CPU time")]
+    CpuTime(Duration),
+    /// The host could not set up the instance.
+    #[error("could not instantiate the route: {0:#}")]
+    Instantiate(wasmtime::Error),
+    /// Every slot of the instance pool is in use.
+    #[error("all instance slots are in use")]
+    PoolExhausted,
+}
+
+/// What a guest failure means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    /// What the client gets, when it has not had an answer's head yet.
+    pub(crate) status: StatusCode,
+    /// What it is counted as in the route's metrics.
+    pub(crate) event: Event,
+    /// A limit the route ran into (logged as a warning: the route is
+    /// working as configured) rather than a failure (an error).
+    pub(crate) limit: bool,
+}
+
+impl GuestError {
+    /// The one place a guest failure gets its status, its metric and its
+    /// log level.
+    pub(crate) fn verdict(&self) -> Verdict {
+        let (status, event, limit) = match self {
+            GuestError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, Event::Timeout, true),
+            GuestError::CpuTime(_) => (StatusCode::INTERNAL_SERVER_ERROR, Event::CpuTime, true),
+            GuestError::PoolExhausted => {
+                (StatusCode::SERVICE_UNAVAILABLE, Event::MaxInstances, true)
+            }
+            GuestError::OutOfMemory { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, Event::Memory, false)
+            }
+            GuestError::Instantiate(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, Event::Instantiate, false)
+            }
+            GuestError::Trap(_) => (StatusCode::INTERNAL_SERVER_ERROR, Event::Trap, false),
+        };
+        Verdict {
+            status,
+            event,
+            limit,
+        }
+    }
+
+    /// The log line for this failure, with the request it belongs to.
+    pub(crate) fn log(&self, request_id: &str, route: &str, path: &str) {
+        let message = match self {
+            GuestError::Timeout(limit) => format!("guest timed out after {limit:?}"),
+            GuestError::CpuTime(limit) => {
+                format!("guest stopped after using its {limit:?} of CPU time")
+            }
+            GuestError::PoolExhausted => "all instance slots are in use; answering 503".into(),
+            other => other.to_string(),
+        };
+        if self.verdict().limit {
+            tracing::warn!(request_id = %request_id, route = %route, path = %path, "{message}");
+        } else {
+            tracing::error!(request_id = %request_id, route = %route, path = %path, "{message}");
+        }
+    }
+}
+
+/// A failed instantiation: a full instance pool, or anything else.
+pub(super) fn instantiate_error(err: wasmtime::Error) -> GuestError {
+    if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+        GuestError::PoolExhausted
+    } else {
+        GuestError::Instantiate(err)
+    }
+}
+
+/// What a guest's trap means: its CPU time used up, running out of memory
+/// when a grow was refused before it, else the trap's one-line reason.
+pub(super) fn guest_trap(state: &HostState, err: &wasmtime::Error, request_id: &str) -> GuestError {
+    // The wasm backtrace can run to thousands of frames (deep recursion): the
+    // log gets it only at debug level.
+    tracing::debug!(request_id, "guest trap in full: {err:?}");
+    if let Some(CpuTimeExceeded(limit)) = err.downcast_ref::<CpuTimeExceeded>() {
+        return GuestError::CpuTime(*limit);
+    }
+    let reason = trap_reason(err);
+    if state.limits.memory_refused {
+        GuestError::OutOfMemory {
+            limit: state.limits.memory_limit,
+            reason,
+        }
+    } else {
+        GuestError::Trap(reason)
+    }
+}
+
+/// The one-line reason of a trap: wasmtime's trap code when there is one.
+fn trap_reason(err: &wasmtime::Error) -> String {
+    match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => err.root_cause().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every guest failure, with the status, counter and level it gets.
+    #[test]
+    fn each_failure_has_one_status_one_counter_and_one_level() {
+        let second = Duration::from_secs(1);
+        let cases = [
+            (GuestError::Trap("x".into()), 500, Event::Trap, false),
+            (
+                GuestError::OutOfMemory {
+                    limit: 1,
+                    reason: "x".into(),
+                },
+                500,
+                Event::Memory,
+                false,
+            ),
+            (GuestError::Timeout(second), 504, Event::Timeout, true),
+            (GuestError::CpuTime(second), 500, Event::CpuTime, true),
+            (
+                GuestError::Instantiate(wasmtime::format_err!("x")),
+                500,
+                Event::Instantiate,
+                false,
+            ),
+            (GuestError::PoolExhausted, 503, Event::MaxInstances, true),
+        ];
+        for (error, status, event, limit) in cases {
+            let verdict = error.verdict();
+            assert_eq!(
+                (verdict.status.as_u16(), verdict.event, verdict.limit),
+                (status, event, limit),
+                "{error}"
+            );
+        }
+    }
+}

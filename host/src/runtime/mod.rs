@@ -1,0 +1,99 @@
+//! The WebAssembly side of the host: the engine, the linker, each route's
+//! compiled and pre-linked component, and running one request in a fresh
+//! instance.
+//!
+//! Everything that depends only on the manifest happens in [`Runtime::load`]:
+//! compiling each component, reading which methods it exports, resolving its
+//! imports against the linker. Per request there is only a new `Store`, an
+//! instantiation from the pre-linked component and one call.
+//!
+//! | file | what it owns |
+//! | --- | --- |
+//! | `engine.rs` | the engine's configuration (a comment per knob), its epoch ticker, the linker |
+//! | `compile.rs` | reading a component file, compiling it, the compile cache |
+//! | `route.rs` | [`CompiledRoute`] (exports read and checked, grants resolved) and [`RouteTable`] |
+//! | `store.rs` | one request's store: WASI context, limiter, epoch deadline |
+//! | `call.rs` | calling an SDK route's method export |
+//! | `proxy.rs` | calling a `wasi:http/proxy` component, streaming both ways |
+//! | `cpu.rs` | the `cpu_time` meter |
+//! | `failure.rs` | [`GuestError`] and its one mapping to a status, a metric and a log level |
+
+mod call;
+mod compile;
+mod cpu;
+mod engine;
+mod failure;
+mod proxy;
+mod route;
+mod store;
+
+pub use crate::wit::{Method, Request as GuestRequest, Response as GuestResponse};
+pub use engine::EngineSettings;
+pub use failure::GuestError;
+pub use proxy::ProxyDone;
+pub use route::{CompiledRoute, RouteTable};
+
+use crate::capabilities::kv::KvBackend;
+use crate::manifest::{Manifest, ManifestError, ManifestErrors};
+use crate::metrics::Metrics;
+use crate::router::Router;
+use std::path::PathBuf;
+use std::sync::Arc;
+use store::HostState;
+use wasmtime::component::Linker;
+use wasmtime::Engine;
+
+/// The engine and linker shared by all routes.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    kv: Arc<dyn KvBackend>,
+    cache_dir: Option<PathBuf>,
+    max_memory: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Runtime {
+    /// Builds the engine (with the epoch ticker that enforces time limits)
+    /// and the linker holding every import a route may use.
+    pub fn new(kv: Arc<dyn KvBackend>, settings: EngineSettings) -> wasmtime::Result<Runtime> {
+        let engine = engine::engine(&settings)?;
+        let linker = engine::linker(&engine)?;
+        Ok(Runtime {
+            engine,
+            linker,
+            kv,
+            cache_dir: settings.cache_dir,
+            max_memory: settings.max_memory,
+            metrics: Arc::default(),
+        })
+    }
+
+    /// The counters of every route this runtime has loaded.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Compiles and links every route of a validated manifest. Reports every
+    /// route that fails, each with the manifest line.
+    pub fn load(&self, manifest: &Manifest) -> Result<RouteTable, ManifestErrors> {
+        let mut errors = Vec::new();
+        let mut routes = Vec::new();
+        for spec in &manifest.routes {
+            match self.compile_route(spec) {
+                Ok(route) => routes.push(route),
+                Err(reason) => errors.push(ManifestError::Component {
+                    file: manifest.file.display().to_string(),
+                    line: spec.line,
+                    route: spec.pattern.to_string(),
+                    reason,
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ManifestErrors(errors));
+        }
+        let router = Router::new(manifest.routes.iter().map(|spec| &spec.pattern));
+        Ok(RouteTable { router, routes })
+    }
+}

@@ -1,0 +1,281 @@
+//! A route ready to serve ([`CompiledRoute`]: compiled, pre-linked, its
+//! exports read and type-checked, its grants resolved), and the immutable
+//! [`RouteTable`] of one manifest's routes.
+
+use super::compile::{compile_cached, read_component, Compiled};
+use super::store::HostState;
+use super::Runtime;
+use crate::capabilities::kv::KvAccess;
+use crate::capabilities::outbound::OutboundPolicy;
+use crate::manifest::{Limits, RouteSpec};
+use crate::metrics::{RouteMetrics, RunningGuard};
+use crate::router::{Match, Params, PathError, Router};
+use crate::wit::{check_method_export, Method};
+use std::path::PathBuf;
+use std::sync::Arc;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{ComponentExportIndex, InstancePre};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// The export a standard `wasi:http/proxy` component answers with.
+const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+
+/// One route, ready to serve: compiled, pre-linked and with its grants.
+pub struct CompiledRoute {
+    /// The route's pattern, as written in the manifest.
+    pub name: Arc<str>,
+    /// The component file it was compiled from.
+    pub component: PathBuf,
+    /// Its entry in the compile cache, if it has one.
+    pub compiled: Option<PathBuf>,
+    pub(super) pre: InstancePre<HostState>,
+    /// Set for a standard `wasi:http/proxy` component (it exports
+    /// `wasi:http/incoming-handler`): every method goes to it.
+    pub(super) proxy: Option<ProxyPre<HostState>>,
+    /// Each method's export, by [`Method::index`].
+    pub(super) handlers: [Option<ComponentExportIndex>; Method::ALL.len()],
+    /// The `Allow` header's value, computed at load.
+    pub allow: String,
+    /// Where the route may send HTTP requests.
+    pub(super) outbound: Arc<OutboundPolicy>,
+    pub(super) env: Arc<[(String, String)]>,
+    pub(super) kv: KvAccess,
+    pub limits: Limits,
+    /// The route's counters (shared with earlier tables that had its pattern).
+    pub metrics: Arc<RouteMetrics>,
+}
+
+impl CompiledRoute {
+    /// Whether the component exports a handler for `method`.
+    pub fn handles(&self, method: Method) -> bool {
+        self.proxy.is_some() || self.handlers[method.index()].is_some()
+    }
+
+    /// Whether this is a standard `wasi:http/proxy` component.
+    pub fn is_proxy(&self) -> bool {
+        self.proxy.is_some()
+    }
+
+    /// A slot to run one instance, or `None` when `max_concurrency` are
+    /// running, counting those still running on earlier deployments of this
+    /// route's pattern.
+    pub fn try_reserve(&self) -> Option<RunningGuard> {
+        self.metrics.try_start(self.limits.max_concurrency)
+    }
+}
+
+/// An immutable snapshot of every route, built from one validated manifest.
+pub struct RouteTable {
+    pub(super) router: Router,
+    pub(super) routes: Vec<CompiledRoute>,
+}
+
+impl RouteTable {
+    /// The route for a raw request path and its decoded params.
+    pub fn lookup(&self, path: &str) -> Result<Option<(&CompiledRoute, Params)>, PathError> {
+        Ok(self
+            .router
+            .lookup(path)?
+            .and_then(|Match { route, params }| Some((self.routes.get(route)?, params))))
+    }
+
+    /// The routes in manifest order.
+    pub fn routes(&self) -> &[CompiledRoute] {
+        &self.routes
+    }
+}
+
+impl Runtime {
+    /// Compiles (or loads from the cache) and links one route, reading and
+    /// type-checking its exports; the reason when it cannot serve.
+    pub(super) fn compile_route(&self, spec: &RouteSpec) -> Result<CompiledRoute, String> {
+        if spec.limits.memory > self.max_memory {
+            return Err(format!(
+                "memory limit of {} bytes is over the {} bytes per instance this host reserved when it started; restart the host with this manifest to raise it",
+                spec.limits.memory, self.max_memory
+            ));
+        }
+        let file = spec.component.display();
+        let bytes = read_component(&spec.component)?;
+        let started = std::time::Instant::now();
+        let Compiled {
+            component,
+            cached,
+            entry,
+        } = compile_cached(&self.engine, self.cache_dir.as_deref(), &bytes)
+            .map_err(|err| format!("{file} does not compile: {err}"))?;
+        let how = if cached {
+            "loaded from the compile cache"
+        } else {
+            "compiled"
+        };
+        tracing::info!(route = %spec.pattern, "{how} in {:?}", started.elapsed());
+
+        let ty = component.component_type();
+        let mut handlers = [None; Method::ALL.len()];
+        for method in Method::ALL {
+            if ty.get_export(&self.engine, method.export_name()).is_some() {
+                handlers[method.index()] = component.get_export_index(None, method.export_name());
+            }
+        }
+        let has_methods = handlers.iter().any(Option::is_some);
+        let exports_proxy = ty
+            .exports(&self.engine)
+            .any(|(name, _)| name.starts_with(INCOMING_HANDLER));
+        if !has_methods && !exports_proxy {
+            return Err(format!(
+                "{file} exports no method handler (get, post, put, patch, delete, head, options) and no wasi:http/incoming-handler; is it built with guest_sdk::route!?"
+            ));
+        }
+
+        let pre = self.linker.instantiate_pre(&component).map_err(|err| {
+            format!("{file} imports something the host does not provide: {err:#}")
+        })?;
+        let proxy = if has_methods {
+            None
+        } else {
+            Some(ProxyPre::new(pre.clone()).map_err(|err| {
+                format!("{file}: its wasi:http/incoming-handler export is not one the host can call: {err:#}")
+            })?)
+        };
+        for method in Method::ALL {
+            if handlers[method.index()].is_none() {
+                continue;
+            }
+            let name = method.export_name();
+            let Some(ComponentItem::ComponentFunc(func)) =
+                ty.get_export(&self.engine, name).map(|e| e.ty)
+            else {
+                return Err(format!("{file}: export `{name}` is not a function"));
+            };
+            check_method_export(&func, &pre).map_err(|err| {
+                format!("{file}: export `{name}` is not `func(req: request) -> response`: {err:#}")
+            })?;
+        }
+
+        Ok(CompiledRoute {
+            name: Arc::from(spec.pattern.as_str()),
+            component: spec.component.clone(),
+            compiled: entry,
+            pre,
+            allow: allow_header(proxy.is_some(), &handlers),
+            proxy,
+            handlers,
+            outbound: Arc::new(OutboundPolicy {
+                allowed: spec.allowed_outbound_hosts.clone(),
+                timeout: spec.limits.outbound_timeout,
+                max_requests: spec.limits.max_outbound_requests,
+                max_response: spec.limits.max_outbound_response,
+            }),
+            env: spec.env.clone().into(),
+            kv: KvAccess {
+                backend: Arc::clone(&self.kv),
+                granted: spec.kv.clone().into(),
+            },
+            limits: spec.limits.clone(),
+            metrics: self.metrics.route(spec.pattern.as_str()),
+        })
+    }
+}
+
+/// The `Allow` header of a route: its methods, `HEAD` when it has `GET`, and
+/// `OPTIONS` (the host answers both for it), sorted.
+fn allow_header(proxy: bool, handlers: &[Option<ComponentExportIndex>]) -> String {
+    let mut allowed: Vec<&str> = Method::ALL
+        .into_iter()
+        .filter(|m| proxy || handlers[m.index()].is_some())
+        .map(Method::as_str)
+        .collect();
+    if (proxy || handlers[Method::Get.index()].is_some()) && !allowed.contains(&"HEAD") {
+        allowed.push("HEAD");
+    }
+    if !allowed.contains(&"OPTIONS") {
+        allowed.push("OPTIONS");
+    }
+    allowed.sort_unstable();
+    allowed.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::kv::DiskKv;
+    use crate::router::Pattern;
+    use crate::runtime::EngineSettings;
+
+    /// Compiles a component written in WAT as the route `/t`.
+    fn compile(wat: &str) -> Result<CompiledRoute, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.wasm");
+        std::fs::write(&file, wat::parse_str(wat).unwrap()).unwrap();
+        let kv = DiskKv::open(&dir.path().join("kv")).unwrap();
+        let settings = EngineSettings {
+            max_memory: Limits::default().memory,
+            cache_dir: None,
+            max_instances: 4,
+        };
+        let runtime = Runtime::new(Arc::new(kv), settings).unwrap();
+        runtime.compile_route(&RouteSpec {
+            pattern: Pattern::parse("/t").unwrap(),
+            component: file,
+            source: None,
+            line: 1,
+            kv: Vec::new(),
+            env: Vec::new(),
+            secrets: Vec::new(),
+            allowed_outbound_hosts: Vec::new(),
+            limits: Limits::default(),
+        })
+    }
+
+    /// A core module with one function, lifted as component export `get`.
+    const LIFTED_NOTHING: &str = r#"
+        (core module $m (func (export "f")))
+        (core instance $i (instantiate $m))
+        (func $get (canon lift (core func $i "f")))
+        (export "get" (func $get))
+    "#;
+
+    #[test]
+    fn an_import_the_host_lacks_is_a_load_error() {
+        let error = compile(&format!(
+            r#"(component
+                (import "unknown:pkg/iface" (instance (export "f" (func))))
+                {LIFTED_NOTHING}
+            )"#
+        ))
+        .err()
+        .unwrap();
+        assert!(
+            error.contains("imports something the host does not provide"),
+            "{error}"
+        );
+        assert!(error.contains("unknown:pkg/iface"), "{error}");
+    }
+
+    #[test]
+    fn a_handler_of_the_wrong_type_is_a_load_error() {
+        let error = compile(&format!("(component {LIFTED_NOTHING})"))
+            .err()
+            .unwrap();
+        assert!(
+            error.contains("export `get` is not `func(req: request) -> response`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn exports_that_are_not_methods_do_not_count() {
+        let error = compile(
+            r#"(component
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (export "run" (func $f))
+            )"#,
+        )
+        .err()
+        .unwrap();
+        assert!(error.contains("exports no method handler"), "{error}");
+    }
+}

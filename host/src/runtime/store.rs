@@ -1,0 +1,215 @@
+//! One request's store: the state a guest's imports work on (its WASI
+//! context, built lazily, its key-value grants and outbound policy, its
+//! resource table), the memory limiter, and the epoch deadline that enforces
+//! its time limits.
+
+use super::cpu::{CpuMeter, CpuTimeExceeded};
+use super::route::CompiledRoute;
+use crate::capabilities::kv::{KvAccess, KvView};
+use crate::capabilities::outbound::OutboundHooks;
+use crate::capabilities::stdio::{GuestLog, Stream};
+use crate::wit::bindings::edge::route::types;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Resources (streams, pollables, HTTP fields...) one request's guest may
+/// hold at once in the host's table (wasmtime's default is a million).
+const MAX_GUEST_RESOURCES: usize = 10_000;
+
+/// Bytes of one set of HTTP headers a guest may build (in memory form).
+const MAX_FIELDS_BYTES: usize = 128 * 1024;
+
+/// A route is one component: a handful of instances, tables and memories,
+/// never thousands.
+const MAX_INSTANCES_PER_STORE: usize = 64;
+const MAX_TABLES_PER_STORE: usize = 64;
+const MAX_MEMORIES_PER_STORE: usize = 4;
+
+/// The per-request state a guest's imports work on.
+pub struct HostState {
+    wasi: LazyWasi,
+    table: ResourceTable,
+    kv: KvAccess,
+    pub(super) limits: Limiter,
+    /// The guest's CPU clock and its `cpu_time`, when the route has one.
+    cpu: Option<(Arc<CpuMeter>, Duration)>,
+    http: WasiHttpCtx,
+    outbound: OutboundHooks,
+}
+
+impl HostState {
+    /// What the key-value import works on.
+    pub(crate) fn kv(&mut self) -> KvView<'_> {
+        KvView::new(&mut self.table, &self.kv)
+    }
+}
+
+/// The store's limits, noting when a memory grow was refused so that the
+/// trap that usually follows is reported as the memory limit it is.
+pub(super) struct Limiter {
+    limits: StoreLimits,
+    pub(super) memory_refused: bool,
+    /// The route's `memory`: for all of the instance's linear memories
+    /// together (wasmtime's own limit is per memory).
+    pub(super) memory_limit: usize,
+    /// Bytes of linear memory the instance holds, all memories summed.
+    memory_used: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
+        let within_total = self
+            .memory_used
+            .checked_add(growth)
+            .is_some_and(|total| total <= self.memory_limit);
+        let allowed = within_total && self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_used += growth;
+        }
+        self.memory_refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// A request's WASI context, built at the guest's first WASI call: most
+/// SDK routes make none, and building one (env copied, stdio writers, random
+/// generators seeded) is a tenth of an instance's cost.
+struct LazyWasi {
+    ctx: Option<WasiCtx>,
+    env: Arc<[(String, String)]>,
+    route: Arc<str>,
+    request_id: Arc<str>,
+}
+
+impl LazyWasi {
+    fn get(&mut self) -> &mut WasiCtx {
+        let LazyWasi {
+            ctx,
+            env,
+            route,
+            request_id,
+        } = self;
+        ctx.get_or_insert_with(|| {
+            // Lines the guest leaves unfinished are logged when the store
+            // (and these writers with it) is dropped.
+            let log = GuestLog::new(Arc::clone(route), Arc::clone(request_id));
+            WasiCtx::builder()
+                .envs(env)
+                .stdout(log.writer(Stream::Stdout))
+                .stderr(log.writer(Stream::Stderr))
+                .build()
+        })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: self.wasi.get(),
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// The boundary's types interface holds only records: nothing to implement.
+impl types::Host for HostState {}
+
+/// A fresh store for one request of `route`: its env, captured stdio,
+/// memory limit, outbound policy and epoch deadline.
+pub(super) fn new_store(
+    engine: &Engine,
+    route: &CompiledRoute,
+    request_id: &Arc<str>,
+    cpu: Option<Arc<CpuMeter>>,
+) -> Store<HostState> {
+    let wasi = LazyWasi {
+        ctx: None,
+        env: Arc::clone(&route.env),
+        route: Arc::clone(&route.name),
+        request_id: Arc::clone(request_id),
+    };
+    // Host-side resources a guest can create: bounded, like its memory.
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_GUEST_RESOURCES);
+    let mut http = WasiHttpCtx::new();
+    http.set_field_size_limit(MAX_FIELDS_BYTES);
+    let state = HostState {
+        wasi,
+        table,
+        kv: route.kv.clone(),
+        limits: Limiter {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(route.limits.memory)
+                .instances(MAX_INSTANCES_PER_STORE)
+                .tables(MAX_TABLES_PER_STORE)
+                .memories(MAX_MEMORIES_PER_STORE)
+                .build(),
+            memory_refused: false,
+            memory_limit: route.limits.memory,
+            memory_used: 0,
+        },
+        cpu: cpu.zip(route.limits.cpu_time),
+        http,
+        outbound: OutboundHooks::new(
+            Arc::clone(&route.outbound),
+            Arc::clone(&route.name),
+            Arc::clone(request_id),
+        ),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(1);
+    if store.data().cpu.is_some() {
+        // At every tick: stop the guest if it has used its CPU time,
+        // else yield to the scheduler.
+        store.epoch_deadline_callback(|store| match &store.data().cpu {
+            Some((meter, limit)) if meter.used() > *limit => Err(CpuTimeExceeded(*limit).into()),
+            _ => Ok(wasmtime::UpdateDeadline::Yield(1)),
+        });
+    } else {
+        // Yield to the scheduler at every tick.
+        store.epoch_deadline_async_yield_and_update(1);
+    }
+    store
+}
