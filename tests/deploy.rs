@@ -544,6 +544,26 @@ fn routes_prints_an_aligned_table() {
 }
 
 #[test]
+fn limits_lists_every_limit_with_its_default() {
+    let out = edgehost(&["limits"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    for row in [
+        "| `timeout` | `\"10s\"` |",
+        "| `max_body` | `\"1MiB\"` | 413",
+        "| `max_concurrency` | `64` |",
+        "| `drain_timeout` (`[server]` only) | `\"30s\"` |",
+    ] {
+        assert!(table.contains(row), "no {row} in\n{table}");
+    }
+    assert_eq!(
+        table.lines().count(),
+        2 + 15,
+        "a header and 15 limits:\n{table}"
+    );
+}
+
+#[test]
 fn a_request_in_flight_finishes_on_the_deployment_it_started_on() {
     let dir = tempfile::tempdir().unwrap();
     let with_slow = format!(
@@ -812,4 +832,54 @@ fn serve_resume_brings_back_the_last_deployment_after_a_restart() {
     drop(host);
     let host = start(true);
     assert_eq!(served_version(&host), Ok("1".to_string()));
+}
+
+#[test]
+fn while_requests_drain_on_shutdown_the_admin_api_says_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[[route]]\npath = \"/slow/$mode\"\ncomponent = {:?}\n",
+        component("fixture_hostile")
+    );
+    let manifest = manifest_in(dir.path(), "v1", &text);
+    let host = start_with_admin(dir.path(), &manifest, &[]);
+    let ready = host.admin_request("GET", "/readyz", "", b"");
+    assert_eq!(
+        (ready.status, ready.json()["status"].clone()),
+        (200, "ready".into())
+    );
+    let addr = host.addr;
+    let slow =
+        std::thread::spawn(move || support::request(addr, "GET", "/slow/sleep?ms=1500", &[], b""));
+    host.wait_for_log("sleeping for 1500 ms");
+    host.send_sigterm();
+    // A load balancer polling /readyz sees the host going while it drains.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let draining = loop {
+        let ready = host.admin_request("GET", "/readyz", "", b"");
+        if ready.status == 503 {
+            break ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readyz never said 503: {}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(draining.json()["status"], "shutting down");
+    let reply = slow.join().unwrap();
+    assert_eq!(
+        reply.status,
+        200,
+        "the in-flight request finished: {}",
+        reply.text()
+    );
+    let admin = host.admin();
+    let status = host.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        std::net::TcpStream::connect(admin).is_err(),
+        "the admin API stopped with the host"
+    );
 }

@@ -27,3 +27,6 @@ mod metrics;
 mod router;
 pub mod runtime;
 mod wit;
+
+#[cfg(test)]
+mod architecture;

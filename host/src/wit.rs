@@ -19,9 +19,15 @@ pub(crate) mod bindings {
             "wasi:keyvalue/store.[method]bucket.delete": async,
         },
         with: {
-            "wasi:keyvalue/store.bucket": crate::capabilities::kv::Bucket,
+            "wasi:keyvalue/store.bucket": super::Bucket,
         },
     });
+}
+
+/// The host's side of a `wasi:keyvalue` bucket a guest opened: the name of
+/// the store (one the route was granted).
+pub struct Bucket {
+    pub(crate) name: String,
 }
 
 pub use bindings::edge::route::types::{Request, Response};

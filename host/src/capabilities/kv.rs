@@ -7,6 +7,7 @@
 //! plugs in behind the same trait without any route changing.
 
 use crate::wit::bindings::wasi::keyvalue::store::{self, KeyResponse};
+use crate::wit::Bucket;
 use redb::{ReadableTable, TableDefinition, TableError};
 use std::path::Path;
 use std::sync::Arc;
@@ -158,11 +159,6 @@ pub struct KvAccess {
     pub backend: Arc<dyn KvBackend>,
     /// The stores the route's manifest entry grants.
     pub granted: Arc<[String]>,
-}
-
-/// An open store, as the guest holds it.
-pub struct Bucket {
-    name: String,
 }
 
 fn other(err: impl std::fmt::Display) -> store::Error {

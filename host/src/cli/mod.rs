@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `serve.rs` | `serve` (and `--watch`, `--resume`, the ready file) |
 //! | `dev.rs` | `dev`: build, serve, rebuild and reload on save |
+//! | `rebuild.rs` | `dev`'s watch: rebuild the crates that changed, reload |
 //! | `build.rs` | `build`: one cargo run for every route crate |
 //! | `new.rs` | `new`: scaffold a route crate |
 //! | `inspect.rs` | `check`, `routes` and `limits` |
@@ -15,6 +16,7 @@ mod deploy;
 mod dev;
 mod inspect;
 mod new;
+mod rebuild;
 mod serve;
 
 pub use build::build_dirs as build;

@@ -115,7 +115,7 @@ pub(super) fn serve_with(
                 "dev: watching the route crates and {} for changes",
                 file.display()
             );
-            tokio::spawn(super::dev::watch(
+            tokio::spawn(super::rebuild::watch(
                 Arc::clone(&host),
                 options.manifest.clone(),
             ));

@@ -2,6 +2,7 @@
 //! status: [`HostAnswer::into_response`] is the one place they become
 //! responses.
 
+use crate::runtime::{CompiledRoute, GuestError};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -25,6 +26,21 @@ pub(crate) enum HostAnswer {
 }
 
 impl HostAnswer {
+    /// What the client gets when the guest gave no answer: its verdict's
+    /// status, counted and logged (a limit the route ran into as a warning,
+    /// a guest failure as an error).
+    pub(crate) fn guest_failed(
+        route: &CompiledRoute,
+        id: &str,
+        path: &str,
+        err: GuestError,
+    ) -> HostAnswer {
+        let verdict = err.verdict();
+        route.metrics.count(verdict.event);
+        err.log(id, &route.name, path);
+        HostAnswer::Guest(verdict.status)
+    }
+
     /// The one place host answers become responses.
     pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
         let (status, body, allow) = match self {

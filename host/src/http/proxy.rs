@@ -5,9 +5,8 @@
 
 use super::answer::HostAnswer;
 use super::body::{declares_more_than, BoxError, HostBody};
-use super::server::{guest_failure, Public};
 use crate::metrics::Event;
-use crate::runtime::{CompiledRoute, GuestError, ProxyDone};
+use crate::runtime::{CompiledRoute, GuestError, ProxyDone, Runtime};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
@@ -27,7 +26,7 @@ const CLIENT_HEADER: &str = "x-edge-client-addr";
 /// in (within `max_body`) and the answer streams out (within
 /// `max_response`) while the guest runs.
 pub(crate) async fn run(
-    public: &Public,
+    runtime: &Runtime,
     route: &CompiledRoute,
     params: Vec<(String, String)>,
     req: Request<Incoming>,
@@ -83,16 +82,14 @@ pub(crate) async fn run(
         count(Event::MaxConcurrency);
         return Err(HostAnswer::Busy);
     };
-    let (response, done) = public
-        .host
-        .runtime
+    let (response, done) = runtime
         .call_proxy(route, Request::from_parts(parts, body), id, slot)
         .await
-        .map_err(|err| guest_failure(route, id, &path, err))?;
+        .map_err(|err| HostAnswer::guest_failed(route, id, &path, err))?;
     let status = response.status().as_u16();
     if status < 200 {
         // 1xx (101 above all) would change the connection under a proxy.
-        return Err(guest_failure(
+        return Err(HostAnswer::guest_failed(
             route,
             id,
             &path,

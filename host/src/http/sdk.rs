@@ -5,9 +5,8 @@
 
 use super::answer::HostAnswer;
 use super::body::{read_limited, BodyError};
-use super::server::{guest_failure, Public};
 use crate::metrics::Event;
-use crate::runtime::CompiledRoute;
+use crate::runtime::{CompiledRoute, Runtime};
 use crate::wit::{Method, Request as GuestRequest, Response as GuestResponse};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -15,10 +14,12 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A matched request: method, body, instance, response.
 pub(crate) async fn run(
-    public: &Public,
+    runtime: &Runtime,
+    body_timeout: Duration,
     route: &CompiledRoute,
     params: Vec<(String, String)>,
     req: Request<Incoming>,
@@ -42,7 +43,7 @@ pub(crate) async fn run(
         read_request(req, params, client, limits.max_body).await
     } else {
         tokio::time::timeout(
-            public.body_timeout,
+            body_timeout,
             read_request(req, params, client, limits.max_body),
         )
         .await
@@ -57,12 +58,10 @@ pub(crate) async fn run(
         count(Event::MaxConcurrency);
         return Err(HostAnswer::Busy);
     };
-    let response = public
-        .host
-        .runtime
+    let response = runtime
         .call(route, method, request, id)
         .await
-        .map_err(|err| guest_failure(route, id, uri.path(), err))?;
+        .map_err(|err| HostAnswer::guest_failed(route, id, uri.path(), err))?;
     drop(slot);
     into_http(response, strip_body, limits.max_response).map_err(|reason| {
         count(Event::InvalidResponse);

@@ -13,7 +13,6 @@ use super::listener::{self, HeadLimits};
 use super::request_id::RequestIds;
 use super::{proxy, sdk};
 use crate::control::Host;
-use crate::runtime::{CompiledRoute, GuestError};
 use http::header::HeaderValue;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -23,11 +22,11 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 /// What every request on the public listener shares.
-pub(crate) struct Public {
-    pub(crate) host: Arc<Host>,
+struct Public {
+    host: Arc<Host>,
     ids: RequestIds,
     /// Time a client has to send a whole request body.
-    pub(crate) body_timeout: Duration,
+    body_timeout: Duration,
 }
 
 /// Serves the routes of `host` on `listener` until `shutdown` resolves;
@@ -70,6 +69,7 @@ async fn handle(public: &Public, req: Request<Incoming>, client: &str) -> Respon
     let id = public.ids.for_request(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let runtime = &public.host.runtime;
     let deployment = public.host.deployments.current();
     let (route, answer) = match deployment.table.lookup(&path) {
         Err(err) => (None, Err(HostAnswer::BadPath(err.to_string()))),
@@ -83,11 +83,19 @@ async fn handle(public: &Public, req: Request<Incoming>, client: &str) -> Respon
             let answer = match build_error {
                 Some(text) => Ok(boxed(build_failed(&text))),
                 None if route.is_proxy() => {
-                    proxy::run(public, route, params, req, client, &id).await
+                    proxy::run(runtime, route, params, req, client, &id).await
                 }
-                None => sdk::run(public, route, params, req, client, &id)
-                    .await
-                    .map(boxed),
+                None => sdk::run(
+                    runtime,
+                    public.body_timeout,
+                    route,
+                    params,
+                    req,
+                    client,
+                    &id,
+                )
+                .await
+                .map(boxed),
             };
             (Some(route), answer)
         }
@@ -110,19 +118,4 @@ async fn handle(public: &Public, req: Request<Incoming>, client: &str) -> Respon
         started,
     };
     access.attach(response, elapsed)
-}
-
-/// What the client gets when the guest gave no answer: its verdict's
-/// status, counted and logged (a limit the route ran into as a warning, a
-/// guest failure as an error).
-pub(crate) fn guest_failure(
-    route: &CompiledRoute,
-    id: &str,
-    path: &str,
-    err: GuestError,
-) -> HostAnswer {
-    let verdict = err.verdict();
-    route.metrics.count(verdict.event);
-    err.log(id, &route.name, path);
-    HostAnswer::Guest(verdict.status)
 }

@@ -559,6 +559,85 @@ max_concurrency = 3
         assert_eq!(manifest.listen.to_string(), "127.0.0.1:8080");
     }
 
+    #[test]
+    fn a_secret_deploys_may_not_use_is_named_as_such() {
+        let dir = folder();
+        let file = dir.path().join("manifest.toml");
+        let text = "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\nsecrets = [\"HOST_ONLY\", \"ABSENT\"]\n";
+        let error = super::check(
+            &file,
+            text,
+            &Lookup {
+                base: dir.path(),
+                secret: &|name| match name {
+                    "HOST_ONLY" => Secret::NotDeployable,
+                    _ => Secret::Missing,
+                },
+                component: &|written| Some(dir.path().join(written)),
+                discover: &|_, _| Ok(Vec::new()),
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(":2: route \"/a\": secret HOST_ONLY is not one deploys may use (list it in [admin] deploy_secrets)"),
+            "{error}"
+        );
+        assert!(
+            error.contains(":2: route \"/a\": secret ABSENT is not set in the host's environment"),
+            "{error}"
+        );
+    }
+
+    /// `[routes]` without `target_dir` finds the components where cargo
+    /// builds them: the workspace's `target`, even for a manifest in a
+    /// folder below the workspace root.
+    #[test]
+    fn routes_folder_components_are_in_the_workspace_target() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Cargo.toml"), "[workspace]\n").unwrap();
+        let app = dir.path().join("app");
+        let release = dir.path().join("target/wasm32-wasip2/release");
+        std::fs::create_dir_all(app.join("routes/hello")).unwrap();
+        std::fs::create_dir_all(&release).unwrap();
+        std::fs::write(
+            app.join("routes/hello/Cargo.toml"),
+            "[package]\nname = \"hello\"\n",
+        )
+        .unwrap();
+        std::fs::write(release.join("hello.wasm"), b"").unwrap();
+        let parsed = parse(
+            &app.join("manifest.toml"),
+            "[routes]\ndir = \"routes\"\n",
+            &|_| None,
+        );
+        match std::env::var("CARGO_TARGET_DIR")
+            .ok()
+            .filter(|d| !d.is_empty())
+        {
+            None => {
+                let manifest = parsed.unwrap();
+                assert_eq!(manifest.routes.len(), 1);
+                assert_eq!(
+                    std::fs::canonicalize(&manifest.routes[0].component).unwrap(),
+                    std::fs::canonicalize(release.join("hello.wasm")).unwrap()
+                );
+            }
+            // Cargo builds where the environment says: the component is
+            // looked for there.
+            Some(target) => {
+                let error = parsed.unwrap_err().to_string();
+                let expected = std::path::absolute(&target)
+                    .unwrap()
+                    .join("wasm32-wasip2/release/hello.wasm");
+                assert!(
+                    error.contains(&format!("{} not found", expected.display())),
+                    "{error}"
+                );
+            }
+        }
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;

@@ -47,7 +47,7 @@ impl Runtime {
             ))
         };
         let export = route.handlers[method.index()].ok_or_else(no_export)?;
-        let mut store = new_store(&self.engine, route, request_id, cpu);
+        let mut store = new_store(&self.engine, &route.grants, request_id, cpu);
         let instance = route
             .pre
             .instantiate_async(&mut store)

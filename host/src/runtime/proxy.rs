@@ -50,7 +50,7 @@ impl Runtime {
             )));
         };
         let meter = route.limits.cpu_time.map(|_| Arc::new(CpuMeter::default()));
-        let mut store = new_store(&self.engine, route, request_id, meter.clone());
+        let mut store = new_store(&self.engine, &route.grants, request_id, meter.clone());
         let (sender, mut receiver) = tokio::sync::oneshot::channel();
         // Whether the guest set its response: a failure after that (while
         // streaming the body) is the guest's run to report, as nobody else sees it.

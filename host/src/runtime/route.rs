@@ -3,7 +3,7 @@
 //! [`RouteTable`] of one manifest's routes.
 
 use super::compile::{compile_cached, read_component, Compiled};
-use super::store::HostState;
+use super::store::{Grants, HostState};
 use super::Runtime;
 use crate::capabilities::kv::KvAccess;
 use crate::capabilities::outbound::OutboundPolicy;
@@ -36,10 +36,8 @@ pub struct CompiledRoute {
     pub(super) handlers: [Option<ComponentExportIndex>; Method::ALL.len()],
     /// The `Allow` header's value, computed at load.
     pub allow: String,
-    /// Where the route may send HTTP requests.
-    pub(super) outbound: Arc<OutboundPolicy>,
-    pub(super) env: Arc<[(String, String)]>,
-    pub(super) kv: KvAccess,
+    /// What each of its stores gets.
+    pub(super) grants: Grants,
     pub limits: Limits,
     /// The route's counters (shared with earlier tables that had its pattern).
     pub metrics: Arc<RouteMetrics>,
@@ -153,24 +151,30 @@ impl Runtime {
             })?;
         }
 
+        let name: Arc<str> = Arc::from(spec.pattern.as_str());
         Ok(CompiledRoute {
-            name: Arc::from(spec.pattern.as_str()),
+            name: Arc::clone(&name),
             component: spec.component.clone(),
             compiled: entry,
             pre,
             allow: allow_header(proxy.is_some(), &handlers),
             proxy,
             handlers,
-            outbound: Arc::new(OutboundPolicy {
-                allowed: spec.allowed_outbound_hosts.clone(),
-                timeout: spec.limits.outbound_timeout,
-                max_requests: spec.limits.max_outbound_requests,
-                max_response: spec.limits.max_outbound_response,
-            }),
-            env: spec.env.clone().into(),
-            kv: KvAccess {
-                backend: Arc::clone(&self.kv),
-                granted: spec.kv.clone().into(),
+            grants: Grants {
+                route: name,
+                env: spec.env.clone().into(),
+                kv: KvAccess {
+                    backend: Arc::clone(&self.kv),
+                    granted: spec.kv.clone().into(),
+                },
+                outbound: Arc::new(OutboundPolicy {
+                    allowed: spec.allowed_outbound_hosts.clone(),
+                    timeout: spec.limits.outbound_timeout,
+                    max_requests: spec.limits.max_outbound_requests,
+                    max_response: spec.limits.max_outbound_response,
+                }),
+                memory: spec.limits.memory,
+                cpu_time: spec.limits.cpu_time,
             },
             limits: spec.limits.clone(),
             metrics: self.metrics.route(spec.pattern.as_str()),

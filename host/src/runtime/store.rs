@@ -4,9 +4,8 @@
 //! its time limits.
 
 use super::cpu::{CpuMeter, CpuTimeExceeded};
-use super::route::CompiledRoute;
 use crate::capabilities::kv::{KvAccess, KvView};
-use crate::capabilities::outbound::OutboundHooks;
+use crate::capabilities::outbound::{OutboundHooks, OutboundPolicy};
 use crate::capabilities::stdio::{GuestLog, Stream};
 use crate::wit::bindings::edge::route::types;
 use std::sync::Arc;
@@ -28,6 +27,20 @@ const MAX_FIELDS_BYTES: usize = 128 * 1024;
 const MAX_INSTANCES_PER_STORE: usize = 64;
 const MAX_TABLES_PER_STORE: usize = 64;
 const MAX_MEMORIES_PER_STORE: usize = 4;
+
+/// What every store of one route is made with, resolved when it loads.
+pub(crate) struct Grants {
+    /// The route's pattern, for its log lines.
+    pub(crate) route: Arc<str>,
+    /// The environment it sees.
+    pub(crate) env: Arc<[(String, String)]>,
+    pub(crate) kv: KvAccess,
+    /// Where it may send HTTP requests.
+    pub(crate) outbound: Arc<OutboundPolicy>,
+    /// Its linear memories' limit, all together.
+    pub(crate) memory: usize,
+    pub(crate) cpu_time: Option<Duration>,
+}
 
 /// The per-request state a guest's imports work on.
 pub struct HostState {
@@ -155,18 +168,18 @@ impl WasiHttpView for HostState {
 /// The boundary's types interface holds only records: nothing to implement.
 impl types::Host for HostState {}
 
-/// A fresh store for one request of `route`: its env, captured stdio,
-/// memory limit, outbound policy and epoch deadline.
+/// A fresh store for one request of a route with `grants`: its env,
+/// captured stdio, memory limit, outbound policy and epoch deadline.
 pub(super) fn new_store(
     engine: &Engine,
-    route: &CompiledRoute,
+    grants: &Grants,
     request_id: &Arc<str>,
     cpu: Option<Arc<CpuMeter>>,
 ) -> Store<HostState> {
     let wasi = LazyWasi {
         ctx: None,
-        env: Arc::clone(&route.env),
-        route: Arc::clone(&route.name),
+        env: Arc::clone(&grants.env),
+        route: Arc::clone(&grants.route),
         request_id: Arc::clone(request_id),
     };
     // Host-side resources a guest can create: bounded, like its memory.
@@ -177,23 +190,23 @@ pub(super) fn new_store(
     let state = HostState {
         wasi,
         table,
-        kv: route.kv.clone(),
+        kv: grants.kv.clone(),
         limits: Limiter {
             limits: StoreLimitsBuilder::new()
-                .memory_size(route.limits.memory)
+                .memory_size(grants.memory)
                 .instances(MAX_INSTANCES_PER_STORE)
                 .tables(MAX_TABLES_PER_STORE)
                 .memories(MAX_MEMORIES_PER_STORE)
                 .build(),
             memory_refused: false,
-            memory_limit: route.limits.memory,
+            memory_limit: grants.memory,
             memory_used: 0,
         },
-        cpu: cpu.zip(route.limits.cpu_time),
+        cpu: cpu.zip(grants.cpu_time),
         http,
         outbound: OutboundHooks::new(
-            Arc::clone(&route.outbound),
-            Arc::clone(&route.name),
+            Arc::clone(&grants.outbound),
+            Arc::clone(&grants.route),
             Arc::clone(request_id),
         ),
     };
