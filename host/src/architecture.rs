@@ -52,7 +52,7 @@ fn references(module: &Module, text: &str) -> Vec<Vec<String>> {
             continue;
         }
         let mut rest = code;
-        while let Some(at) = rest.find(|c: char| c == 'c' || c == 's') {
+        while let Some(at) = rest.find(['c', 's']) {
             let tail = &rest[at..];
             let boundary = rest[..at]
                 .chars()
