@@ -25,7 +25,7 @@ const CLASSES: usize = 5;
 
 /// Something that went wrong in a route, by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// The guest trapped or panicked.
     Trap,
     /// The guest returned a response the host cannot send.
@@ -75,7 +75,7 @@ impl Event {
 
 /// One route's counters.
 #[derive(Default)]
-pub struct RouteMetrics {
+pub(crate) struct RouteMetrics {
     requests: [[AtomicU64; CLASSES]; METHODS],
     /// Requests per latency bucket (not cumulative; the last is `+Inf`).
     latency: [AtomicU64; BUCKETS.len() + 1],
@@ -86,7 +86,7 @@ pub struct RouteMetrics {
 
 impl RouteMetrics {
     /// Counts one answered request.
-    pub fn record(&self, method: &http::Method, status: u16, elapsed: Duration) {
+    pub(crate) fn record(&self, method: &http::Method, status: u16, elapsed: Duration) {
         let method = Method::from_http(method).map_or(METHODS - 1, |m| m as usize);
         let class = usize::from(status / 100).clamp(1, CLASSES) - 1;
         self.requests[method][class].fetch_add(1, Ordering::Relaxed);
@@ -102,7 +102,7 @@ impl RouteMetrics {
         );
     }
 
-    pub fn count(&self, event: Event) {
+    pub(crate) fn count(&self, event: Event) {
         self.events[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -110,7 +110,7 @@ impl RouteMetrics {
     /// instances of this route are running already. The count belongs to the
     /// route's pattern, not to a deployment: requests still running on an
     /// older deployment count against the new one's limit.
-    pub fn try_start(self: &Arc<Self>, limit: usize) -> Option<RunningGuard> {
+    pub(crate) fn try_start(self: &Arc<Self>, limit: usize) -> Option<RunningGuard> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.running
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |running| {
@@ -122,7 +122,7 @@ impl RouteMetrics {
 }
 
 /// Holds one count in `edgehost_instances_running`.
-pub struct RunningGuard(Arc<RouteMetrics>);
+pub(crate) struct RunningGuard(Arc<RouteMetrics>);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
@@ -131,10 +131,10 @@ impl Drop for RunningGuard {
 }
 
 /// Every counter of one host.
-pub struct Metrics {
+pub(crate) struct Metrics {
     routes: Mutex<BTreeMap<Arc<str>, Arc<RouteMetrics>>>,
     /// Requests that matched no route (404, or a path that does not decode).
-    pub unmatched: Arc<RouteMetrics>,
+    pub(crate) unmatched: Arc<RouteMetrics>,
     deploys_ok: AtomicU64,
     deploys_rejected: AtomicU64,
     rollbacks: AtomicU64,
@@ -159,7 +159,7 @@ impl Default for Metrics {
 
 /// How a deployment became current.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
+pub(crate) enum Activation {
     /// The table the host started with: not counted as a deploy.
     Start,
     /// A deploy through the admin API or a `--watch` reload.
@@ -169,13 +169,13 @@ pub enum Activation {
 
 impl Metrics {
     /// The counters of the route with this pattern, created on first use.
-    pub fn route(&self, pattern: &str) -> Arc<RouteMetrics> {
+    pub(crate) fn route(&self, pattern: &str) -> Arc<RouteMetrics> {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(routes.entry(Arc::from(pattern)).or_default())
     }
 
     /// A deployment became current.
-    pub fn deployed(&self, id: &str, how: Activation) {
+    pub(crate) fn deployed(&self, id: &str, how: Activation) {
         match how {
             Activation::Start => {}
             Activation::Deploy => {
@@ -189,12 +189,12 @@ impl Metrics {
     }
 
     /// A deploy or reload was refused and changed nothing.
-    pub fn deploy_rejected(&self) {
+    pub(crate) fn deploy_rejected(&self) {
         self.deploys_rejected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Everything, in the Prometheus text exposition format (0.0.4).
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut routes: Vec<(String, Arc<RouteMetrics>)> = self
             .routes
             .lock()

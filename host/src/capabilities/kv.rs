@@ -125,7 +125,7 @@ impl KvBackend for DiskKv {
 
 /// A backend for commands that load routes without serving them (`check`,
 /// `routes`): it never touches the data, so it can run beside a live host.
-pub struct NoKv;
+pub(crate) struct NoKv;
 
 impl NoKv {
     fn unavailable<T>() -> Result<T, KvError> {
@@ -155,10 +155,10 @@ impl KvBackend for NoKv {
 
 /// What one request may do with key-value stores.
 #[derive(Clone)]
-pub struct KvAccess {
-    pub backend: Arc<dyn KvBackend>,
+pub(crate) struct KvAccess {
+    pub(crate) backend: Arc<dyn KvBackend>,
     /// The stores the route's manifest entry grants.
-    pub granted: Arc<[String]>,
+    pub(crate) granted: Arc<[String]>,
 }
 
 fn other(err: impl std::fmt::Display) -> store::Error {

@@ -3,5 +3,5 @@
 //! files, sockets or environment on a guest's behalf.
 
 pub mod kv;
-pub mod outbound;
-pub mod stdio;
+pub(crate) mod outbound;
+pub(crate) mod stdio;

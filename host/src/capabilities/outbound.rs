@@ -13,7 +13,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 /// One `allowed_outbound_hosts` entry: `https://api.example.com`,
 /// `http://127.0.0.1:8080`, `https://*.example.com`, `https://host:*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowedHost {
+pub(crate) struct AllowedHost {
     https: bool,
     /// Lower case; for a wildcard, the suffix after `*.`.
     host: String,
@@ -25,7 +25,7 @@ pub struct AllowedHost {
 
 impl AllowedHost {
     /// Parses an entry; the reason says what a valid one looks like.
-    pub fn parse(text: &str) -> Result<AllowedHost, String> {
+    pub(crate) fn parse(text: &str) -> Result<AllowedHost, String> {
         let expected = || {
             format!(
                 "{text:?} is not an origin such as \"https://api.example.com\", \"http://127.0.0.1:8080\" or \"https://*.example.com\""
@@ -94,21 +94,21 @@ impl fmt::Display for AllowedHost {
 
 /// What one route may send, from its manifest entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct OutboundPolicy {
+pub(crate) struct OutboundPolicy {
     /// Empty: no outbound network at all.
-    pub allowed: Vec<AllowedHost>,
+    pub(crate) allowed: Vec<AllowedHost>,
     /// Time for one outbound request, from sending to the last byte of its
     /// response head (the route's `timeout` bounds the whole request too).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Outbound requests one incoming request may make.
-    pub max_requests: usize,
+    pub(crate) max_requests: usize,
     /// Largest outbound response body; larger fails in the guest.
-    pub max_response: usize,
+    pub(crate) max_response: usize,
 }
 
 impl OutboundPolicy {
     /// Why `uri` may not be fetched, if it may not.
-    pub fn refusal(&self, uri: &http::Uri) -> Option<String> {
+    pub(crate) fn refusal(&self, uri: &http::Uri) -> Option<String> {
         let https = match uri.scheme() {
             Some(s) if *s == Scheme::HTTPS => true,
             Some(s) if *s == Scheme::HTTP => false,
@@ -135,7 +135,7 @@ impl OutboundPolicy {
 }
 
 /// The per-request side of outbound HTTP: the policy, and what was used.
-pub struct OutboundHooks {
+pub(crate) struct OutboundHooks {
     policy: Arc<OutboundPolicy>,
     route: Arc<str>,
     request_id: Arc<str>,
@@ -143,7 +143,7 @@ pub struct OutboundHooks {
 }
 
 impl OutboundHooks {
-    pub fn new(policy: Arc<OutboundPolicy>, route: Arc<str>, request_id: Arc<str>) -> Self {
+    pub(crate) fn new(policy: Arc<OutboundPolicy>, route: Arc<str>, request_id: Arc<str>) -> Self {
         OutboundHooks {
             policy,
             route,

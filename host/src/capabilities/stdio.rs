@@ -11,20 +11,20 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// Bytes of stdout plus stderr one request may log.
-pub const LOG_BUDGET: usize = 64 * 1024;
+pub(crate) const LOG_BUDGET: usize = 64 * 1024;
 /// A line longer than this is logged in pieces.
 const MAX_LINE: usize = 4096;
 
 /// Which stream a [`GuestLog`] writer is.
 #[derive(Debug, Clone, Copy)]
-pub enum Stream {
+pub(crate) enum Stream {
     Stdout,
     Stderr,
 }
 
 /// The log of one request: shared by its stdout and stderr writers.
 #[derive(Clone)]
-pub struct GuestLog {
+pub(crate) struct GuestLog {
     inner: Arc<Mutex<LogState>>,
 }
 
@@ -38,7 +38,7 @@ struct LogState {
 }
 
 impl GuestLog {
-    pub fn new(route: Arc<str>, request_id: Arc<str>) -> Self {
+    pub(crate) fn new(route: Arc<str>, request_id: Arc<str>) -> Self {
         GuestLog {
             inner: Arc::new(Mutex::new(LogState {
                 route,
@@ -52,7 +52,7 @@ impl GuestLog {
     }
 
     /// A writer for one of the two streams.
-    pub fn writer(&self, stream: Stream) -> GuestLogWriter {
+    pub(crate) fn writer(&self, stream: Stream) -> GuestLogWriter {
         GuestLogWriter {
             log: self.clone(),
             stream,
@@ -137,7 +137,7 @@ impl LogState {
 
 /// The stdout or stderr of one request, as WASI sees it.
 #[derive(Clone)]
-pub struct GuestLogWriter {
+pub(crate) struct GuestLogWriter {
     log: GuestLog,
     stream: Stream,
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 /// Build errors by component file stem (the crate's name with underscores).
 #[derive(Default)]
-pub struct BuildErrors {
+pub(crate) struct BuildErrors {
     errors: Mutex<HashMap<String, Arc<str>>>,
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Changes what a host serves on the admin API's behalf.
-pub struct Deployer {
+pub(crate) struct Deployer {
     host: Arc<Host>,
     components: ComponentStore,
     /// Host environment variables a deployed manifest may use as secrets.
@@ -28,11 +28,11 @@ pub struct Deployer {
 }
 
 /// A deployment made, with warnings about settings that need a restart.
-pub type Deployed = (Arc<Deployment>, Vec<String>);
+pub(crate) type Deployed = (Arc<Deployment>, Vec<String>);
 
 impl Deployer {
     /// Deploys to `host` with the data under `data_dir`.
-    pub fn new(host: Arc<Host>, settings: &AdminSettings, data_dir: &Path) -> Deployer {
+    pub(crate) fn new(host: Arc<Host>, settings: &AdminSettings, data_dir: &Path) -> Deployer {
         // Without a list, deploys may use the secrets the host started with:
         // the admin token must not open the whole host environment.
         let deploy_secrets = match &settings.deploy_secrets {
@@ -97,7 +97,7 @@ impl Deployer {
     /// data dir. If there is none, or it no longer loads (a secret gone, a
     /// component deleted), the host serves its command line's manifest and
     /// says why.
-    pub async fn resume(&self) {
+    pub(crate) async fn resume(&self) {
         let request = match self.record.read() {
             Ok(Some(request)) => request,
             Ok(None) => {

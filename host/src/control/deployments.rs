@@ -14,17 +14,17 @@ use std::time::SystemTime;
 const KEPT_DEPLOYMENTS: usize = 10;
 
 /// One route table and where it came from.
-pub struct Deployment {
+pub(crate) struct Deployment {
     /// `1` for the table the host started with, then counting up.
-    pub id: String,
+    pub(crate) id: String,
     /// What made it: the manifest file at start, a deploy, a reload.
-    pub source: String,
-    pub created: SystemTime,
-    pub table: RouteTable,
+    pub(crate) source: String,
+    pub(crate) created: SystemTime,
+    pub(crate) table: RouteTable,
 }
 
 /// The current deployment and the kept ones.
-pub struct Deployments {
+pub(crate) struct Deployments {
     current: ArcSwap<Deployment>,
     /// Kept deployments, oldest first; the last is the current one.
     history: Mutex<Vec<Arc<Deployment>>>,
@@ -36,7 +36,7 @@ pub struct Deployments {
 
 /// The right to change what is served, one holder at a time: a deploy
 /// validates, compiles and swaps before the next one starts.
-pub struct Turn<'a> {
+pub(crate) struct Turn<'a> {
     deployments: &'a Deployments,
     _held: tokio::sync::MutexGuard<'a, ()>,
 }
@@ -61,12 +61,12 @@ impl Deployments {
     }
 
     /// The deployment new requests are served from.
-    pub fn current(&self) -> Arc<Deployment> {
+    pub(crate) fn current(&self) -> Arc<Deployment> {
         self.current.load_full()
     }
 
     /// Kept deployments, oldest first (the last is current).
-    pub fn kept(&self) -> Vec<Arc<Deployment>> {
+    pub(crate) fn kept(&self) -> Vec<Arc<Deployment>> {
         self.history
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -74,7 +74,7 @@ impl Deployments {
     }
 
     /// Waits until no one else is changing what is served.
-    pub async fn turn(&self) -> Turn<'_> {
+    pub(crate) async fn turn(&self) -> Turn<'_> {
         Turn {
             _held: self.turn.lock().await,
             deployments: self,
@@ -85,7 +85,7 @@ impl Deployments {
 impl Turn<'_> {
     /// Makes `table` the one new requests see. Requests already running
     /// finish on the table they started with.
-    pub fn activate(&self, table: RouteTable, source: String) -> Arc<Deployment> {
+    pub(crate) fn activate(&self, table: RouteTable, source: String) -> Arc<Deployment> {
         let deployments = self.deployments;
         let id = deployments.next_id.fetch_add(1, Ordering::Relaxed);
         let deployment = Arc::new(Deployment {
@@ -115,7 +115,7 @@ impl Turn<'_> {
     }
 
     /// Goes back to the deployment before the current one, or says why not.
-    pub fn rollback(&self) -> Result<Arc<Deployment>, String> {
+    pub(crate) fn rollback(&self) -> Result<Arc<Deployment>, String> {
         let deployments = self.deployments;
         let mut history = deployments
             .history

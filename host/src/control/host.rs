@@ -12,19 +12,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What the public server, the admin API and the watchers share.
-pub struct Host {
-    pub runtime: Runtime,
-    pub deployments: Deployments,
+pub(crate) struct Host {
+    pub(crate) runtime: Runtime,
+    pub(crate) deployments: Deployments,
     /// The manifest the host started with: its server-wide settings stay.
-    pub started_with: Manifest,
+    pub(crate) started_with: Manifest,
     shutting_down: AtomicBool,
     /// Build errors to answer with, under `edgehost dev` only.
-    pub build_errors: Option<BuildErrors>,
+    pub(crate) build_errors: Option<BuildErrors>,
 }
 
 impl Host {
     /// A host serving `table`, loaded by `runtime` from `manifest`.
-    pub fn new(
+    pub(crate) fn new(
         runtime: Runtime,
         table: RouteTable,
         manifest: Manifest,
@@ -46,7 +46,7 @@ impl Host {
     }
 
     /// False once the host has begun shutting down.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         !self.shutting_down.load(Ordering::Relaxed)
     }
 
@@ -60,7 +60,7 @@ impl Host {
     /// changes and the reasons come back, one per line of the manifest at
     /// fault. With the new deployment come warnings about settings that take
     /// effect only on a restart.
-    pub async fn load_and_swap(
+    pub(crate) async fn load_and_swap(
         self: &Arc<Self>,
         source: String,
         parse: impl FnOnce() -> Result<Manifest, ManifestErrors> + Send + 'static,

@@ -22,9 +22,9 @@ mod host;
 mod record;
 pub(crate) mod watcher;
 
-pub use build_errors::BuildErrors;
+pub(crate) use build_errors::BuildErrors;
 pub(crate) use components::{hash_of, is_hash, UploadError};
-pub use deployer::Deployer;
-pub use deployments::Deployment;
-pub use host::Host;
-pub use record::DeployRequest;
+pub(crate) use deployer::Deployer;
+pub(crate) use deployments::Deployment;
+pub(crate) use host::Host;
+pub(crate) use record::DeployRequest;

@@ -9,16 +9,16 @@ use std::path::PathBuf;
 
 /// What `POST /v1/deployments` carries.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct DeployRequest {
+pub(crate) struct DeployRequest {
     /// The manifest's file name, for error messages.
-    pub file: String,
+    pub(crate) file: String,
     /// The manifest's text.
-    pub manifest: String,
+    pub(crate) manifest: String,
     /// `component = ...` value as written -> SHA-256 of the uploaded file.
-    pub components: BTreeMap<String, String>,
+    pub(crate) components: BTreeMap<String, String>,
     /// The route crates the manifest's `[routes]` found on the client.
     #[serde(default)]
-    pub folder_routes: Vec<FolderRoute>,
+    pub(crate) folder_routes: Vec<FolderRoute>,
 }
 
 /// The record file.

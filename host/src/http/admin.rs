@@ -38,7 +38,7 @@ use tokio::net::TcpListener;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The admin API: who may call it and what it drives.
-pub struct Admin {
+pub(crate) struct Admin {
     /// SHA-256 of the bearer token; compared in constant time.
     token_digest: [u8; 32],
     max_upload: usize,
@@ -48,7 +48,7 @@ pub struct Admin {
 impl Admin {
     /// The admin API for `deployer`, with the token read from the
     /// environment variable `settings` names. Fails when it is unset or empty.
-    pub fn new(deployer: Arc<Deployer>, settings: &AdminSettings) -> anyhow::Result<Admin> {
+    pub(crate) fn new(deployer: Arc<Deployer>, settings: &AdminSettings) -> anyhow::Result<Admin> {
         let token = std::env::var(&settings.token_env).unwrap_or_default();
         if token.is_empty() {
             anyhow::bail!(
@@ -89,7 +89,7 @@ impl Admin {
 
 /// Serves the admin API on `listener` until `shutdown` resolves, then lets
 /// requests in flight finish within `drain`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     admin: Arc<Admin>,
     shutdown: impl Future<Output = ()>,

@@ -14,11 +14,11 @@
 //! | `admin.rs` | the admin API's endpoints |
 
 pub(crate) mod access_log;
-pub mod admin;
+pub(crate) mod admin;
 mod answer;
 mod body;
 mod listener;
 mod proxy;
 mod request_id;
 mod sdk;
-pub mod server;
+pub(crate) mod server;

@@ -32,7 +32,11 @@ struct Public {
 /// Serves the routes of `host` on `listener` until `shutdown` resolves;
 /// then the host is shutting down, and in-flight requests have up to the
 /// drain timeout to finish.
-pub async fn serve(listener: TcpListener, host: Arc<Host>, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    host: Arc<Host>,
+    shutdown: impl Future<Output = ()>,
+) {
     let limits = host.started_with.server.clone();
     let public = Arc::new(Public {
         host: Arc::clone(&host),

@@ -25,29 +25,29 @@ pub struct Limits {
     /// Wall time one request may spend in the guest; past it the instance is
     /// dropped and the client gets 504. 10 s bounds a stuck route while
     /// leaving far more than an API call needs.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Time the guest may spend running on a host thread, checked at every
     /// epoch tick (waiting, such as for an outbound request or a sleep, does
     /// not count); past it, 500. `None`: only `timeout` bounds it. Workers
     /// gives 10 ms to 5 min of CPU, Fastly 50 ms.
-    pub cpu_time: Option<Duration>,
+    pub(crate) cpu_time: Option<Duration>,
     /// Linear memory of one instance. 128 MiB is what Workers, Fastly and
     /// Vercel give an isolate.
-    pub memory: usize,
+    pub(crate) memory: usize,
     /// Largest request body; larger is 413 without reading the rest.
-    pub max_body: usize,
+    pub(crate) max_body: usize,
     /// Largest response body a guest may return; larger is 500.
-    pub max_response: usize,
+    pub(crate) max_response: usize,
     /// Instances of the route running at once; past it, 503 with
     /// `Retry-After`, so one hot or stuck route cannot take every thread.
-    pub max_concurrency: usize,
+    pub(crate) max_concurrency: usize,
     /// Time for one outbound request to answer (its head); the route's
     /// `timeout` bounds everything the request does as well.
-    pub outbound_timeout: Duration,
+    pub(crate) outbound_timeout: Duration,
     /// Outbound requests one incoming request may make (Workers allows 50).
-    pub max_outbound_requests: usize,
+    pub(crate) max_outbound_requests: usize,
     /// Largest outbound response body a route may read.
-    pub max_outbound_response: usize,
+    pub(crate) max_outbound_response: usize,
 }
 
 impl Default for Limits {
@@ -73,18 +73,18 @@ pub struct ServerLimits {
     /// Instances alive at once across all routes (the instance pool's
     /// size); past it a request gets 503, like a route at its concurrency.
     /// Each slot reserves address space, not memory.
-    pub max_instances: usize,
+    pub(crate) max_instances: usize,
     /// Time a client has to send a request head (slow-loris defence).
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
     /// Time a client has to send a whole request body; past it, 408.
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     /// Largest request head in bytes; larger is 431. 64 KiB holds any sane
     /// set of headers and cookies (Cloudflare allows 128 KB in all).
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// Most header lines in one request; more is 431.
-    pub max_headers: usize,
+    pub(crate) max_headers: usize,
     /// On shutdown, how long in-flight requests may take to finish.
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
 }
 
 impl Default for ServerLimits {

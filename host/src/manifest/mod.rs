@@ -66,14 +66,14 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSettings {
     /// Its own address, loopback unless told otherwise.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// The host environment variable holding the bearer token.
-    pub token_env: String,
+    pub(crate) token_env: String,
     /// Largest component one upload may carry; larger is 413.
-    pub max_upload: usize,
+    pub(crate) max_upload: usize,
     /// Host environment variables a deployed manifest may name in
     /// `secrets`; `None`: those the manifest the host started with names.
-    pub deploy_secrets: Option<Vec<String>>,
+    pub(crate) deploy_secrets: Option<Vec<String>>,
 }
 
 /// Where the admin API finds its token unless `[admin] token_env` says.
@@ -94,27 +94,27 @@ impl Default for AdminSettings {
 /// One route as the manifest grants it.
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
-    pub pattern: Pattern,
+    pub(crate) pattern: Pattern,
     /// The component file, resolved against the manifest's folder.
-    pub component: PathBuf,
+    pub(crate) component: PathBuf,
     /// The route crate's folder and package when `[routes]` found it.
     pub source: Option<FolderRoute>,
     /// The line of the route's `path`, for error messages.
-    pub line: usize,
+    pub(crate) line: usize,
     /// Key-value stores the route may open.
-    pub kv: Vec<String>,
+    pub(crate) kv: Vec<String>,
     /// Environment the route sees: `env` values, then secrets (sorted by name).
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Which of `env` are secrets (their names, sorted), for listings that
     /// must not show their values.
-    pub secrets: Vec<String>,
+    pub(crate) secrets: Vec<String>,
     /// Origins the route may send HTTP requests to; empty: none.
-    pub allowed_outbound_hosts: Vec<AllowedHost>,
-    pub limits: Limits,
+    pub(crate) allowed_outbound_hosts: Vec<AllowedHost>,
+    pub(crate) limits: Limits,
 }
 
 /// A secret as the host can give it.
-pub enum Secret {
+pub(crate) enum Secret {
     Value(String),
     /// Not set in the host's environment.
     Missing,
@@ -124,20 +124,20 @@ pub enum Secret {
 
 /// Finds the route crates of `[routes]`: given its `dir` and `target_dir`
 /// as written, the crates and their URLs.
-pub type Discover<'a> = dyn Fn(&str, &str) -> Result<Vec<FolderRoute>, String> + 'a;
+pub(crate) type Discover<'a> = dyn Fn(&str, &str) -> Result<Vec<FolderRoute>, String> + 'a;
 
 /// How a manifest's references are resolved: from the files beside it for
 /// a manifest on disk, from the uploaded components for a deploy.
-pub struct Lookup<'a> {
+pub(crate) struct Lookup<'a> {
     /// The manifest's folder.
-    pub base: &'a Path,
+    pub(crate) base: &'a Path,
     /// A secret by name.
-    pub secret: &'a dyn Fn(&str) -> Secret,
+    pub(crate) secret: &'a dyn Fn(&str) -> Secret,
     /// The file for a `component = ...` value as written, `None` when there
     /// is none.
-    pub component: &'a dyn Fn(&str) -> Option<PathBuf>,
+    pub(crate) component: &'a dyn Fn(&str) -> Option<PathBuf>,
     /// The route crates of `[routes]`.
-    pub discover: &'a Discover<'a>,
+    pub(crate) discover: &'a Discover<'a>,
 }
 
 /// The folder a manifest file is in.
@@ -152,7 +152,7 @@ pub fn load(file: &Path) -> Result<Manifest, ManifestErrors> {
 }
 
 /// [`load`] with secrets looked up by `secret`.
-pub fn load_with_secrets(
+pub(crate) fn load_with_secrets(
     file: &Path,
     secret: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Manifest, ManifestErrors> {
@@ -165,7 +165,7 @@ pub fn load_with_secrets(
 
 /// Checks manifest `text` as if read from `file`, its components and route
 /// crates beside it; `secret` looks up a secret by name.
-pub fn parse(
+pub(crate) fn parse(
     file: &Path,
     text: &str,
     secret: &dyn Fn(&str) -> Option<String>,
@@ -188,7 +188,11 @@ pub fn parse(
 
 /// Checks manifest `text` as if read from `file`, resolving what it names
 /// with `lookup`.
-pub fn check(file: &Path, text: &str, lookup: &Lookup<'_>) -> Result<Manifest, ManifestErrors> {
+pub(crate) fn check(
+    file: &Path,
+    text: &str,
+    lookup: &Lookup<'_>,
+) -> Result<Manifest, ManifestErrors> {
     validate::check(file, text, lookup)
 }
 
@@ -196,13 +200,13 @@ pub fn check(file: &Path, text: &str, lookup: &Lookup<'_>) -> Result<Manifest, M
 /// the `component = ...` values as written, and the route crates its
 /// `[routes]` folder holds (searched from `base`, the manifest's folder).
 /// What a deploy must upload and what `--watch` looks at.
-pub struct Sources {
-    pub components: Vec<String>,
-    pub folder_routes: Vec<FolderRoute>,
+pub(crate) struct Sources {
+    pub(crate) components: Vec<String>,
+    pub(crate) folder_routes: Vec<FolderRoute>,
 }
 
 impl Sources {
-    pub fn read(text: &str, base: &Path) -> Result<Sources, String> {
+    pub(crate) fn read(text: &str, base: &Path) -> Result<Sources, String> {
         let raw: RawManifest =
             toml::from_str(text).map_err(|err| error::syntax_message(text, &err))?;
         let folder_routes = match &raw.folder {

@@ -32,13 +32,13 @@ const KEEP_RESIDENT_STACK: usize = 128 << 10;
 /// What the engine is sized for.
 pub struct EngineSettings {
     /// The largest linear memory any route may have (the pool's slot size).
-    pub max_memory: usize,
+    pub(crate) max_memory: usize,
     /// Where compiled components are cached; `None` compiles every time.
-    pub cache_dir: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
     /// Instances that may be alive at once across all routes: the size of
     /// the pooling allocator's pool. Virtual address space is reserved for
     /// each slot, physical memory only for what instances touch.
-    pub max_instances: usize,
+    pub(crate) max_instances: usize,
 }
 
 impl EngineSettings {

@@ -30,7 +30,7 @@ mod store;
 pub use crate::wit::{Method, Request as GuestRequest, Response as GuestResponse};
 pub use engine::EngineSettings;
 pub use failure::GuestError;
-pub use proxy::ProxyDone;
+pub(crate) use proxy::ProxyDone;
 pub use route::{CompiledRoute, RouteTable};
 
 use crate::capabilities::kv::KvBackend;

@@ -18,7 +18,7 @@ use wasmtime_wasi_http::WasiHttpView;
 
 /// How a `wasi:http/proxy` guest ended, or will: `true` if it failed (trap,
 /// timeout), so a body that ended early must not look complete.
-pub enum ProxyDone {
+pub(crate) enum ProxyDone {
     /// It finished before its answer was sent.
     Finished(bool),
     /// It still runs in its own task, streaming its body.
@@ -33,7 +33,7 @@ impl Runtime {
     /// A guest still running after it answered (a streamed body) moves to a
     /// task of its own, holding `guard` (the route's concurrency slot), and
     /// streams until it finishes or its `timeout` passes.
-    pub async fn call_proxy<B>(
+    pub(crate) async fn call_proxy<B>(
         &self,
         route: &CompiledRoute,
         request: http::Request<B>,

@@ -23,11 +23,11 @@ const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 /// One route, ready to serve: compiled, pre-linked and with its grants.
 pub struct CompiledRoute {
     /// The route's pattern, as written in the manifest.
-    pub name: Arc<str>,
+    pub(crate) name: Arc<str>,
     /// The component file it was compiled from.
-    pub component: PathBuf,
+    pub(crate) component: PathBuf,
     /// Its entry in the compile cache, if it has one.
-    pub compiled: Option<PathBuf>,
+    pub(crate) compiled: Option<PathBuf>,
     pub(super) pre: InstancePre<HostState>,
     /// Set for a standard `wasi:http/proxy` component (it exports
     /// `wasi:http/incoming-handler`): every method goes to it.
@@ -35,29 +35,29 @@ pub struct CompiledRoute {
     /// Each method's export, by [`Method::index`].
     pub(super) handlers: [Option<ComponentExportIndex>; Method::ALL.len()],
     /// The `Allow` header's value, computed at load.
-    pub allow: String,
+    pub(crate) allow: String,
     /// What each of its stores gets.
     pub(super) grants: Grants,
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// The route's counters (shared with earlier tables that had its pattern).
-    pub metrics: Arc<RouteMetrics>,
+    pub(crate) metrics: Arc<RouteMetrics>,
 }
 
 impl CompiledRoute {
     /// Whether the component exports a handler for `method`.
-    pub fn handles(&self, method: Method) -> bool {
+    pub(crate) fn handles(&self, method: Method) -> bool {
         self.proxy.is_some() || self.handlers[method.index()].is_some()
     }
 
     /// Whether this is a standard `wasi:http/proxy` component.
-    pub fn is_proxy(&self) -> bool {
+    pub(crate) fn is_proxy(&self) -> bool {
         self.proxy.is_some()
     }
 
     /// A slot to run one instance, or `None` when `max_concurrency` are
     /// running, counting those still running on earlier deployments of this
     /// route's pattern.
-    pub fn try_reserve(&self) -> Option<RunningGuard> {
+    pub(crate) fn try_reserve(&self) -> Option<RunningGuard> {
         self.metrics.try_start(self.limits.max_concurrency)
     }
 }
@@ -78,7 +78,7 @@ impl RouteTable {
     }
 
     /// The routes in manifest order.
-    pub fn routes(&self) -> &[CompiledRoute] {
+    pub(crate) fn routes(&self) -> &[CompiledRoute] {
         &self.routes
     }
 }

@@ -43,7 +43,7 @@ pub(crate) struct Grants {
 }
 
 /// The per-request state a guest's imports work on.
-pub struct HostState {
+pub(crate) struct HostState {
     wasi: LazyWasi,
     table: ResourceTable,
     kv: KvAccess,
