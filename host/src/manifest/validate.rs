@@ -294,30 +294,26 @@ impl Checker<'_> {
                 });
                 continue;
             }
-            let missing = |file, line, route, name| ManifestError::MissingSecret {
-                file,
-                line,
-                route,
-                name,
+            let (file, route, name) = (self.file.clone(), name.clone(), secret.clone());
+            let problem = match (lookup.secret)(secret) {
+                Secret::Value(value) => {
+                    env.push((secret.clone(), value));
+                    continue;
+                }
+                Secret::Missing => ManifestError::MissingSecret {
+                    file,
+                    line,
+                    route,
+                    name,
+                },
+                Secret::NotDeployable => ManifestError::SecretNotDeployable {
+                    file,
+                    line,
+                    route,
+                    name,
+                },
             };
-            let refused = |file, line, route, name| ManifestError::SecretNotDeployable {
-                file,
-                line,
-                route,
-                name,
-            };
-            let problem: fn(String, usize, String, String) -> ManifestError =
-                match (lookup.secret)(secret) {
-                    Secret::Value(value) => {
-                        env.push((secret.clone(), value));
-                        continue;
-                    }
-                    Secret::Missing => missing,
-                    Secret::NotDeployable => refused,
-                };
-            fail(self, &|file, line, route| {
-                problem(file, line, route, secret.clone())
-            });
+            self.errors.push(problem);
         }
 
         let mut allowed_outbound_hosts = Vec::new();
