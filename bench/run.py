@@ -90,9 +90,9 @@ class Server:
             self.proc.wait()
 
 
-def host(manifest, data_dir, env=None):
+def host(manifest, data_dir, env=None, binary=HOST):
     port = free_port()
-    argv = [HOST, "serve", "--manifest", manifest, "--listen", f"127.0.0.1:{port}",
+    argv = [binary, "serve", "--manifest", manifest, "--listen", f"127.0.0.1:{port}",
             "--data-dir", data_dir]
     return Server(argv, port, {"RUST_LOG": "warn", **(env or {})})
 
@@ -187,6 +187,9 @@ def main():
     parser.add_argument("--with-wasmtime", action="store_true",
                         help=f"also measure `wasmtime serve` {WASMTIME_VERSION} (installed with cargo the "
                              "first time, which takes long) on the same wasi:http hello component")
+    parser.add_argument("--compare-host", metavar="BINARY",
+                        help="also measure another edgehost binary (say, one built from an earlier "
+                             "commit) on the same routes, in the same rounds: a before/after in one run")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="edgehost-bench-")
@@ -223,6 +226,15 @@ def main():
         "post": (srv, f"/api/posts/{pid}"),
         "wasi-http": (srv, "/wasi-http"),
     }
+    cmp = None
+    if args.compare_host:
+        cmp = host(main_manifest, os.path.join(work, "compare-data"), binary=args.compare_host)
+        wait_for_200(cmp.url("/"), proc=cmp.proc)
+        req = urllib.request.Request(cmp.url("/api/posts"), data=b'{"title":"bench"}', method="POST")
+        with urllib.request.urlopen(req) as r:
+            cmp_pid = json.load(r)["id"]
+        targets["compare-hello"] = (cmp, "/")
+        targets["compare-post"] = (cmp, f"/api/posts/{cmp_pid}")
     wt = None
     if args.with_wasmtime:
         wt = wasmtime_serve(hello_http)
@@ -237,8 +249,9 @@ def main():
     results = {key: {c: median_run(runs[key][c]) for c in (1, 32)} for key in targets}
     nat.stop()
     srv.stop()
-    if wt is not None:
-        wt.stop()
+    for other in (wt, cmp):
+        if other is not None:
+            other.stop()
 
     print("cold start (example manifest) ...", flush=True)
     cold = {}
@@ -276,14 +289,14 @@ def main():
     print("instantiate + call + drop (in process) ...", flush=True)
     instance = instance_cost(main_manifest, "/")
 
-    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds)
+    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds, args.compare_host)
     with open(args.output, "w") as f:
         f.write(report)
     print(report)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
+def render(r, idle_rss, cold, scaling, instance, seconds, rounds, compare_host=None):
     cpu = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -307,8 +320,10 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
     names = {"native": "native hyper, `GET /`", "hello": "edgehost hello route",
              "post": "edgehost `GET /api/posts/$postId` (params + kv read)",
              "wasi-http": "edgehost, hello as a wasi:http component (wstd)",
-             "wasmtime": f"`wasmtime serve` {WASMTIME_VERSION}, same wasi:http component, tuned"}
-    for key in ("native", "hello", "post", "wasi-http", "wasmtime"):
+             "wasmtime": f"`wasmtime serve` {WASMTIME_VERSION}, same wasi:http component, tuned",
+             "compare-hello": "`--compare-host` binary, hello route",
+             "compare-post": "`--compare-host` binary, `GET /api/posts/$postId`"}
+    for key in ("native", "hello", "post", "wasi-http", "wasmtime", "compare-hello", "compare-post"):
         if key not in r:
             continue
         for c in (1, 32):
@@ -328,6 +343,16 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
         f"in a fresh wasmtime instance can use. edgehost used {hello_cpu:.1f} us "
         f"({hello_cpu - floor:+.1f} us beyond that).",
     ]
+    if "compare-hello" in r:
+        lines += [""]
+        for key, mine, what in (("compare-hello", "hello", "the hello route"),
+                                ("compare-post", "post", "`GET /api/posts/$postId`")):
+            theirs_cpu, mine_cpu = r[key][32]["cpu_us"], r[mine][32]["cpu_us"]
+            lines.append(
+                f"At 32 connections on {what}, the `--compare-host` binary (`{compare_host}`) used "
+                f"{theirs_cpu:.1f} us of server CPU per request and this build {mine_cpu:.1f} us "
+                f"({mine_cpu / theirs_cpu:.2f} of it); requests/s {r[mine][32]['rps'] / r[key][32]['rps']:.2f} of it."
+            )
     lines += [
         "",
         "## Instances, start-up, memory, routes",

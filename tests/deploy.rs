@@ -232,6 +232,16 @@ fn the_admin_api_wants_its_token_and_refuses_large_or_mislabelled_uploads() {
     let manifest = manifest_in(dir.path(), "v1", &text);
     let host = start_with_admin(dir.path(), &manifest, &[]);
     assert_ne!(host.admin(), host.addr);
+    // People read where it listens in the log; scripts read --ready-file.
+    let log = host.log();
+    assert!(
+        log.contains(&format!("admin API listening on http://{}", host.admin())),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("listening on http://{}", host.addr)),
+        "{log}"
+    );
 
     // Health and readiness are open; everything else wants the token.
     assert_eq!(host.admin_request("GET", "/healthz", "", b"").status, 200);

@@ -15,8 +15,9 @@
 //! | `metrics` | the counters and their Prometheus text |
 //!
 //! Dependencies run one way: `cli` -> `http` -> `control` -> `runtime` ->
-//! (`manifest`, `capabilities`, `metrics`) -> (`router`, `wit`). The public
-//! modules are what `main.rs`, the in-process benchmark and tests use.
+//! `manifest` -> `capabilities` -> `wit`, with `metrics` and `router` below
+//! what uses them (a test in `architecture.rs` fails on a circle). The
+//! public modules are what `main.rs`, the in-process benchmark and tests use.
 
 pub mod capabilities;
 pub mod cli;

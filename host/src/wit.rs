@@ -32,8 +32,12 @@ pub struct Bucket {
 
 pub use bindings::edge::route::types::{Request, Response};
 
-/// A method export, typed: `func(req: request) -> response`.
-pub(crate) type MethodFunc = wasmtime::component::TypedFunc<(Request,), (Response,)>;
+/// A method export's parameters and results: `func(req: request) -> response`.
+type MethodParams = (Request,);
+type MethodResults = (Response,);
+
+/// A method export, typed.
+pub(crate) type MethodFunc = wasmtime::component::TypedFunc<MethodParams, MethodResults>;
 
 /// An HTTP method a route can export a handler for: the exports of world
 /// `route`, in its order.
@@ -103,7 +107,7 @@ pub(crate) fn check_method_export<T>(
     func: &wasmtime::component::types::ComponentFunc,
     pre: &wasmtime::component::InstancePre<T>,
 ) -> wasmtime::Result<()> {
-    func.typecheck::<(Request,), (Response,)>(&pre.instance_type())
+    func.typecheck::<MethodParams, MethodResults>(&pre.instance_type())
 }
 
 #[cfg(test)]

@@ -88,7 +88,6 @@ impl Deployer {
         let turn = self.host.deployments.turn().await;
         let deployment = turn.rollback()?;
         self.record(&turn, &deployment).await;
-        drop(turn);
         self.collector.collect(&self.host.deployments).await;
         Ok(deployment)
     }

@@ -1,6 +1,6 @@
 //! What a host serves and how that changes: deploys, reloads, rollbacks and
-//! resumes, all through [`Host::load_and_swap`] and one deploy turn at a
-//! time.
+//! resumes, one deploy turn at a time. Everything that loads a manifest goes
+//! through [`Host::load_and_swap`]; a rollback goes back to a kept deployment.
 //!
 //! | file | what it owns |
 //! | --- | --- |

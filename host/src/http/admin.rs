@@ -242,7 +242,7 @@ async fn upload(admin: &Admin, hash: String, req: Request<Incoming>) -> Response
         Err(err @ UploadError::WrongHash { .. }) => {
             error(StatusCode::BAD_REQUEST, &err.to_string())
         }
-        Err(err) => {
+        Err(UploadError::Io(err)) => {
             tracing::error!("cannot store uploaded component {hash}: {err}");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,

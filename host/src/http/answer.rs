@@ -1,12 +1,16 @@
 //! Answers the host makes itself, as JSON `{"error": "..."}` with the right
 //! status: [`HostAnswer::into_response`] is the one place they become
-//! responses.
+//! responses. (Under `edgehost dev`, a route whose crate failed to build
+//! answers with the compiler's text instead: [`build_failed`].)
 
 use crate::runtime::{CompiledRoute, GuestError};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
+
+/// What a client told to retry is told.
+const BUSY: &str = "The route is busy; try again shortly";
 
 /// An answer the host gives itself instead of the route's.
 #[derive(Debug)]
@@ -74,17 +78,21 @@ impl HostAnswer {
                 serde_json::json!({ "error": "The request body took too long to arrive" }),
                 None,
             ),
-            HostAnswer::Busy | HostAnswer::Guest(StatusCode::SERVICE_UNAVAILABLE) => (
+            HostAnswer::Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({ "error": "The route is busy; try again shortly" }),
+                serde_json::json!({ "error": BUSY }),
                 None,
             ),
-            HostAnswer::Guest(StatusCode::GATEWAY_TIMEOUT) => (
-                StatusCode::GATEWAY_TIMEOUT,
-                serde_json::json!({ "error": "The route took too long to answer" }),
-                None,
-            ),
-            HostAnswer::Guest(_) | HostAnswer::InvalidResponse => (
+            // The status is the failure's verdict; only the words are chosen here.
+            HostAnswer::Guest(status) => {
+                let error = match status {
+                    StatusCode::GATEWAY_TIMEOUT => "The route took too long to answer",
+                    StatusCode::SERVICE_UNAVAILABLE => BUSY,
+                    _ => "Internal server error",
+                };
+                (status, serde_json::json!({ "error": error }), None)
+            }
+            HostAnswer::InvalidResponse => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 serde_json::json!({ "error": "Internal server error" }),
                 None,

@@ -20,7 +20,7 @@ pub(crate) fn boxed(response: Response<Full<Bytes>>) -> Response<HostBody> {
 /// The body length a request declares. hyper has already refused a
 /// malformed or repeated `Content-Length`, so one that does not parse here
 /// is absent.
-pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

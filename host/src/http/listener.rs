@@ -36,7 +36,7 @@ pub(crate) struct HeadLimits {
 /// stops accepting and waits up to `drain` for open connections to finish
 /// their requests. `name` tells the log which listener this is.
 pub(crate) async fn serve<H, F, B>(
-    name: &str,
+    name: &'static str,
     listener: TcpListener,
     limits: HeadLimits,
     handle: H,
@@ -86,7 +86,7 @@ pub(crate) async fn serve<H, F, B>(
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(err) = connection.await {
-                tracing::debug!(%client, "connection ended: {err}");
+                tracing::debug!(%client, "{name}: connection ended: {err}");
             }
         });
     }

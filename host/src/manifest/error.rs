@@ -165,7 +165,7 @@ pub(crate) fn syntax_message(text: &str, err: &toml::de::Error) -> String {
     let reason = err.message();
     match err.span() {
         Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let line = line_of(text, span.start);
             let source = text.lines().nth(line - 1).unwrap_or("").trim();
             format!("line {line}: {reason} (in `{source}`)")
         }

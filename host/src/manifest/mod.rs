@@ -449,6 +449,34 @@ secrets = ["PRESENT"]
         }
     }
 
+    /// Problems come `[server]` first, then `[admin]`, then route by route
+    /// in the manifest's order, each route's problems together (its limits
+    /// too).
+    #[test]
+    fn problems_are_listed_route_by_route() {
+        let error = check(
+            "[server]\nmemory = \"lots\"\n\n[admin]\nlisten = \"nowhere\"\n\n[[route]]\npath = \"/a\"\ncomponent = \"missing.wasm\"\ntimeout = 5\n\n[[route]]\npath = \"b\"\ncomponent = \"a.wasm\"\nmax_body = \"-1\"\n",
+        )
+        .unwrap_err();
+        let lines: Vec<&str> = error.lines().collect();
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|line| line.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle:?} in\n{error}"))
+        };
+        let order = [
+            at("`memory`"),
+            at("`listen = \"nowhere\"`"),
+            at("component file missing.wasm"),
+            at("route \"/a\": `timeout`"),
+            at("route \"b\": bad path"),
+            at("route \"b\": `max_body`"),
+        ];
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{error}");
+        assert_eq!(lines.len(), order.len(), "{error}");
+    }
+
     #[test]
     fn all_problems_are_reported_together() {
         let error = check(

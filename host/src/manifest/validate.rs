@@ -8,7 +8,9 @@ use super::folders::FolderRoute;
 use super::limits::{Kind, Limits, ServerLimits};
 use super::mount::mount_folder_routes;
 use super::schema::{RawAdmin, RawManifest, RawRoute, RawServer, WrittenLimits};
-use super::{AdminSettings, Lookup, Manifest, RouteSpec, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use super::{
+    base_of, AdminSettings, Lookup, Manifest, RouteSpec, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
+};
 use crate::capabilities::outbound::AllowedHost;
 use crate::router::Pattern;
 use std::collections::HashMap;
@@ -37,10 +39,7 @@ pub(crate) fn check(
     // 3. `[server]`: the address, the data folder, the server's limits and
     //    every route's default limits.
     let (listen, server, defaults) = checker.server(&raw.server);
-    let data_dir = file
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(raw.server.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
+    let data_dir = base_of(file).join(raw.server.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
     // 4. `[admin]`.
     let admin = raw.admin.as_ref().map(|admin| checker.admin(admin));
     // 5. Each route: its path, its shape unique, its component, its grants,

@@ -15,7 +15,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// How often the epoch ticks. A running guest yields to the scheduler at each
 /// tick, so a busy guest cannot starve other requests on its thread, and a
 /// time limit is enforced within one tick.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
+const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Wasm stack one instance may use. Deep recursion past it is a trap (a
 /// 500), never a host stack overflow.

@@ -70,20 +70,27 @@ impl GuestError {
         }
     }
 
-    /// The log line for this failure, with the request it belongs to.
+    /// The log line for this failure, with the request it belongs to: a
+    /// warning for a limit, an error otherwise. Nothing is formatted unless
+    /// the line is logged.
     pub(crate) fn log(&self, request_id: &str, route: &str, path: &str) {
-        let message = match self {
-            GuestError::Timeout(limit) => format!("guest timed out after {limit:?}"),
-            GuestError::CpuTime(limit) => {
-                format!("guest stopped after using its {limit:?} of CPU time")
-            }
-            GuestError::PoolExhausted => "all instance slots are in use; answering 503".into(),
-            other => other.to_string(),
-        };
-        if self.verdict().limit {
-            tracing::warn!(request_id = %request_id, route = %route, path = %path, "{message}");
-        } else {
-            tracing::error!(request_id = %request_id, route = %route, path = %path, "{message}");
+        if !self.verdict().limit {
+            tracing::error!(request_id = %request_id, route = %route, path = %path, "{self}");
+            return;
+        }
+        match self {
+            GuestError::Timeout(limit) => tracing::warn!(
+                request_id = %request_id, route = %route, path = %path,
+                "guest timed out after {limit:?}"
+            ),
+            GuestError::CpuTime(limit) => tracing::warn!(
+                request_id = %request_id, route = %route, path = %path,
+                "guest stopped after using its {limit:?} of CPU time"
+            ),
+            other => tracing::warn!(
+                request_id = %request_id, route = %route, path = %path,
+                "{other}; answering {}", other.verdict().status.as_u16()
+            ),
         }
     }
 }
