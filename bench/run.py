@@ -289,14 +289,14 @@ def main():
     print("instantiate + call + drop (in process) ...", flush=True)
     instance = instance_cost(main_manifest, "/")
 
-    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds, args.compare_host)
+    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds)
     with open(args.output, "w") as f:
         f.write(report)
     print(report)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def render(r, idle_rss, cold, scaling, instance, seconds, rounds, compare_host=None):
+def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
     cpu = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -349,7 +349,7 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, compare_host=N
                                 ("compare-post", "post", "`GET /api/posts/$postId`")):
             theirs_cpu, mine_cpu = r[key][32]["cpu_us"], r[mine][32]["cpu_us"]
             lines.append(
-                f"At 32 connections on {what}, the `--compare-host` binary (`{compare_host}`) used "
+                f"At 32 connections on {what}, the `--compare-host` binary used "
                 f"{theirs_cpu:.1f} us of server CPU per request and this build {mine_cpu:.1f} us "
                 f"({mine_cpu / theirs_cpu:.2f} of it); requests/s {r[mine][32]['rps'] / r[key][32]['rps']:.2f} of it."
             )
