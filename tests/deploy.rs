@@ -568,8 +568,8 @@ fn limits_lists_every_limit_with_its_default() {
     }
     assert_eq!(
         table.lines().count(),
-        2 + 15,
-        "a header and 15 limits:\n{table}"
+        2 + 18,
+        "a header and 18 limits:\n{table}"
     );
 }
 

@@ -4,6 +4,8 @@
 
 mod support;
 
+use edgehost::capabilities::kv::{DiskKv, KvBackend, KvError, KvStores, Swap};
+
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -417,39 +419,62 @@ fn shutdown_lets_in_flight_requests_finish_and_exits_0() {
 }
 
 /// A key-value backend whose writes wait until the test lets them go, like
-/// a commit waiting on a slow disk.
+/// a commit waiting on a slow disk (waiting as a well-behaved backend does:
+/// off the async workers).
 struct GatedKv {
-    inner: edgehost::capabilities::kv::DiskKv,
+    inner: DiskKv,
     entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
-    gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    gate: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
 }
 
-impl edgehost::capabilities::kv::KvBackend for GatedKv {
-    fn get(
+#[async_trait::async_trait]
+impl KvBackend for GatedKv {
+    fn kind(&self) -> &'static str {
+        "gated"
+    }
+    async fn get(&self, s: &str, k: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.inner.get(s, k).await
+    }
+    async fn set(&self, s: &str, k: &str, v: &[u8]) -> Result<(), KvError> {
+        let _ = self.entered.lock().unwrap().send(());
+        let gate = std::sync::Arc::clone(&self.gate);
+        let _ = tokio::task::spawn_blocking(move || gate.lock().unwrap().recv()).await;
+        self.inner.set(s, k, v).await
+    }
+    async fn delete(&self, s: &str, k: &str) -> Result<(), KvError> {
+        self.inner.delete(s, k).await
+    }
+    async fn exists(&self, s: &str, k: &str) -> Result<bool, KvError> {
+        self.inner.exists(s, k).await
+    }
+    async fn list_keys(
+        &self,
+        s: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), KvError> {
+        self.inner.list_keys(s, after, limit).await
+    }
+    async fn increment(&self, s: &str, k: &str, delta: i64) -> Result<i64, KvError> {
+        self.inner.increment(s, k, delta).await
+    }
+    async fn compare_and_swap(
         &self,
         s: &str,
         k: &str,
-    ) -> Result<Option<Vec<u8>>, edgehost::capabilities::kv::KvError> {
-        self.inner.get(s, k)
+        expected: Option<&[u8]>,
+        v: &[u8],
+    ) -> Result<Swap, KvError> {
+        self.inner.compare_and_swap(s, k, expected, v).await
     }
-    fn set(&self, s: &str, k: &str, v: &[u8]) -> Result<(), edgehost::capabilities::kv::KvError> {
-        let _ = self.entered.lock().unwrap().send(());
-        let _ = self.gate.lock().unwrap().recv();
-        self.inner.set(s, k, v)
+    async fn get_many(&self, s: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        self.inner.get_many(s, keys).await
     }
-    fn delete(&self, s: &str, k: &str) -> Result<(), edgehost::capabilities::kv::KvError> {
-        self.inner.delete(s, k)
+    async fn set_many(&self, s: &str, entries: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        self.inner.set_many(s, entries).await
     }
-    fn exists(&self, s: &str, k: &str) -> Result<bool, edgehost::capabilities::kv::KvError> {
-        self.inner.exists(s, k)
-    }
-    fn list_keys(
-        &self,
-        s: &str,
-        skip: u64,
-        limit: usize,
-    ) -> Result<(Vec<String>, bool), edgehost::capabilities::kv::KvError> {
-        self.inner.list_keys(s, skip, limit)
+    async fn delete_many(&self, s: &str, keys: &[String]) -> Result<(), KvError> {
+        self.inner.delete_many(s, keys).await
     }
 }
 
@@ -480,12 +505,12 @@ fn a_route_waiting_on_a_key_value_write_does_not_stall_other_requests() {
     let (entered, write_started) = mpsc::channel();
     let (release, gate) = mpsc::channel();
     let kv = GatedKv {
-        inner: edgehost::capabilities::kv::DiskKv::open(&dir.path().join("kv")).unwrap(),
+        inner: DiskKv::open(&dir.path().join("kv")).unwrap(),
         entered: Mutex::new(entered),
-        gate: Mutex::new(gate),
+        gate: Arc::new(Mutex::new(gate)),
     };
     let settings = EngineSettings::for_manifest(&manifest, dir.path());
-    let runtime = Arc::new(Runtime::new(Arc::new(kv), settings).unwrap());
+    let runtime = Arc::new(Runtime::new(KvStores::new(Arc::new(kv)), settings).unwrap());
     let table = Arc::new(runtime.load(&manifest).unwrap());
     let request = |method: &str, path: &str, body: &[u8]| GuestRequest {
         method: method.into(),

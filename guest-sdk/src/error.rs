@@ -14,6 +14,8 @@ use std::fmt;
 pub struct Error {
     status: u16,
     message: String,
+    /// Seconds a client should wait before trying again (`Retry-After`).
+    retry_after: Option<u32>,
 }
 
 impl Error {
@@ -32,6 +34,7 @@ impl Error {
         Error {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -62,6 +65,24 @@ impl Error {
         Error::new(500, message)
     }
 
+    /// 503 Service Unavailable with `Retry-After: 1`: something the route
+    /// needs (a key-value store, say) cannot be reached right now. A store
+    /// that is down turns into this through `?`.
+    ///
+    /// ```
+    /// use guest_sdk::Error;
+    ///
+    /// let busy = Error::unavailable("the posts store is down");
+    /// assert_eq!(busy.status(), 503);
+    /// assert_eq!(busy.into_response().header("retry-after"), Some(&b"1"[..]));
+    /// ```
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Error {
+            retry_after: Some(1),
+            ..Error::new(503, message)
+        }
+    }
+
     /// The HTTP status this error is sent with.
     ///
     /// ```
@@ -88,7 +109,12 @@ impl Error {
     /// assert_eq!(response.body(), br#"{"error":"Not found"}"#);
     /// ```
     pub fn into_response(self) -> Response {
-        Response::json(&serde_json::json!({ "error": self.message })).with_status(self.status)
+        let response =
+            Response::json(&serde_json::json!({ "error": self.message })).with_status(self.status);
+        match self.retry_after {
+            Some(seconds) => response.with_header("Retry-After", seconds.to_string()),
+            None => response,
+        }
     }
 }
 

@@ -1,7 +1,13 @@
 //! Key-value stores the manifest grants the route (`kv = ["posts"]`).
 //!
 //! Values are bytes; [`Store::get_json`] and [`Store::set_json`] store JSON.
-//! A store the route was not granted cannot be opened.
+//! A store the route was not granted cannot be opened. Counters
+//! ([`Store::increment`]) and [`Store::compare_and_swap`] are atomic, also
+//! across hosts sharing a store; the `_many` calls take one round trip to a
+//! network store.
+//!
+//! A store that cannot be reached (its Redis or PostgreSQL server is down)
+//! fails with [`Error::unavailable`]: `?` answers 503 with `Retry-After`.
 //!
 //! ```no_run
 //! use guest_sdk::kv::Store;
@@ -13,7 +19,7 @@
 //! # Ok(()) }
 //! ```
 
-use crate::bindings::wasi::keyvalue::store;
+use crate::bindings::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
 use crate::Error;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -92,8 +98,7 @@ impl Store {
             .map_err(|err| kv_error(&self.name, err))
     }
 
-    /// Every key in the store, in the store's order (sorted for the host's
-    /// built-in store).
+    /// Every key in the store, in order (byte order, on every backend).
     ///
     /// ```no_run
     /// # let store = guest_sdk::kv::Store::open("posts")?;
@@ -102,11 +107,11 @@ impl Store {
     /// ```
     pub fn keys(&self) -> Result<Vec<String>, Error> {
         let mut keys = Vec::new();
-        let mut cursor = None;
+        let mut cursor: Option<String> = None;
         loop {
             let page = self
                 .bucket
-                .list_keys(cursor)
+                .list_keys(cursor.as_deref())
                 .map_err(|err| kv_error(&self.name, err))?;
             keys.extend(page.keys);
             match page.cursor {
@@ -114,6 +119,121 @@ impl Store {
                 None => return Ok(keys),
             }
         }
+    }
+
+    /// Adds `delta` to the counter under `key` (a missing key counts as 0)
+    /// and returns the new value; atomic, however many requests and hosts
+    /// increment at once. Counters are stored as decimal text: a value that
+    /// is not one is an error.
+    ///
+    /// ```no_run
+    /// # let store = guest_sdk::kv::Store::open("counters")?;
+    /// let views = store.increment("views:/api/posts", 1)?;
+    /// # Ok::<(), guest_sdk::Error>(())
+    /// ```
+    pub fn increment(&self, key: &str, delta: i64) -> Result<i64, Error> {
+        atomics::increment(&self.bucket, key, delta).map_err(|err| kv_error(&self.name, err))
+    }
+
+    /// Sets `key` to `value` if it still holds `expected` (`None`: no
+    /// value), atomically; returns whether it did. Read, decide, then swap,
+    /// trying again when another writer came first:
+    ///
+    /// ```no_run
+    /// # let store = guest_sdk::kv::Store::open("posts")?;
+    /// loop {
+    ///     let current = store.get("title")?;
+    ///     let longer = [current.as_deref().unwrap_or_default(), b"!"].concat();
+    ///     if store.compare_and_swap("title", current.as_deref(), &longer)? {
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok::<(), guest_sdk::Error>(())
+    /// ```
+    pub fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, Error> {
+        let cas = atomics::Cas::new(&self.bucket, key).map_err(|err| kv_error(&self.name, err))?;
+        let current = cas.current().map_err(|err| kv_error(&self.name, err))?;
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        match atomics::swap(cas, value) {
+            Ok(()) => Ok(true),
+            Err(atomics::CasError::CasFailed(_)) => Ok(false),
+            Err(atomics::CasError::StoreError(err)) => Err(kv_error(&self.name, err)),
+        }
+    }
+
+    /// The values of `keys`, in their order (`None` for a key without one),
+    /// in one call.
+    ///
+    /// ```no_run
+    /// # let store = guest_sdk::kv::Store::open("posts")?;
+    /// let values = store.get_many(&["1", "2"])?;
+    /// assert_eq!(values.len(), 2);
+    /// # Ok::<(), guest_sdk::Error>(())
+    /// ```
+    pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let owned: Vec<String> = keys.iter().map(|key| key.to_string()).collect();
+        let found =
+            batch::get_many(&self.bucket, &owned).map_err(|err| kv_error(&self.name, err))?;
+        // The host answers in the order asked; a pair names its key anyway.
+        let mut values = vec![None; keys.len()];
+        for (slot, pair) in values.iter_mut().zip(found) {
+            *slot = pair.map(|(_, value)| value);
+        }
+        Ok(values)
+    }
+
+    /// [`Store::get_many`], each value deserialized from JSON into `T`.
+    ///
+    /// ```no_run
+    /// # let store = guest_sdk::kv::Store::open("posts")?;
+    /// let keys = store.keys()?;
+    /// let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    /// let posts: Vec<Option<serde_json::Value>> = store.get_many_json(&keys)?;
+    /// # Ok::<(), guest_sdk::Error>(())
+    /// ```
+    pub fn get_many_json<T: DeserializeOwned>(
+        &self,
+        keys: &[&str],
+    ) -> Result<Vec<Option<T>>, Error> {
+        self.get_many(keys)?
+            .into_iter()
+            .zip(keys)
+            .map(|(value, key)| value.map(|bytes| self.decode(key, &bytes)).transpose())
+            .collect()
+    }
+
+    /// Sets every `(key, value)` pair, in one call.
+    ///
+    /// ```no_run
+    /// # let store = guest_sdk::kv::Store::open("posts")?;
+    /// store.set_many(&[("a", b"1".as_slice()), ("b", b"2".as_slice())])?;
+    /// # Ok::<(), guest_sdk::Error>(())
+    /// ```
+    pub fn set_many(&self, entries: &[(&str, &[u8])]) -> Result<(), Error> {
+        let owned: Vec<(String, Vec<u8>)> = entries
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_vec()))
+            .collect();
+        batch::set_many(&self.bucket, &owned).map_err(|err| kv_error(&self.name, err))
+    }
+
+    /// Removes every key in `keys`, in one call.
+    ///
+    /// ```no_run
+    /// # let store = guest_sdk::kv::Store::open("posts")?;
+    /// store.delete_many(&["a", "b"])?;
+    /// # Ok::<(), guest_sdk::Error>(())
+    /// ```
+    pub fn delete_many(&self, keys: &[&str]) -> Result<(), Error> {
+        let owned: Vec<String> = keys.iter().map(|key| key.to_string()).collect();
+        batch::delete_many(&self.bucket, &owned).map_err(|err| kv_error(&self.name, err))
     }
 
     /// The JSON value under `key` deserialized into `T`, or `None`.
@@ -125,15 +245,19 @@ impl Store {
     /// # Ok::<(), guest_sdk::Error>(())
     /// ```
     pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        match self.get(key)? {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|err| {
-                Error::internal(format!(
-                    "value of `{key}` in store `{}` is not the expected JSON: {err}",
-                    self.name
-                ))
-            }),
-        }
+        self.get(key)?
+            .map(|bytes| self.decode(key, &bytes))
+            .transpose()
+    }
+
+    /// A stored JSON value as `T`; one that does not deserialize is a 500.
+    fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, Error> {
+        serde_json::from_slice(bytes).map_err(|err| {
+            Error::internal(format!(
+                "value of `{key}` in store `{}` is not the expected JSON: {err}",
+                self.name
+            ))
+        })
     }
 
     /// Stores `value` as JSON under `key`.
@@ -150,11 +274,19 @@ impl Store {
     }
 }
 
+/// The host's `unavailable: ...` (the store cannot be reached) is a 503
+/// to retry; anything else is a 500.
 fn kv_error(name: &str, err: store::Error) -> Error {
     let reason = match err {
         store::Error::NoSuchStore => "no such store".to_string(),
         store::Error::AccessDenied => "access denied (is it in the route's `kv` list?)".to_string(),
         store::Error::Other(other) => other,
     };
-    Error::internal(format!("key-value store `{name}`: {reason}"))
+    if reason.starts_with("unavailable:") {
+        Error::unavailable(format!(
+            "key-value store `{name}` is unavailable; try again shortly"
+        ))
+    } else {
+        Error::internal(format!("key-value store `{name}`: {reason}"))
+    }
 }

@@ -4,7 +4,7 @@
 //! `cargo bench -p edgehost --bench instance -- <manifest> <path> [iterations]`
 //! prints one line: `instance <path>: mean <us> us, p50 <us> us, p99 <us> us`.
 
-use edgehost::capabilities::kv::DiskKv;
+use edgehost::capabilities::kv::{DiskKv, KvStores};
 use edgehost::manifest;
 use edgehost::runtime::{EngineSettings, GuestRequest, Method, Runtime};
 use std::sync::Arc;
@@ -28,7 +28,8 @@ fn main() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let kv = DiskKv::open(data.path())?;
     let settings = EngineSettings::for_manifest(&manifest, &manifest.data_dir);
-    let runtime = Runtime::new(Arc::new(kv), settings).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let runtime = Runtime::new(KvStores::new(Arc::new(kv)), settings)
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let table = runtime.load(&manifest)?;
     let (route, params) = table
         .lookup(path)?

@@ -12,12 +12,23 @@ pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../guest-sdk/wit",
         world: "edge:route/guest-imports",
-        // Key-value calls are async so that a write (a disk commit) runs on
-        // the blocking pool instead of stalling an async worker.
-        imports: {
-            "wasi:keyvalue/store.[method]bucket.set": async,
-            "wasi:keyvalue/store.[method]bucket.delete": async,
+        // Key-value calls are async: a network store answers later, and the
+        // embedded one writes on the blocking pool.
+        imports: { default: async },
+        with: {
+            "wasi:keyvalue/store.bucket": super::Bucket,
+            "wasi:keyvalue/atomics.cas": super::Cas,
         },
+    });
+}
+
+/// The first draft's key-value store, which components built with an
+/// earlier guest-sdk import.
+pub(crate) mod earlier {
+    wasmtime::component::bindgen!({
+        path: "../guest-sdk/wit",
+        world: "edge:route/earlier-imports",
+        imports: { default: async },
         with: {
             "wasi:keyvalue/store.bucket": super::Bucket,
         },
@@ -28,6 +39,14 @@ pub(crate) mod bindings {
 /// the store (one the route was granted).
 pub struct Bucket {
     pub(crate) name: String,
+}
+
+/// The host's side of a compare-and-swap in progress: the key and the
+/// value it held when read.
+pub struct Cas {
+    pub(crate) store: String,
+    pub(crate) key: String,
+    pub(crate) current: Option<Vec<u8>>,
 }
 
 pub use bindings::edge::route::types::{Request, Response};

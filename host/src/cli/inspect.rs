@@ -4,7 +4,7 @@
 
 use super::{load, Purpose};
 use crate::manifest::limits::{markdown_table, LimitSpec, LIMITS};
-use crate::manifest::ServerLimits;
+use crate::manifest::{KvBackendKind, ServerLimits};
 use std::path::Path;
 
 /// `edgehost check`.
@@ -30,7 +30,17 @@ pub fn routes(manifest_path: &Path) -> anyhow::Result<()> {
     let listed: Vec<&LimitSpec> = LIMITS.iter().filter(|spec| spec.listed).collect();
     let server = ServerLimits::default();
     for (spec, route) in loaded.manifest.routes.iter().zip(loaded.table.routes()) {
-        let mut grants: Vec<String> = spec.kv.iter().map(|kv| format!("kv:{kv}")).collect();
+        // A store's backend is shown unless it is the embedded default.
+        let mut grants: Vec<String> = spec
+            .kv
+            .iter()
+            .map(|store| match loaded.manifest.kv.get(store) {
+                Some(config) if config.backend != KvBackendKind::Embedded => {
+                    format!("kv:{store}({})", config.backend.name())
+                }
+                _ => format!("kv:{store}"),
+            })
+            .collect();
         for (name, _) in &spec.env {
             if spec.secrets.contains(name) {
                 grants.push(format!("secret:{name}"));

@@ -26,7 +26,7 @@ pub use inspect::{check, limits, routes};
 pub use new::new_route;
 pub use serve::{serve, ServeOptions};
 
-use crate::capabilities::kv::{DiskKv, KvBackend, NoKv};
+use crate::capabilities::kv::{DiskKv, KvStores, NoKv};
 use crate::manifest::{self, Manifest};
 use crate::runtime::{EngineSettings, RouteTable, Runtime};
 use anyhow::Context;
@@ -94,11 +94,20 @@ fn load(
         manifest::load(manifest_path)?
     };
     let data_dir = data_dir.unwrap_or_else(|| manifest.data_dir.clone());
-    let kv: Arc<dyn KvBackend> = match purpose {
+    let env = |var: &str| std::env::var(var).ok();
+    let kv = match purpose {
         Purpose::Serve => {
-            Arc::new(DiskKv::open(&data_dir).context("cannot open the key-value data")?)
+            let configs = manifest::kv::store_configs(&manifest, &env)?;
+            let embedded =
+                Arc::new(DiskKv::open(&data_dir).context("cannot open the key-value data")?);
+            KvStores::open(embedded, &configs).context("cannot open the key-value stores")?
         }
-        Purpose::Inspect | Purpose::List => Arc::new(NoKv),
+        // Checked as a host would (URLs set and well formed), not opened.
+        Purpose::Inspect => {
+            manifest::kv::store_configs(&manifest, &env)?;
+            KvStores::new(Arc::new(NoKv))
+        }
+        Purpose::List => KvStores::new(Arc::new(NoKv)),
     };
     let settings = EngineSettings::for_manifest(&manifest, &data_dir);
     let runtime = Runtime::new(kv, settings)

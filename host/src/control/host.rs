@@ -121,6 +121,18 @@ fn restart_only_changes(running: &Manifest, new: &Manifest) -> Vec<String> {
     if running.admin != new.admin {
         changed.push("[admin]".to_string());
     }
+    let stores: std::collections::BTreeSet<&String> =
+        running.kv.keys().chain(new.kv.keys()).collect();
+    for store in stores {
+        let same = match (running.kv.get(store), new.kv.get(store)) {
+            (Some(running), Some(new)) => running.same_as(new),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            changed.push(format!("[kv.{store}]"));
+        }
+    }
     changed
         .into_iter()
         .map(|what| {

@@ -119,6 +119,13 @@ pub enum ManifestError {
         key: &'static str,
         reason: String,
     },
+    #[error("{file}:{line}: [kv.{store}]: {reason}")]
+    KvStore {
+        file: String,
+        line: usize,
+        store: String,
+        reason: String,
+    },
     #[error("{file}:{line}: route {route:?}: {reason}")]
     Component {
         file: String,

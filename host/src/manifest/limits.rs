@@ -48,6 +48,16 @@ pub struct Limits {
     pub(crate) max_outbound_requests: usize,
     /// Largest outbound response body a route may read.
     pub(crate) max_outbound_response: usize,
+    /// Time one key-value operation may take (within `timeout`); past it
+    /// the guest's call fails as unavailable. 2 s is long for a store on
+    /// the local network and short enough that a stuck one answers 503, not
+    /// a 504 when the route's whole time is gone.
+    pub(crate) kv_timeout: Duration,
+    /// Longest key-value key, in bytes (Workers KV allows 512).
+    pub(crate) max_kv_key: usize,
+    /// Largest key-value value, in bytes: the default request body, so a
+    /// route can store what it was sent.
+    pub(crate) max_kv_value: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +72,9 @@ impl Default for Limits {
             outbound_timeout: Duration::from_secs(10),
             max_outbound_requests: 50,
             max_outbound_response: 16 * MIB,
+            kv_timeout: Duration::from_secs(2),
+            max_kv_key: 512,
+            max_kv_value: MIB,
         }
     }
 }
@@ -163,7 +176,7 @@ fn count(value: u64) -> usize {
 }
 
 /// Every limit, in the order the README lists them.
-pub(crate) const LIMITS: [LimitSpec; 15] = [
+pub(crate) const LIMITS: [LimitSpec; 18] = [
     LimitSpec {
         key: "timeout",
         kind: Kind::Duration,
@@ -252,6 +265,36 @@ pub(crate) const LIMITS: [LimitSpec; 15] = [
             set: |l, v| l.max_outbound_response = count(v),
         },
         when_hit: "an outbound response body larger than this fails in the guest",
+        listed: false,
+    },
+    LimitSpec {
+        key: "kv_timeout",
+        kind: Kind::Duration,
+        field: Field::Route {
+            get: |l| Some(millis(l.kv_timeout)),
+            set: |l, v| l.kv_timeout = Duration::from_millis(v),
+        },
+        when_hit: "one key-value operation (bounded by `timeout` too); past it the store counts as unavailable: the guest's call fails, 503 with the SDK",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_kv_key",
+        kind: Kind::Size,
+        field: Field::Route {
+            get: |l| Some(l.max_kv_key as u64),
+            set: |l, v| l.max_kv_key = count(v),
+        },
+        when_hit: "a longer key is refused: the guest's call fails (`refused: ...`)",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_kv_value",
+        kind: Kind::Size,
+        field: Field::Route {
+            get: |l| Some(l.max_kv_value as u64),
+            set: |l, v| l.max_kv_value = count(v),
+        },
+        when_hit: "a larger value is refused: the guest's call fails (`refused: ...`)",
         listed: false,
     },
     LimitSpec {

@@ -20,24 +20,28 @@
 //! | `schema.rs` | the manifest as written (serde types, spans) |
 //! | `validate.rs` | the pipeline from text to a checked [`Manifest`], step by step |
 //! | `limits.rs` | every limit once: key, unit, scope, default, what happens when hit |
+//! | `kv.rs` | `[kv.NAME]`: each key-value store's backend |
 //! | `folders.rs` | file-based routes: folder = URL, and where cargo puts components |
 //! | `mount.rs` | merging `[routes]` crates into the `[[route]]` entries |
 //! | `error.rs` | [`ManifestError`], one per problem |
 
 mod error;
 pub(crate) mod folders;
+pub(crate) mod kv;
 pub(crate) mod limits;
 mod mount;
 mod schema;
 mod validate;
 
 pub use error::{ManifestError, ManifestErrors};
+pub use kv::{KvBackendKind, KvStoreSpec};
 pub use limits::{Limits, ServerLimits};
 
 use crate::capabilities::outbound::AllowedHost;
 use crate::router::Pattern;
 use folders::FolderRoute;
 use schema::RawManifest;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -59,6 +63,8 @@ pub struct Manifest {
     pub server: ServerLimits,
     /// The admin API's settings when `[admin]` is given.
     pub admin: Option<AdminSettings>,
+    /// Key-value stores given a backend by `[kv.NAME]`.
+    pub kv: BTreeMap<String, KvStoreSpec>,
     pub routes: Vec<RouteSpec>,
 }
 

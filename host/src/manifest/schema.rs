@@ -24,6 +24,17 @@ pub(crate) struct RawManifest {
     pub(crate) folder: Option<RawFolder>,
     #[serde(default, rename = "route")]
     pub(crate) routes: Vec<RawRoute>,
+    /// `[kv.NAME]`: key-value stores' backends.
+    #[serde(default)]
+    pub(crate) kv: BTreeMap<String, Spanned<RawKvStore>>,
+}
+
+/// `[kv.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKvStore {
+    pub(crate) backend: Option<Spanned<String>>,
+    pub(crate) url_env: Option<Spanned<String>>,
 }
 
 /// `[admin]`: the deploy and metrics API, off unless this table (or `serve

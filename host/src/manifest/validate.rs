@@ -5,15 +5,16 @@
 
 use super::error::{line_of, syntax_message, ManifestError, ManifestErrors};
 use super::folders::FolderRoute;
+use super::kv::{KvBackendKind, KvStoreSpec};
 use super::limits::{Kind, Limits, ServerLimits};
 use super::mount::mount_folder_routes;
-use super::schema::{RawAdmin, RawManifest, RawRoute, RawServer, WrittenLimits};
+use super::schema::{RawAdmin, RawKvStore, RawManifest, RawRoute, RawServer, WrittenLimits};
 use super::{
     base_of, AdminSettings, Lookup, Manifest, RouteSpec, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
 };
 use crate::capabilities::outbound::AllowedHost;
 use crate::router::Pattern;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -40,8 +41,9 @@ pub(crate) fn check(
     //    every route's default limits.
     let (listen, server, defaults) = checker.server(&raw.server);
     let data_dir = base_of(file).join(raw.server.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
-    // 4. `[admin]`.
+    // 4. `[admin]` and `[kv.NAME]`.
     let admin = raw.admin.as_ref().map(|admin| checker.admin(admin));
+    let kv = checker.kv_stores(&raw.kv);
     // 5. Each route: its path, its shape unique, its component, its grants,
     //    its limits.
     let has_folder = raw.folder.is_some();
@@ -67,6 +69,7 @@ pub(crate) fn check(
         data_dir,
         server,
         admin,
+        kv,
         routes,
     })
 }
@@ -188,6 +191,93 @@ impl Checker<'_> {
             }
         }
         admin
+    }
+
+    /// Each `[kv.NAME]` table: a store name, a known backend, and a
+    /// `url_env` exactly when the backend is on the network.
+    fn kv_stores(
+        &mut self,
+        raw: &BTreeMap<String, toml::Spanned<RawKvStore>>,
+    ) -> BTreeMap<String, KvStoreSpec> {
+        let mut stores = BTreeMap::new();
+        for (name, table) in raw {
+            let line = self.line(table.span().start);
+            let fail = |checker: &mut Self, reason: String| {
+                checker.errors.push(ManifestError::KvStore {
+                    file: checker.file.clone(),
+                    line,
+                    store: name.clone(),
+                    reason,
+                });
+            };
+            if !is_name(name) {
+                fail(
+                    self,
+                    "not a valid store name (letters, digits, `_` and `-`, not starting with a digit)"
+                        .into(),
+                );
+                continue;
+            }
+            let table = table.get_ref();
+            let backend = match &table.backend {
+                None => KvBackendKind::Embedded,
+                Some(written) => {
+                    let known = KvBackendKind::NAMES
+                        .iter()
+                        .find(|(spelled, _)| *spelled == written.get_ref());
+                    match known {
+                        Some((_, kind)) => *kind,
+                        None => {
+                            let names: Vec<&str> =
+                                KvBackendKind::NAMES.iter().map(|(n, _)| *n).collect();
+                            fail(
+                                self,
+                                format!(
+                                    "backend {:?} is not one of {}",
+                                    written.get_ref(),
+                                    names.join(", ")
+                                ),
+                            );
+                            continue;
+                        }
+                    }
+                }
+            };
+            let url_env = table.url_env.as_ref().map(|v| v.get_ref().clone());
+            match (backend, &url_env) {
+                (KvBackendKind::Embedded, Some(_)) => {
+                    fail(
+                        self,
+                        "url_env is for the redis and postgres backends".into(),
+                    );
+                    continue;
+                }
+                (KvBackendKind::Redis | KvBackendKind::Postgres, None) => {
+                    fail(
+                        self,
+                        format!(
+                            "the {} backend needs url_env, the host environment variable holding its URL",
+                            backend.name()
+                        ),
+                    );
+                    continue;
+                }
+                (_, Some(var)) if !is_name(var) => {
+                    fail(self, format!("url_env {var:?} is not a variable name"));
+                    continue;
+                }
+                _ => {}
+            }
+            stores.insert(
+                name.clone(),
+                KvStoreSpec {
+                    backend,
+                    url_env,
+                    line,
+                },
+            );
+        }
+        stores
     }
 
     /// One route checked; `None` when its path or component is unusable

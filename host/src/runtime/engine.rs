@@ -6,7 +6,8 @@ use super::store::HostState;
 use crate::capabilities::kv::KvData;
 use crate::manifest::{Limits, Manifest};
 use crate::wit::bindings::edge::route::types;
-use crate::wit::bindings::wasi::keyvalue::store;
+use crate::wit::bindings::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
+use crate::wit::earlier::wasi::keyvalue0_2_0_draft::store as earlier_store;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
@@ -117,5 +118,9 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     // those the route is granted open).
     types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
     store::add_to_linker::<HostState, KvData>(&mut linker, HostState::kv)?;
+    atomics::add_to_linker::<HostState, KvData>(&mut linker, HostState::kv)?;
+    batch::add_to_linker::<HostState, KvData>(&mut linker, HostState::kv)?;
+    // Components built with an earlier guest-sdk: the first draft's store.
+    earlier_store::add_to_linker::<HostState, KvData>(&mut linker, HostState::kv)?;
     Ok(linker)
 }

@@ -33,7 +33,7 @@ pub use failure::GuestError;
 pub(crate) use proxy::ProxyDone;
 pub use route::{CompiledRoute, RouteTable};
 
-use crate::capabilities::kv::KvBackend;
+use crate::capabilities::kv::KvStores;
 use crate::manifest::{Manifest, ManifestError, ManifestErrors};
 use crate::metrics::Metrics;
 use crate::router::Router;
@@ -47,7 +47,7 @@ use wasmtime::Engine;
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
-    kv: Arc<dyn KvBackend>,
+    kv: KvStores,
     cache_dir: Option<PathBuf>,
     max_memory: usize,
     metrics: Arc<Metrics>,
@@ -55,8 +55,9 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the engine (with the epoch ticker that enforces time limits)
-    /// and the linker holding every import a route may use.
-    pub fn new(kv: Arc<dyn KvBackend>, settings: EngineSettings) -> wasmtime::Result<Runtime> {
+    /// and the linker holding every import a route may use; routes' stores
+    /// are on the backends `kv` says.
+    pub fn new(kv: KvStores, settings: EngineSettings) -> wasmtime::Result<Runtime> {
         let engine = engine::engine(&settings)?;
         let linker = engine::linker(&engine)?;
         Ok(Runtime {

@@ -164,8 +164,15 @@ impl Runtime {
                 route: name,
                 env: spec.env.clone().into(),
                 kv: KvAccess {
-                    backend: Arc::clone(&self.kv),
-                    granted: spec.kv.clone().into(),
+                    granted: spec
+                        .kv
+                        .iter()
+                        .map(|store| self.kv.handle(store, &self.metrics))
+                        .collect(),
+                    // Within the route's own time.
+                    timeout: spec.limits.kv_timeout.min(spec.limits.timeout),
+                    max_key: spec.limits.max_kv_key,
+                    max_value: spec.limits.max_kv_value,
                 },
                 outbound: Arc::new(OutboundPolicy {
                     allowed: spec.allowed_outbound_hosts.clone(),
@@ -218,7 +225,11 @@ mod tests {
             cache_dir: None,
             max_instances: 4,
         };
-        let runtime = Runtime::new(Arc::new(kv), settings).unwrap();
+        let runtime = Runtime::new(
+            crate::capabilities::kv::KvStores::new(Arc::new(kv)),
+            settings,
+        )
+        .unwrap();
         runtime.compile_route(&RouteSpec {
             pattern: Pattern::parse("/t").unwrap(),
             component: file,

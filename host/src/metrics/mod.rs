@@ -4,19 +4,20 @@
 //! Each route's counters live in a [`RouteMetrics`] looked up by pattern when
 //! a route table is loaded, never per request: a request only adds to
 //! atomics. A route keeps its counters across deploys that keep its pattern.
+//! Each key-value store's are in a [`KvMetrics`] (`kv.rs`); latencies go to
+//! a [`Histogram`] of atomics (`histogram.rs`).
+
+mod histogram;
+mod kv;
 
 use crate::wit::Method;
+use histogram::Histogram;
+pub(crate) use kv::{KvMetrics, KvOp, KvResult};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Upper bounds of the latency histogram's buckets, in seconds.
-const BUCKETS: [f64; 16] = [
-    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 5.0,
-];
 
 /// Methods counted apart; anything else counts as `OTHER`.
 const METHODS: usize = Method::ALL.len() + 1;
@@ -77,9 +78,7 @@ impl Event {
 #[derive(Default)]
 pub(crate) struct RouteMetrics {
     requests: [[AtomicU64; CLASSES]; METHODS],
-    /// Requests per latency bucket (not cumulative; the last is `+Inf`).
-    latency: [AtomicU64; BUCKETS.len() + 1],
-    latency_sum_ns: AtomicU64,
+    latency: Histogram,
     running: AtomicI64,
     events: [AtomicU64; Event::ALL.len()],
 }
@@ -90,16 +89,7 @@ impl RouteMetrics {
         let method = Method::from_http(method).map_or(METHODS - 1, |m| m as usize);
         let class = usize::from(status / 100).clamp(1, CLASSES) - 1;
         self.requests[method][class].fetch_add(1, Ordering::Relaxed);
-        let seconds = elapsed.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(BUCKETS.len());
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_ns.fetch_add(
-            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.latency.record(elapsed);
     }
 
     pub(crate) fn count(&self, event: Event) {
@@ -139,6 +129,8 @@ pub(crate) struct Metrics {
     deploys_rejected: AtomicU64,
     rollbacks: AtomicU64,
     deployment: Mutex<String>,
+    /// Key-value stores' counters, by store name.
+    kv: Mutex<BTreeMap<Arc<str>, Arc<KvMetrics>>>,
 }
 
 /// The `route` label of requests that matched no route.
@@ -153,6 +145,7 @@ impl Default for Metrics {
             deploys_rejected: AtomicU64::new(0),
             rollbacks: AtomicU64::new(0),
             deployment: Mutex::default(),
+            kv: Mutex::default(),
         }
     }
 }
@@ -172,6 +165,17 @@ impl Metrics {
     pub(crate) fn route(&self, pattern: &str) -> Arc<RouteMetrics> {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(routes.entry(Arc::from(pattern)).or_default())
+    }
+
+    /// The counters of the key-value store `name` (on a `kind` backend),
+    /// created on first use.
+    pub(crate) fn kv_store(&self, name: &str, kind: &'static str) -> Arc<KvMetrics> {
+        let mut stores = self.kv.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            stores
+                .entry(Arc::from(name))
+                .or_insert_with(|| Arc::new(KvMetrics::new(kind))),
+        )
     }
 
     /// A deployment became current.
@@ -235,23 +239,10 @@ impl Metrics {
             "Time from reading a request's head to having its response, by route.",
         );
         for (route, m) in &routes {
-            let mut cumulative = 0;
-            for (i, count) in m.latency.iter().enumerate() {
-                cumulative += load(count);
-                let le = BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
-                let _ = writeln!(
-                    out,
-                    "edgehost_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {cumulative}"
-                );
-            }
-            let sum = load(&m.latency_sum_ns) as f64 / 1e9;
-            let _ = writeln!(
-                out,
-                "edgehost_request_duration_seconds_sum{{route=\"{route}\"}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "edgehost_request_duration_seconds_count{{route=\"{route}\"}} {cumulative}"
+            m.latency.render(
+                &mut out,
+                "edgehost_request_duration_seconds",
+                &format!("route=\"{route}\""),
             );
         }
 
@@ -327,11 +318,19 @@ impl Metrics {
         );
         let id = escape(&self.deployment.lock().unwrap_or_else(|p| p.into_inner()));
         let _ = writeln!(out, "edgehost_deployment_info{{id=\"{id}\"}} 1");
+        let stores: Vec<(String, Arc<KvMetrics>)> = self
+            .kv
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, metrics)| (escape(name), Arc::clone(metrics)))
+            .collect();
+        kv::render(&mut out, &stores);
         out
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(super) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }

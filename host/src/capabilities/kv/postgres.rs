@@ -1,0 +1,327 @@
+//! The PostgreSQL backend, for stores a fleet of hosts shares: a pool of
+//! connections (`deadpool-postgres`) that opens them as needed, so a server
+//! that is down does not stop the host from starting and one that comes
+//! back is used again without a restart.
+//!
+//! Every store lives in one table, `edgehost_kv (store, key, value)`,
+//! created at the first operation if it is missing. Keys compare byte by
+//! byte (`COLLATE "C"`), so they list in the same order as on the other
+//! backends, and `list-keys` pages from the last key seen (keyset paging).
+
+use super::{KvBackend, KvError, Swap};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+/// Connections one host keeps to one server.
+const MAX_CONNECTIONS: usize = 16;
+
+/// How long opening a connection may take; a request's `kv_timeout`
+/// bounds it too.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+const CREATE_TABLE: &str = r#"CREATE TABLE IF NOT EXISTS edgehost_kv (
+    store text NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY (store, key)
+)"#;
+
+/// Stores in one PostgreSQL database.
+pub struct PostgresKv {
+    pool: Pool,
+    /// Set once the table is known to exist.
+    table: OnceCell<()>,
+}
+
+impl PostgresKv {
+    /// A backend for the database at `url` (`postgres://user@host:port/db`);
+    /// checks the URL, connects at first use.
+    pub fn connect(url: &str) -> Result<PostgresKv, KvError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|err| KvError::Failed(format!("not a PostgreSQL URL: {err}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(MAX_CONNECTIONS)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|err| KvError::Failed(format!("cannot make a connection pool: {err}")))?;
+        Ok(PostgresKv {
+            pool,
+            table: OnceCell::new(),
+        })
+    }
+
+    /// Whether `url` is one [`PostgresKv::connect`] takes.
+    pub(crate) fn check_url(url: &str) -> Result<(), String> {
+        url.parse::<tokio_postgres::Config>()
+            .map(|_| ())
+            .map_err(|err| format!("not a PostgreSQL URL (postgres://user@host:port/db): {err}"))
+    }
+
+    /// A connection from the pool, the table made if need be.
+    async fn client(&self) -> Result<deadpool_postgres::Object, KvError> {
+        let client = self.pool.get().await.map_err(|err| match err {
+            deadpool_postgres::PoolError::Backend(err) => database(err),
+            other => KvError::Unavailable(other.to_string()),
+        })?;
+        self.table
+            .get_or_try_init(|| async {
+                match client.batch_execute(CREATE_TABLE).await {
+                    Ok(()) => Ok(()),
+                    // Two hosts making it at once: the other one won.
+                    Err(err)
+                        if err.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                            || err.code() == Some(&SqlState::DUPLICATE_TABLE) =>
+                    {
+                        Ok(())
+                    }
+                    Err(err) => Err(database(err)),
+                }
+            })
+            .await?;
+        Ok(client)
+    }
+}
+
+/// A lost connection, or a server shutting down or starting, is the store
+/// being unavailable; anything else the database refused is a failure.
+fn database(err: tokio_postgres::Error) -> KvError {
+    let unreachable = match err.code() {
+        None => true,
+        Some(code) => {
+            code.code().starts_with("08")
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+        }
+    };
+    let reason = match err.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => err.to_string(),
+    };
+    if unreachable {
+        KvError::Unavailable(reason)
+    } else {
+        KvError::Failed(reason)
+    }
+}
+
+#[async_trait]
+impl KvBackend for PostgresKv {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT value FROM edgehost_kv WHERE store = $1 AND key = $2",
+                &[&store, &key],
+            )
+            .await
+            .map_err(database)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn set(&self, store: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO edgehost_kv (store, key, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value",
+                &[&store, &key, &value],
+            )
+            .await
+            .map_err(database)?;
+        Ok(())
+    }
+
+    async fn delete(&self, store: &str, key: &str) -> Result<(), KvError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM edgehost_kv WHERE store = $1 AND key = $2",
+                &[&store, &key],
+            )
+            .await
+            .map_err(database)?;
+        Ok(())
+    }
+
+    async fn exists(&self, store: &str, key: &str) -> Result<bool, KvError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM edgehost_kv WHERE store = $1 AND key = $2)",
+                &[&store, &key],
+            )
+            .await
+            .map_err(database)?;
+        Ok(row.get(0))
+    }
+
+    async fn list_keys(
+        &self,
+        store: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), KvError> {
+        let client = self.client().await?;
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT key FROM edgehost_kv WHERE store = $1 AND ($2::text IS NULL OR key > $2)
+                 ORDER BY key LIMIT $3",
+                &[&store, &after, &fetch],
+            )
+            .await
+            .map_err(database)?;
+        let mut keys: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        Ok((keys, more))
+    }
+
+    async fn increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, KvError> {
+        let client = self.client().await?;
+        // One statement: the row lock of ON CONFLICT makes it atomic across
+        // hosts. Counters are decimal text, as on the other backends.
+        let row = client
+            .query_one(
+                "INSERT INTO edgehost_kv (store, key, value)
+                 VALUES ($1, $2, convert_to($3::bigint::text, 'UTF8'))
+                 ON CONFLICT (store, key) DO UPDATE SET value = convert_to(
+                     (convert_from(edgehost_kv.value, 'UTF8')::bigint + $3::bigint)::text, 'UTF8')
+                 RETURNING convert_from(value, 'UTF8')::bigint",
+                &[&store, &key, &delta],
+            )
+            .await
+            .map_err(|err| match err.code() {
+                Some(code) if *code == SqlState::NUMERIC_VALUE_OUT_OF_RANGE => {
+                    KvError::Refused(format!("the counter `{key}` would overflow"))
+                }
+                Some(code)
+                    if *code == SqlState::INVALID_TEXT_REPRESENTATION
+                        || *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE =>
+                {
+                    KvError::Refused(format!(
+                        "the value of `{key}` is not a counter (a whole number in decimal text)"
+                    ))
+                }
+                _ => database(err),
+            })?;
+        Ok(row.get(0))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        store: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<Swap, KvError> {
+        let client = self.client().await?;
+        let swapped = match expected {
+            Some(expected) => client
+                .execute(
+                    "UPDATE edgehost_kv SET value = $4 WHERE store = $1 AND key = $2 AND value = $3",
+                    &[&store, &key, &expected, &value],
+                )
+                .await
+                .map_err(database)?,
+            None => client
+                .execute(
+                    "INSERT INTO edgehost_kv (store, key, value) VALUES ($1, $2, $3)
+                     ON CONFLICT (store, key) DO NOTHING",
+                    &[&store, &key, &value],
+                )
+                .await
+                .map_err(database)?,
+        };
+        if swapped == 1 {
+            return Ok(Swap::Done);
+        }
+        let row = client
+            .query_opt(
+                "SELECT value FROM edgehost_kv WHERE store = $1 AND key = $2",
+                &[&store, &key],
+            )
+            .await
+            .map_err(database)?;
+        Ok(Swap::Changed(row.map(|row| row.get(0))))
+    }
+
+    async fn get_many(
+        &self,
+        store: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT key, value FROM edgehost_kv WHERE store = $1 AND key = ANY($2)",
+                &[&store, &keys],
+            )
+            .await
+            .map_err(database)?;
+        let mut found: HashMap<String, Vec<u8>> =
+            rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+        Ok(keys.iter().map(|key| found.remove(key)).collect())
+    }
+
+    async fn set_many(&self, store: &str, entries: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        // One row per key, the last value given winning (an upsert may not
+        // touch a row twice).
+        let mut last: HashMap<&str, &[u8]> = HashMap::new();
+        for (key, value) in entries {
+            last.insert(key, value);
+        }
+        if last.is_empty() {
+            return Ok(());
+        }
+        let (keys, values): (Vec<&str>, Vec<&[u8]>) = last.into_iter().unzip();
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO edgehost_kv (store, key, value)
+                 SELECT $1, key, value FROM UNNEST($2::text[], $3::bytea[]) AS given (key, value)
+                 ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value",
+                &[&store, &keys, &values],
+            )
+            .await
+            .map_err(database)?;
+        Ok(())
+    }
+
+    async fn delete_many(&self, store: &str, keys: &[String]) -> Result<(), KvError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM edgehost_kv WHERE store = $1 AND key = ANY($2)",
+                &[&store, &keys],
+            )
+            .await
+            .map_err(database)?;
+        Ok(())
+    }
+}
