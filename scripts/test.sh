@@ -5,6 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The shared key-value tests start private Redis and PostgreSQL servers:
+# install them from Debian's packages when missing.
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing+=(postgresql)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo "installing ${missing[*]} for the key-value tests" >&2
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
 # One build with the workspace's unified features: a separate `cargo run -p
 # edgehost` would resolve other features and compile wasmtime a second time.
 cargo test --workspace --no-run

@@ -81,10 +81,12 @@ impl PostgresKv {
             .get_or_try_init(|| async {
                 match client.batch_execute(CREATE_TABLE).await {
                     Ok(()) => Ok(()),
-                    // Two hosts making it at once: the other one won.
+                    // Two hosts making it at once: the other one won (the
+                    // race shows as one of these three).
                     Err(err)
                         if err.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                            || err.code() == Some(&SqlState::DUPLICATE_TABLE) =>
+                            || err.code() == Some(&SqlState::DUPLICATE_TABLE)
+                            || err.code() == Some(&SqlState::DUPLICATE_OBJECT) =>
                     {
                         Ok(())
                     }

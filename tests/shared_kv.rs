@@ -1,0 +1,363 @@
+//! Key-value stores a fleet of hosts shares: two hosts on one Redis or one
+//! PostgreSQL see the same data, count atomically together, answer 503 while
+//! the store is down and use it again, without a restart, once it is back.
+//! Also the per-route key and value limits.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::backends::{PostgresServer, RedisServer};
+use support::{component, request, write_manifest, Host, Reply, Start};
+
+/// Which shared backend a test runs on.
+#[derive(Clone, Copy, Debug)]
+enum Shared {
+    Redis,
+    Postgres,
+}
+
+/// A running shared server of either kind.
+enum Server {
+    Redis(RedisServer),
+    Postgres(PostgresServer),
+}
+
+impl Server {
+    fn start(kind: Shared) -> Server {
+        match kind {
+            Shared::Redis => Server::Redis(RedisServer::start()),
+            Shared::Postgres => Server::Postgres(PostgresServer::start()),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Server::Redis(server) => server.url(),
+            Server::Postgres(server) => server.url(),
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        match self {
+            Server::Redis(_) => "redis",
+            Server::Postgres(_) => "postgres",
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            Server::Redis(server) => server.stop(),
+            Server::Postgres(server) => server.stop(),
+        }
+    }
+
+    /// Starts it again on the same port (Redis comes back empty).
+    fn restart(&mut self) {
+        match self {
+            Server::Redis(server) => server.restart(),
+            Server::Postgres(server) => server.restart(),
+        }
+    }
+}
+
+/// The example posts routes, the health route and the kv fixture, with the
+/// `posts` and `counters` stores on `server`.
+fn manifest(dir: &Path, server: &Server) -> std::path::PathBuf {
+    let text = format!(
+        r#"[kv.posts]
+backend = "{backend}"
+url_env = "SHARED_KV_URL"
+
+[kv.counters]
+backend = "{backend}"
+url_env = "SHARED_KV_URL"
+
+[[route]]
+path = "/api/posts"
+component = {posts:?}
+kv = ["posts"]
+
+[[route]]
+path = "/api/posts/$postId"
+component = {post:?}
+kv = ["posts"]
+
+[[route]]
+path = "/api/health"
+component = {health:?}
+
+[[route]]
+path = "/kv/$store/$op"
+component = {kv:?}
+kv = ["counters", "local"]
+timeout = "5s"
+"#,
+        backend = server.backend(),
+        posts = component("api_posts"),
+        post = component("api_posts_postid"),
+        health = component("api_health"),
+        kv = component("fixture_kv"),
+    );
+    write_manifest(dir, &text)
+}
+
+/// Two hosts on one shared server, each with its own data dir.
+fn two_hosts(kind: Shared) -> (Server, [Host; 2], tempfile::TempDir) {
+    let server = Server::start(kind);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(dir.path(), &server);
+    let url = server.url();
+    let start = |name: &str| {
+        Host::start(Start {
+            manifest: &manifest,
+            data_dir: &dir.path().join(name),
+            env: vec![("SHARED_KV_URL", url.as_str())],
+        })
+    };
+    let hosts = [start("a"), start("b")];
+    (server, hosts, dir)
+}
+
+fn a_post_made_on_one_host_is_read_listed_and_deleted_on_the_other(kind: Shared) {
+    let (_server, [a, b], _dir) = two_hosts(kind);
+    let created = a.post("/api/posts", r#"{"title":"Shared"}"#);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    let read = b.get(&format!("/api/posts/{id}"));
+    assert_eq!((read.status, read.json()), (200, created.json()));
+    let listed = b.get("/api/posts");
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.json(), serde_json::json!([created.json()]));
+    assert_eq!(
+        b.request("DELETE", &format!("/api/posts/{id}"), &[], b"")
+            .status,
+        204
+    );
+    assert_eq!(
+        a.get(&format!("/api/posts/{id}")).status,
+        404,
+        "gone on A too"
+    );
+    assert_eq!(a.get("/api/posts").json(), serde_json::json!([]));
+}
+
+#[test]
+fn redis_a_post_made_on_one_host_is_read_listed_and_deleted_on_the_other() {
+    a_post_made_on_one_host_is_read_listed_and_deleted_on_the_other(Shared::Redis);
+}
+
+#[test]
+fn postgres_a_post_made_on_one_host_is_read_listed_and_deleted_on_the_other() {
+    a_post_made_on_one_host_is_read_listed_and_deleted_on_the_other(Shared::Postgres);
+}
+
+/// One increment over HTTP; its new value.
+fn increment(addr: std::net::SocketAddr) -> i64 {
+    let reply = request(addr, "POST", "/kv/counters/incr?key=hits", &[], b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["value"].as_i64().unwrap()
+}
+
+fn two_hosts_count_together_exactly(kind: Shared) {
+    let (_server, [a, b], _dir) = two_hosts(kind);
+    let addrs = [a.addr, b.addr];
+    // 8 clients on each host, 500 increments each.
+    let clients: Vec<_> = (0..16)
+        .map(|client| {
+            let addr = addrs[client % 2];
+            std::thread::spawn(move || {
+                let mut seen = Vec::with_capacity(500);
+                for _ in 0..500 {
+                    seen.push(increment(addr));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut values: Vec<i64> = clients
+        .into_iter()
+        .flat_map(|client| client.join().unwrap())
+        .collect();
+    values.sort_unstable();
+    // Every increment saw its own value: 1 to 8000, each once.
+    let expected: Vec<i64> = (1..=8000).collect();
+    if values != expected {
+        let first = values.iter().zip(&expected).position(|(a, b)| a != b);
+        panic!(
+            "{} increments seen, from {:?} to {:?}; first difference at {first:?}: {:?}",
+            values.len(),
+            values.first(),
+            values.last(),
+            first.map(|i| &values[i.saturating_sub(2)..(i + 3).min(values.len())])
+        );
+    }
+    let total = request(a.addr, "POST", "/kv/counters/get?key=hits", &[], b"");
+    assert_eq!(total.json()["value"], "8000");
+}
+
+#[test]
+fn redis_two_hosts_count_together_exactly() {
+    two_hosts_count_together_exactly(Shared::Redis);
+}
+
+#[test]
+fn postgres_two_hosts_count_together_exactly() {
+    two_hosts_count_together_exactly(Shared::Postgres);
+}
+
+/// Polls `path` on `host` until `done` holds, with a deadline; the answer
+/// and how long it took.
+fn wait_for(
+    host: &Host,
+    path: &str,
+    deadline: Duration,
+    done: impl Fn(&Reply) -> bool,
+) -> (Reply, Duration) {
+    let started = Instant::now();
+    loop {
+        let reply = host.get(path);
+        if done(&reply) {
+            return (reply, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "{path} never answered as expected; last {}: {}\n{}",
+            reply.status,
+            reply.text(),
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn a_store_that_goes_down_answers_503_and_comes_back_by_itself(kind: Shared) {
+    let (mut server, [a, b], _dir) = two_hosts(kind);
+    assert_eq!(a.post("/api/posts", r#"{"title":"before"}"#).status, 201);
+    // Load on both hosts while the store goes away and comes back.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = [a.addr, b.addr]
+        .into_iter()
+        .map(|addr| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut slowest = Duration::ZERO;
+                let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let reply = request(addr, "GET", "/api/posts", &[], b"");
+                    slowest = slowest.max(started.elapsed());
+                    *statuses.entry(reply.status).or_default() += 1;
+                }
+                (slowest, statuses)
+            })
+        })
+        .collect();
+    server.stop();
+    let (down, _) = wait_for(&a, "/api/posts", Duration::from_secs(10), |r| {
+        r.status == 503
+    });
+    assert_eq!(down.header("retry-after"), Some("1"), "{:?}", down.headers);
+    assert!(down.text().contains("unavailable"), "{}", down.text());
+    // Routes that do not use the store are untouched.
+    assert_eq!(a.get("/api/health").status, 200);
+    assert_eq!(b.get("/api/health").status, 200);
+    let (_, _) = wait_for(&b, "/api/posts", Duration::from_secs(10), |r| {
+        r.status == 503
+    });
+    server.restart();
+    let (_, took) = wait_for(&a, "/api/posts", Duration::from_secs(10), |r| {
+        r.status == 200
+    });
+    assert!(
+        took < Duration::from_secs(2),
+        "back {took:?} after the server restarted"
+    );
+    let (_, took) = wait_for(&b, "/api/posts", Duration::from_secs(10), |r| {
+        r.status == 200
+    });
+    assert!(
+        took < Duration::from_secs(2),
+        "back {took:?} after the server restarted"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for handle in load {
+        let (slowest, statuses) = handle.join().unwrap();
+        assert!(
+            statuses.keys().all(|status| [200, 503].contains(status)),
+            "only answers or 503s: {statuses:?}"
+        );
+        assert!(
+            slowest < Duration::from_secs(5),
+            "no request hung near its timeout: slowest {slowest:?}"
+        );
+    }
+    // Said once when it went, once when it came back, not per request.
+    for host in [&a, &b] {
+        let log = host.log();
+        assert_eq!(
+            log.matches("key-value store posts is unavailable").count(),
+            1,
+            "{log}"
+        );
+        assert_eq!(
+            log.matches("key-value store posts is reachable again")
+                .count(),
+            1,
+            "{log}"
+        );
+    }
+}
+
+#[test]
+fn redis_a_store_that_goes_down_answers_503_and_comes_back_by_itself() {
+    a_store_that_goes_down_answers_503_and_comes_back_by_itself(Shared::Redis);
+}
+
+#[test]
+fn postgres_a_store_that_goes_down_answers_503_and_comes_back_by_itself() {
+    a_store_that_goes_down_answers_503_and_comes_back_by_itself(Shared::Postgres);
+}
+
+#[test]
+fn keys_and_values_over_the_route_limits_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nmax_kv_value = \"4KiB\"\n\n[[route]]\npath = \"/kv/$store/$op\"\ncomponent = {:?}\nkv = [\"local\"]\nmax_kv_key = 16\n",
+        component("fixture_kv")
+    );
+    let manifest = write_manifest(dir.path(), &text);
+    let host = Host::start(Start {
+        manifest: &manifest,
+        data_dir: &dir.path().join("data"),
+        env: vec![],
+    });
+    let post = |path: &str| request(host.addr, "POST", path, &[], b"");
+    assert_eq!(
+        post("/kv/local/set?key=k&size=4096").status,
+        204,
+        "at the limit"
+    );
+    let over = post("/kv/local/set?key=k&size=4097");
+    assert_eq!(over.status, 500, "{}", over.text());
+    assert!(over.text().contains("max_kv_value"), "{}", over.text());
+    let long_key = post(&format!("/kv/local/set?key={}&size=1", "k".repeat(17)));
+    assert_eq!(long_key.status, 500, "{}", long_key.text());
+    assert!(
+        long_key.text().contains("max_kv_key"),
+        "{}",
+        long_key.text()
+    );
+    let long_incr = post(&format!("/kv/local/incr?key={}", "k".repeat(17)));
+    assert!(
+        long_incr.text().contains("max_kv_key"),
+        "{}",
+        long_incr.text()
+    );
+    // What was refused was not stored.
+    let stored = post("/kv/local/get?key=k");
+    assert_eq!(stored.json()["value"].as_str().map(str::len), Some(4096));
+    // A store the route is not granted cannot be opened.
+    assert_eq!(post("/kv/other/get?key=k").status, 500);
+}
