@@ -361,3 +361,51 @@ fn keys_and_values_over_the_route_limits_are_refused() {
     // A store the route is not granted cannot be opened.
     assert_eq!(post("/kv/other/get?key=k").status, 500);
 }
+
+#[test]
+fn routes_shows_each_stores_backend_and_check_wants_its_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::Redis(RedisServer::start());
+    let manifest = manifest(dir.path(), &server);
+    let edgehost = |args: &[&str], url: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edgehost"));
+        command
+            .args(args)
+            .arg(&manifest)
+            .env_remove("SHARED_KV_URL");
+        if let Some(url) = url {
+            command.env("SHARED_KV_URL", url);
+        }
+        command.output().unwrap()
+    };
+    // Listing needs no URL: only the backend is shown.
+    let out = edgehost(&["routes"], None);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |path: &str| table.lines().find(|l| l.starts_with(path)).unwrap_or("");
+    assert!(row("/api/posts ").contains("kv:posts(redis)"), "{table}");
+    assert!(
+        row("/kv/").contains("kv:counters(redis) kv:local "),
+        "{table}"
+    );
+    // Checking does: a host could not start without it.
+    let out = edgehost(&["check"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "manifest.toml:1: [kv.posts]: SHARED_KV_URL is not set in the host's environment"
+        ),
+        "{stderr}"
+    );
+    let out = edgehost(&["check"], Some(&server.url()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -159,7 +159,7 @@ mod tests {
         );
         assert_eq!(restart_only_changes(&running, &same), Vec::<String>::new());
         let new = manifest(
-            "[server]\nlisten = \"127.0.0.1:2\"\nmax_instances = 7\nheader_timeout = \"1s\"\n\n[admin]\n",
+            "[server]\nlisten = \"127.0.0.1:2\"\nmax_instances = 7\nheader_timeout = \"1s\"\n\n[admin]\n\n[kv.posts]\nbackend = \"redis\"\nurl_env = \"R\"\n",
         );
         let warnings = restart_only_changes(&running, &new);
         let named: Vec<&str> = warnings
@@ -173,7 +173,8 @@ mod tests {
                 "max_instances",
                 "header_timeout",
                 "drain_timeout",
-                "[admin]"
+                "[admin]",
+                "[kv.posts]"
             ]
         );
         assert!(

@@ -114,3 +114,119 @@ pub(crate) fn store_configs(
         Err(ManifestErrors(errors))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(text: &str) -> Result<Manifest, String> {
+        crate::manifest::parse(std::path::Path::new("m.toml"), text, &|_| None)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_bad_kv_table_names_its_line_and_store() {
+        let cases = [
+            (
+                "[kv.posts]\nbackend = \"mongo\"\n",
+                "m.toml:1: [kv.posts]: backend \"mongo\" is not one of embedded, redis, postgres",
+            ),
+            (
+                "[kv.posts]\nbackend = \"redis\"\n",
+                "m.toml:1: [kv.posts]: the redis backend needs url_env",
+            ),
+            (
+                "\n[kv.posts]\nurl_env = \"X\"\n",
+                "m.toml:2: [kv.posts]: url_env is for the redis and postgres backends",
+            ),
+            (
+                "[kv.posts]\nbackend = \"postgres\"\nurl_env = \"A=B\"\n",
+                "[kv.posts]: url_env \"A=B\" is not a variable name",
+            ),
+            (
+                "[kv.\"bad name\"]\n",
+                "[kv.bad name]: not a valid store name",
+            ),
+            (
+                "[kv.posts]\nbackend = \"redis\"\nurl = \"redis://x\"\n",
+                "unknown field `url`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = manifest(text).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "for\n{text}\ngot: {error}\nwanted: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_come_from_the_environment_and_are_checked() {
+        let text = "[kv.posts]\nbackend = \"redis\"\nurl_env = \"POSTS_URL\"\n\n[kv.sql]\nbackend = \"postgres\"\nurl_env = \"SQL_URL\"\n\n[kv.plain]\n";
+        let m = manifest(text).unwrap();
+        let env = |values: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                values
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let configs = store_configs(
+            &m,
+            &env(&[
+                ("POSTS_URL", "redis://127.0.0.1:1/"),
+                ("SQL_URL", "postgres://u@h:1/db"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            configs,
+            BTreeMap::from([
+                ("plain".to_string(), StoreConfig::Embedded),
+                (
+                    "posts".to_string(),
+                    StoreConfig::Redis {
+                        url: "redis://127.0.0.1:1/".into()
+                    }
+                ),
+                (
+                    "sql".to_string(),
+                    StoreConfig::Postgres {
+                        url: "postgres://u@h:1/db".into()
+                    }
+                ),
+            ])
+        );
+        let missing = store_configs(&m, &env(&[("SQL_URL", "postgres://u@h:1/db")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing
+                .contains("m.toml:1: [kv.posts]: POSTS_URL is not set in the host's environment"),
+            "{missing}"
+        );
+        let bad = store_configs(
+            &m,
+            &env(&[
+                ("POSTS_URL", "http://not-redis"),
+                ("SQL_URL", "postgres://u@h:notaport/db"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("[kv.posts]: POSTS_URL: not a Redis URL"),
+            "{bad}"
+        );
+        assert!(
+            bad.contains("[kv.sql]: SQL_URL: not a PostgreSQL URL"),
+            "{bad}"
+        );
+        assert!(
+            !bad.contains("not-redis"),
+            "a URL is never shown (it may hold a password): {bad}"
+        );
+    }
+}
