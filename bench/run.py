@@ -90,11 +90,132 @@ class Server:
             self.proc.wait()
 
 
-def host(manifest, data_dir, env=None, binary=HOST):
+ADMIN_TOKEN = "bench-admin-token-0123456789"
+
+
+def host(manifest, data_dir, env=None, binary=HOST, admin=False):
     port = free_port()
     argv = [binary, "serve", "--manifest", manifest, "--listen", f"127.0.0.1:{port}",
             "--data-dir", data_dir]
-    return Server(argv, port, {"RUST_LOG": "warn", **(env or {})})
+    admin_port = None
+    if admin:
+        admin_port = free_port()
+        argv += ["--admin", f"127.0.0.1:{admin_port}"]
+    server = Server(argv, port, {"RUST_LOG": "warn", "EDGEHOST_ADMIN_TOKEN": ADMIN_TOKEN,
+                                 **(env or {})})
+    server.admin_port = admin_port
+    return server
+
+
+def metrics(server):
+    """The host's /metrics text (it must have been started with admin=True)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{server.admin_port}/metrics",
+                                 headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read().decode()
+
+
+def kv_latency(text, store):
+    """p50 and p99 of one store's key-value operations in us, read from the
+    host's histogram (linear within a bucket, as Prometheus's
+    histogram_quantile does)."""
+    buckets = []
+    for line in text.splitlines():
+        m = re.match(r'edgehost_kv_operation_duration_seconds_bucket\{store="' + re.escape(store)
+                     + r'",[^}]*le="([^"]+)"\} (\d+)', line)
+        if m:
+            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+            buckets.append((le, int(m.group(2))))
+    total = buckets[-1][1] if buckets else 0
+
+    def quantile(q):
+        if total == 0:
+            return float("nan")
+        rank, lower, below = q * total, 0.0, 0
+        for le, count in buckets:
+            if count >= rank:
+                if le == float("inf"):
+                    return lower * 1e6
+                inside = count - below
+                share = (rank - below) / inside if inside else 0
+                return (lower + (le - lower) * share) * 1e6
+            lower, below = le, count
+        return lower * 1e6
+
+    return {"p50": quantile(0.5), "p99": quantile(0.99), "count": total}
+
+
+def root():
+    return os.geteuid() == 0
+
+
+def find_postgres(name):
+    for path in [shutil.which(name)] + sorted(
+            os.path.join("/usr/lib/postgresql", v, "bin", name)
+            for v in (os.listdir("/usr/lib/postgresql") if os.path.isdir("/usr/lib/postgresql") else [])):
+        if path and os.path.exists(path):
+            return path
+    raise RuntimeError(f"{name} is not installed: apt-get install postgresql (scripts/bench.sh does)")
+
+
+class Redis:
+    """A private redis-server on a free port."""
+
+    def __init__(self, work):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", work],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+class Postgres:
+    """A private PostgreSQL cluster (initdb, pg_ctl) on a free port."""
+
+    def __init__(self):
+        self.port = free_port()
+        # A folder of its own (the bench's is closed to the postgres user).
+        self.dir = tempfile.mkdtemp(prefix="edgehost-bench-pg-")
+        self.pg_ctl = find_postgres("pg_ctl")
+        if root():
+            subprocess.run(["chown", "-R", "postgres:postgres", self.dir], check=True)
+        self.run([find_postgres("initdb"), "-D", os.path.join(self.dir, "data"), "-U", "postgres",
+                  "--auth=trust", "--no-sync", "-E", "UTF8"])
+        self.run([self.pg_ctl, "-D", os.path.join(self.dir, "data"), "-o",
+                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+                  "-l", os.path.join(self.dir, "log"), "-w", "start"])
+
+    def run(self, argv):
+        if root():
+            argv = ["runuser", "-u", "postgres", "--"] + argv
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def url(self):
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self):
+        self.run([self.pg_ctl, "-D", os.path.join(self.dir, "data"), "-m", "fast", "-w", "stop"])
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_for_port(port, deadline_s=60.0):
+    start = time.monotonic()
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() - start > deadline_s:
+                raise RuntimeError(f"nothing listens on {port}")
+            time.sleep(0.01)
 
 
 def wasmtime_binary():
@@ -214,7 +335,7 @@ def main():
     nat = native()
     wait_for_200(nat.url("/"), proc=nat.proc)
     data = os.path.join(work, "data")
-    srv = host(main_manifest, data)
+    srv = host(main_manifest, data, admin=True)
     wait_for_200(srv.url("/"), proc=srv.proc)
     idle_rss = srv.rss_mib()
     req = urllib.request.Request(srv.url("/api/posts"), data=b'{"title":"bench"}', method="POST")
@@ -226,6 +347,24 @@ def main():
         "post": (srv, f"/api/posts/{pid}"),
         "wasi-http": (srv, "/wasi-http"),
     }
+    # The same posts route with its store on Redis and on PostgreSQL, each
+    # a private server started here.
+    redis, postgres = Redis(work), Postgres()
+    shared_hosts = {}
+    for key, backend, server in (("post-redis", "redis", redis), ("post-postgres", "postgres", postgres)):
+        manifest = os.path.join(work, f"{key}.toml")
+        with open(manifest, "w") as f:
+            f.write(f'[kv.posts]\nbackend = "{backend}"\nurl_env = "POSTS_URL"\n\n')
+        with open(manifest, "a") as f:
+            f.write(f'[[route]]\npath = "/api/posts"\ncomponent = "{posts}"\nkv = ["posts"]\n\n'
+                    f'[[route]]\npath = "/api/posts/$postId"\ncomponent = "{post_id}"\nkv = ["posts"]\n')
+        shared = host(manifest, os.path.join(work, key), {"POSTS_URL": server.url()}, admin=True)
+        wait_for_200(shared.url("/api/posts"), proc=shared.proc)
+        req = urllib.request.Request(shared.url("/api/posts"), data=b'{"title":"bench"}', method="POST")
+        with urllib.request.urlopen(req) as r:
+            shared_pid = json.load(r)["id"]
+        targets[key] = (shared, f"/api/posts/{shared_pid}")
+        shared_hosts[backend] = shared
     cmp = None
     if args.compare_host:
         cmp = host(main_manifest, os.path.join(work, "compare-data"), binary=args.compare_host)
@@ -247,6 +386,12 @@ def main():
                 runs[key][c].append(wrk(server.url(path), c, s, server.rss_mib if c == 32 else None,
                                         server))
     results = {key: {c: median_run(runs[key][c]) for c in (1, 32)} for key in targets}
+    kv = {"embedded": kv_latency(metrics(srv), "posts")}
+    for backend, shared in shared_hosts.items():
+        kv[backend] = kv_latency(metrics(shared), "posts")
+        shared.stop()
+    redis.stop()
+    postgres.stop()
     nat.stop()
     srv.stop()
     for other in (wt, cmp):
@@ -289,14 +434,14 @@ def main():
     print("instantiate + call + drop (in process) ...", flush=True)
     instance = instance_cost(main_manifest, "/")
 
-    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds)
+    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds, kv)
     with open(args.output, "w") as f:
         f.write(report)
     print(report)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
+def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv):
     cpu = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -321,9 +466,12 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
              "post": "edgehost `GET /api/posts/$postId` (params + kv read)",
              "wasi-http": "edgehost, hello as a wasi:http component (wstd)",
              "wasmtime": f"`wasmtime serve` {WASMTIME_VERSION}, same wasi:http component, tuned",
+             "post-redis": "edgehost `GET /api/posts/$postId`, posts on Redis",
+             "post-postgres": "edgehost `GET /api/posts/$postId`, posts on PostgreSQL",
              "compare-hello": "`--compare-host` binary, hello route",
              "compare-post": "`--compare-host` binary, `GET /api/posts/$postId`"}
-    for key in ("native", "hello", "post", "wasi-http", "wasmtime", "compare-hello", "compare-post"):
+    for key in ("native", "hello", "post", "post-redis", "post-postgres", "wasi-http", "wasmtime",
+                "compare-hello", "compare-post"):
         if key not in r:
             continue
         for c in (1, 32):
@@ -343,6 +491,18 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds):
         f"in a fresh wasmtime instance can use. edgehost used {hello_cpu:.1f} us "
         f"({hello_cpu - floor:+.1f} us beyond that).",
     ]
+    lines += [
+        "",
+        "Key-value operations of the posts store during those runs, from each host's "
+        "`edgehost_kv_operation_duration_seconds` histogram (interpolated within its buckets), "
+        "Redis and PostgreSQL each a private server on loopback:",
+        "",
+        "| backend | operations | p50 | p99 |",
+        "| --- | --- | --- | --- |",
+    ]
+    for backend in ("embedded", "redis", "postgres"):
+        m = kv[backend]
+        lines.append(f"| {backend} | {m['count']:,} | {m['p50']:.0f} us | {m['p99']:.0f} us |")
     if "compare-hello" in r:
         lines += [""]
         for key, mine, what in (("compare-hello", "hello", "the hello route"),

@@ -409,3 +409,71 @@ fn routes_shows_each_stores_backend_and_check_wants_its_url() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_component_built_for_the_first_draft_still_links_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[[route]]\npath = \"/draft1\"\ncomponent = {:?}\nkv = [\"local\"]\n",
+        component("fixture_kv_draft1")
+    );
+    let manifest = write_manifest(dir.path(), &text);
+    let host = Host::start(Start {
+        manifest: &manifest,
+        data_dir: &dir.path().join("data"),
+        env: vec![],
+    });
+    // More keys than one page holds: the numeric cursor pages on.
+    let reply = host.get("/draft1?count=1500");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    let keys: Vec<String> = body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (0..1500).map(|i| format!("k{i:05}")).collect();
+    assert_eq!(keys, expected);
+    assert_eq!(body["pages"], 2);
+    assert_eq!(body["first"], "v");
+}
+
+#[test]
+fn store_operations_are_counted_by_store_operation_and_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[[route]]\npath = \"/kv/$store/$op\"\ncomponent = {:?}\nkv = [\"local\"]\nmax_kv_key = 8\n",
+        component("fixture_kv")
+    );
+    let manifest = write_manifest(dir.path(), &text);
+    let token = "kv-metrics-token-0123456789";
+    let host = Host::start_with_args(
+        Start {
+            manifest: &manifest,
+            data_dir: &dir.path().join("data"),
+            env: vec![("EDGEHOST_ADMIN_TOKEN", token)],
+        },
+        &["serve", "--admin", "127.0.0.1:0"],
+    );
+    let post = |path: &str| request(host.addr, "POST", path, &[], b"");
+    assert_eq!(post("/kv/local/set?key=a&size=3").status, 204);
+    assert_eq!(post("/kv/local/incr?key=n").status, 200);
+    assert_eq!(post("/kv/local/incr?key=n").status, 200);
+    // A refused key never reaches the store: not an operation.
+    assert_eq!(post("/kv/local/set?key=much-too-long&size=3").status, 500);
+    // Incrementing text is one the store refuses.
+    assert_eq!(post("/kv/local/incr?key=a").status, 500);
+    let metrics = host.admin_request("GET", "/metrics", token, b"").text();
+    for line in [
+        r#"edgehost_kv_operations_total{store="local",backend="embedded",op="set",result="ok"} 1"#,
+        r#"edgehost_kv_operations_total{store="local",backend="embedded",op="increment",result="ok"} 2"#,
+        r#"edgehost_kv_operations_total{store="local",backend="embedded",op="increment",result="error"} 1"#,
+        r#"edgehost_kv_operation_duration_seconds_count{store="local",backend="embedded"} 4"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in\n{metrics}"
+        );
+    }
+}

@@ -2,7 +2,7 @@
 //! latency, per store.
 
 use super::header;
-use super::histogram::Histogram;
+use super::histogram::{Histogram, KV_BUCKETS};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -88,7 +88,7 @@ impl KvMetrics {
         KvMetrics {
             backend,
             operations: Default::default(),
-            latency: Histogram::default(),
+            latency: Histogram::new(KV_BUCKETS),
         }
     }
 

@@ -11,7 +11,7 @@ mod histogram;
 mod kv;
 
 use crate::wit::Method;
-use histogram::Histogram;
+use histogram::{Histogram, REQUEST_BUCKETS};
 pub(crate) use kv::{KvMetrics, KvOp, KvResult};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -75,12 +75,22 @@ impl Event {
 }
 
 /// One route's counters.
-#[derive(Default)]
 pub(crate) struct RouteMetrics {
     requests: [[AtomicU64; CLASSES]; METHODS],
     latency: Histogram,
     running: AtomicI64,
     events: [AtomicU64; Event::ALL.len()],
+}
+
+impl Default for RouteMetrics {
+    fn default() -> Self {
+        RouteMetrics {
+            requests: Default::default(),
+            latency: Histogram::new(REQUEST_BUCKETS),
+            running: AtomicI64::new(0),
+            events: Default::default(),
+        }
+    }
 }
 
 impl RouteMetrics {

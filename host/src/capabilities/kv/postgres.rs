@@ -98,6 +98,15 @@ impl PostgresKv {
     }
 }
 
+/// `sql` prepared on `client`, once per connection: later uses are one
+/// round trip, not two.
+async fn prepared(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, KvError> {
+    client.prepare_cached(sql).await.map_err(database)
+}
+
 /// A lost connection, or a server shutting down or starting, is the store
 /// being unavailable; anything else the database refused is a failure.
 fn database(err: tokio_postgres::Error) -> KvError {
@@ -131,7 +140,11 @@ impl KvBackend for PostgresKv {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT value FROM edgehost_kv WHERE store = $1 AND key = $2",
+                &prepared(
+                    &client,
+                    "SELECT value FROM edgehost_kv WHERE store = $1 AND key = $2",
+                )
+                .await?,
                 &[&store, &key],
             )
             .await
@@ -143,8 +156,12 @@ impl KvBackend for PostgresKv {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO edgehost_kv (store, key, value) VALUES ($1, $2, $3)
+                &prepared(
+                    &client,
+                    "INSERT INTO edgehost_kv (store, key, value) VALUES ($1, $2, $3)
                  ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value",
+                )
+                .await?,
                 &[&store, &key, &value],
             )
             .await
@@ -156,7 +173,11 @@ impl KvBackend for PostgresKv {
         let client = self.client().await?;
         client
             .execute(
-                "DELETE FROM edgehost_kv WHERE store = $1 AND key = $2",
+                &prepared(
+                    &client,
+                    "DELETE FROM edgehost_kv WHERE store = $1 AND key = $2",
+                )
+                .await?,
                 &[&store, &key],
             )
             .await
@@ -168,7 +189,11 @@ impl KvBackend for PostgresKv {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM edgehost_kv WHERE store = $1 AND key = $2)",
+                &prepared(
+                    &client,
+                    "SELECT EXISTS (SELECT 1 FROM edgehost_kv WHERE store = $1 AND key = $2)",
+                )
+                .await?,
                 &[&store, &key],
             )
             .await
@@ -186,8 +211,8 @@ impl KvBackend for PostgresKv {
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         let rows = client
             .query(
-                "SELECT key FROM edgehost_kv WHERE store = $1 AND ($2::text IS NULL OR key > $2)
-                 ORDER BY key LIMIT $3",
+                &prepared(&client, "SELECT key FROM edgehost_kv WHERE store = $1 AND ($2::text IS NULL OR key > $2)
+                 ORDER BY key LIMIT $3").await?,
                 &[&store, &after, &fetch],
             )
             .await
@@ -204,11 +229,15 @@ impl KvBackend for PostgresKv {
         // hosts. Counters are decimal text, as on the other backends.
         let row = client
             .query_one(
-                "INSERT INTO edgehost_kv (store, key, value)
+                &prepared(
+                    &client,
+                    "INSERT INTO edgehost_kv (store, key, value)
                  VALUES ($1, $2, convert_to($3::bigint::text, 'UTF8'))
                  ON CONFLICT (store, key) DO UPDATE SET value = convert_to(
                      (convert_from(edgehost_kv.value, 'UTF8')::bigint + $3::bigint)::text, 'UTF8')
                  RETURNING convert_from(value, 'UTF8')::bigint",
+                )
+                .await?,
                 &[&store, &key, &delta],
             )
             .await
@@ -239,16 +268,16 @@ impl KvBackend for PostgresKv {
         let client = self.client().await?;
         let swapped = match expected {
             Some(expected) => client
-                .execute(
-                    "UPDATE edgehost_kv SET value = $4 WHERE store = $1 AND key = $2 AND value = $3",
+            .execute(
+                &prepared(&client, "UPDATE edgehost_kv SET value = $4 WHERE store = $1 AND key = $2 AND value = $3").await?,
                     &[&store, &key, &expected, &value],
                 )
                 .await
                 .map_err(database)?,
             None => client
-                .execute(
-                    "INSERT INTO edgehost_kv (store, key, value) VALUES ($1, $2, $3)
-                     ON CONFLICT (store, key) DO NOTHING",
+            .execute(
+                &prepared(&client, "INSERT INTO edgehost_kv (store, key, value) VALUES ($1, $2, $3)
+                     ON CONFLICT (store, key) DO NOTHING").await?,
                     &[&store, &key, &value],
                 )
                 .await
@@ -259,7 +288,11 @@ impl KvBackend for PostgresKv {
         }
         let row = client
             .query_opt(
-                "SELECT value FROM edgehost_kv WHERE store = $1 AND key = $2",
+                &prepared(
+                    &client,
+                    "SELECT value FROM edgehost_kv WHERE store = $1 AND key = $2",
+                )
+                .await?,
                 &[&store, &key],
             )
             .await
@@ -278,7 +311,11 @@ impl KvBackend for PostgresKv {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT key, value FROM edgehost_kv WHERE store = $1 AND key = ANY($2)",
+                &prepared(
+                    &client,
+                    "SELECT key, value FROM edgehost_kv WHERE store = $1 AND key = ANY($2)",
+                )
+                .await?,
                 &[&store, &keys],
             )
             .await
@@ -302,9 +339,13 @@ impl KvBackend for PostgresKv {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO edgehost_kv (store, key, value)
+                &prepared(
+                    &client,
+                    "INSERT INTO edgehost_kv (store, key, value)
                  SELECT $1, key, value FROM UNNEST($2::text[], $3::bytea[]) AS given (key, value)
                  ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value",
+                )
+                .await?,
                 &[&store, &keys, &values],
             )
             .await
@@ -319,7 +360,11 @@ impl KvBackend for PostgresKv {
         let client = self.client().await?;
         client
             .execute(
-                "DELETE FROM edgehost_kv WHERE store = $1 AND key = ANY($2)",
+                &prepared(
+                    &client,
+                    "DELETE FROM edgehost_kv WHERE store = $1 AND key = ANY($2)",
+                )
+                .await?,
                 &[&store, &keys],
             )
             .await
