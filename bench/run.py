@@ -7,6 +7,7 @@ baseline measured alongside. Writes BENCHMARKS.md.
 """
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -53,6 +54,21 @@ def wait_for_200(url, deadline_s=120.0, proc=None):
         time.sleep(0.0005)
 
 
+# Everything started, so that a run that fails leaves nothing running.
+RUNNING = []
+
+
+def stop_all():
+    for server in reversed(RUNNING):
+        try:
+            server.stop()
+        except Exception:
+            pass
+
+
+atexit.register(stop_all)
+
+
 class Server:
     """A server process on a free port, stopped on exit."""
 
@@ -63,6 +79,7 @@ class Server:
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
         )
+        RUNNING.append(self)
 
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
@@ -82,6 +99,8 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
+        if self.proc.poll() is not None:
+            return
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=30)
@@ -167,14 +186,16 @@ class Redis:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", work],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        RUNNING.append(self)
         wait_for_port(self.port)
 
     def url(self):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self):
-        self.proc.terminate()
-        self.proc.wait()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
 
 
 class Postgres:
@@ -192,6 +213,8 @@ class Postgres:
         self.run([self.pg_ctl, "-D", os.path.join(self.dir, "data"), "-o",
                   f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
                   "-l", os.path.join(self.dir, "log"), "-w", "start"])
+        self.running = True
+        RUNNING.append(self)
 
     def run(self, argv):
         if root():
@@ -202,6 +225,9 @@ class Postgres:
         return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self):
+        if not self.running:
+            return
+        self.running = False
         self.run([self.pg_ctl, "-D", os.path.join(self.dir, "data"), "-m", "fast", "-w", "stop"])
         shutil.rmtree(self.dir, ignore_errors=True)
 

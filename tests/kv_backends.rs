@@ -34,6 +34,9 @@ const CASES: &[(&str, Case)] = &[
     ("two stores keep separate keys", |kv| {
         Box::pin(separate_stores(kv))
     }),
+    ("the largest value and key a route may store", |kv| {
+        Box::pin(large(kv))
+    }),
 ];
 
 fn run_all(kv: Backend) {
@@ -371,4 +374,20 @@ async fn separate_stores(kv: Backend) {
     // A store whose name starts like another's is still its own.
     kv.set("left-more", "x", b"").await.unwrap();
     assert_eq!(list_all(&kv, "left", 10).await, ["n"]);
+}
+
+/// A value of the default `max_kv_value` (1 MiB) and a key of the default
+/// `max_kv_key` (512 bytes) go in and come back whole (the limits themselves
+/// are the host's, before any backend: see shared_kv.rs).
+async fn large(kv: Backend) {
+    let s = "large";
+    let value: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+    let key = "k".repeat(512);
+    kv.set(s, &key, &value).await.unwrap();
+    assert_eq!(kv.get(s, &key).await.unwrap(), Some(value.clone()));
+    assert_eq!(
+        kv.get_many(s, std::slice::from_ref(&key)).await.unwrap(),
+        [Some(value)]
+    );
+    assert_eq!(list_all(&kv, s, 10).await, [key]);
 }
