@@ -355,6 +355,9 @@ fn keys_and_values_over_the_route_limits_are_refused() {
         "{}",
         long_incr.text()
     );
+    let nul = post("/kv/local/set?key=a%00b&size=1");
+    assert_eq!(nul.status, 500, "{}", nul.text());
+    assert!(nul.text().contains("NUL"), "{}", nul.text());
     // What was refused was not stored.
     let stored = post("/kv/local/get?key=k");
     assert_eq!(stored.json()["value"].as_str().map(str::len), Some(4096));
@@ -476,4 +479,69 @@ fn store_operations_are_counted_by_store_operation_and_result() {
             "no {line} in\n{metrics}"
         );
     }
+}
+
+fn a_host_starts_while_its_store_is_down(kind: Shared) {
+    let mut server = Server::start(kind);
+    let url = server.url();
+    server.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(dir.path(), &server);
+    let host = Host::start(Start {
+        manifest: &manifest,
+        data_dir: &dir.path().join("data"),
+        env: vec![("SHARED_KV_URL", url.as_str())],
+    });
+    assert_eq!(host.get("/api/health").status, 200);
+    let down = host.get("/api/posts");
+    assert_eq!(down.status, 503, "{}", down.text());
+    server.restart();
+    let (_, took) = wait_for(&host, "/api/posts", Duration::from_secs(10), |r| {
+        r.status == 200
+    });
+    assert!(
+        took < Duration::from_secs(2),
+        "usable {took:?} after the server started"
+    );
+}
+
+#[test]
+fn redis_a_host_starts_while_its_store_is_down() {
+    a_host_starts_while_its_store_is_down(Shared::Redis);
+}
+
+#[test]
+fn postgres_a_host_starts_while_its_store_is_down() {
+    a_host_starts_while_its_store_is_down(Shared::Postgres);
+}
+
+fn compare_and_swap_from_a_guest(kind: Shared) {
+    let (_server, [a, b], _dir) = two_hosts(kind);
+    let cas = |host: &Host, query: &str, body: &[u8]| {
+        let reply = request(
+            host.addr,
+            "POST",
+            &format!("/kv/counters/cas?key=title{query}"),
+            &[],
+            body,
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()["swapped"].as_bool().unwrap()
+    };
+    assert!(cas(&a, "", b"first"), "no value expected, none there");
+    assert!(!cas(&b, "", b"again"), "no value expected, but A set one");
+    assert!(!cas(&b, "&expect=stale", b"x"));
+    assert!(cas(&b, "&expect=first", b"second"));
+    let read = request(a.addr, "POST", "/kv/counters/get?key=title", &[], b"");
+    assert_eq!(read.json()["value"], "second");
+}
+
+#[test]
+fn redis_compare_and_swap_from_a_guest() {
+    compare_and_swap_from_a_guest(Shared::Redis);
+}
+
+#[test]
+fn postgres_compare_and_swap_from_a_guest() {
+    compare_and_swap_from_a_guest(Shared::Postgres);
 }

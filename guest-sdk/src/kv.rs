@@ -22,6 +22,9 @@
 use crate::bindings::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
 use crate::Error;
 use serde::de::DeserializeOwned;
+
+/// Keys the host takes in one batch call; larger batches go in several.
+const BATCH: usize = 100;
 use serde::Serialize;
 
 /// An open key-value store.
@@ -169,7 +172,7 @@ impl Store {
     }
 
     /// The values of `keys`, in their order (`None` for a key without one),
-    /// in one call.
+    /// a call per 100 keys.
     ///
     /// ```no_run
     /// # let store = guest_sdk::kv::Store::open("posts")?;
@@ -178,13 +181,17 @@ impl Store {
     /// # Ok::<(), guest_sdk::Error>(())
     /// ```
     pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
-        let owned: Vec<String> = keys.iter().map(|key| key.to_string()).collect();
-        let found =
-            batch::get_many(&self.bucket, &owned).map_err(|err| kv_error(&self.name, err))?;
-        // The host answers in the order asked; a pair names its key anyway.
-        let mut values = vec![None; keys.len()];
-        for (slot, pair) in values.iter_mut().zip(found) {
-            *slot = pair.map(|(_, value)| value);
+        let mut values = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH) {
+            let owned: Vec<String> = chunk.iter().map(|key| key.to_string()).collect();
+            let found =
+                batch::get_many(&self.bucket, &owned).map_err(|err| kv_error(&self.name, err))?;
+            // The host answers in the order asked, one entry per key.
+            let mut page = vec![None; chunk.len()];
+            for (slot, pair) in page.iter_mut().zip(found) {
+                *slot = pair.map(|(_, value)| value);
+            }
+            values.extend(page);
         }
         Ok(values)
     }
@@ -209,7 +216,8 @@ impl Store {
             .collect()
     }
 
-    /// Sets every `(key, value)` pair, in one call.
+    /// Sets every `(key, value)` pair, a call per 100 pairs (each call
+    /// whole or not at all).
     ///
     /// ```no_run
     /// # let store = guest_sdk::kv::Store::open("posts")?;
@@ -217,14 +225,17 @@ impl Store {
     /// # Ok::<(), guest_sdk::Error>(())
     /// ```
     pub fn set_many(&self, entries: &[(&str, &[u8])]) -> Result<(), Error> {
-        let owned: Vec<(String, Vec<u8>)> = entries
-            .iter()
-            .map(|(key, value)| (key.to_string(), value.to_vec()))
-            .collect();
-        batch::set_many(&self.bucket, &owned).map_err(|err| kv_error(&self.name, err))
+        for chunk in entries.chunks(BATCH) {
+            let owned: Vec<(String, Vec<u8>)> = chunk
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_vec()))
+                .collect();
+            batch::set_many(&self.bucket, &owned).map_err(|err| kv_error(&self.name, err))?;
+        }
+        Ok(())
     }
 
-    /// Removes every key in `keys`, in one call.
+    /// Removes every key in `keys`, a call per 100 keys.
     ///
     /// ```no_run
     /// # let store = guest_sdk::kv::Store::open("posts")?;
@@ -232,8 +243,11 @@ impl Store {
     /// # Ok::<(), guest_sdk::Error>(())
     /// ```
     pub fn delete_many(&self, keys: &[&str]) -> Result<(), Error> {
-        let owned: Vec<String> = keys.iter().map(|key| key.to_string()).collect();
-        batch::delete_many(&self.bucket, &owned).map_err(|err| kv_error(&self.name, err))
+        for chunk in keys.chunks(BATCH) {
+            let owned: Vec<String> = chunk.iter().map(|key| key.to_string()).collect();
+            batch::delete_many(&self.bucket, &owned).map_err(|err| kv_error(&self.name, err))?;
+        }
+        Ok(())
     }
 
     /// The JSON value under `key` deserialized into `T`, or `None`.

@@ -32,6 +32,19 @@ fn wait_for_port(port: u16, what: &str, log: &dyn Fn() -> String) {
     }
 }
 
+/// Whether the server on `port` answers Redis's `PING`.
+fn answers_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut answer = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut answer).is_ok()
+        && &answer == b"+PONG\r\n"
+}
+
 /// The path of program `name` on PATH or in `also` (folders tried after).
 fn find(name: &str, also: &[PathBuf], install: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -84,9 +97,24 @@ impl RedisServer {
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
-        wait_for_port(self.port, "redis-server", &|| {
-            std::fs::read_to_string(&log).unwrap_or_default()
-        });
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+        wait_for_port(self.port, "redis-server", &log_text);
+        // Ours, not something else that had the port: it runs, and it is Redis.
+        let exited = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        assert!(
+            exited.is_none(),
+            "redis-server exited ({exited:?}):\n{}",
+            log_text()
+        );
+        assert!(
+            answers_ping(self.port),
+            "port {} is not our Redis:\n{}",
+            self.port,
+            log_text()
+        );
     }
 
     /// Stops the server (as a crash would: no goodbye to clients).
@@ -167,6 +195,13 @@ impl PostgresServer {
             .arg("-D")
             .arg(&data)
             .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
+            // A default collation that is not byte order (ICU's English), so
+            // that a key column missing `COLLATE "C"` would sort differently.
+            .args([
+                "--locale=C.UTF-8",
+                "--locale-provider=icu",
+                "--icu-locale=en-US",
+            ])
             .output()
             .expect("run initdb");
         assert!(

@@ -1,7 +1,9 @@
 //! The embedded backend: every store in one `redb` file in the data dir, one
 //! table per store, so data survives a restart and needs nothing installed.
-//! Reads see a snapshot and never wait for a writer, so they run in place;
-//! writes (a commit waits on the disk) run on the blocking pool.
+//! Reads see a snapshot and never wait for a writer, so they run in place
+//! (a read of the file, usually from the page cache: a page of keys or a
+//! batch of at most 100 values); writes (a commit waits on the disk) run on
+//! the blocking pool.
 
 use super::{add_to_counter, parse_counter, KvBackend, KvError, Swap};
 use async_trait::async_trait;

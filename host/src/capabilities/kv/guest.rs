@@ -8,7 +8,7 @@
 //! 503), `refused: ...` for a key or value over its limit.
 
 use super::stores::{KvAccess, StoreHandle};
-use super::{KvError, Swap};
+use super::Swap;
 use crate::metrics::KvOp;
 use crate::wit::bindings::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
 use crate::wit::earlier::wasi::keyvalue0_2_0_draft::store as earlier;
@@ -32,11 +32,8 @@ impl HasData for KvData {
     type Data<'a> = KvView<'a>;
 }
 
+/// An error as the guest sees it: `other("unavailable: ...")` and the like.
 fn other(err: impl std::fmt::Display) -> store::Error {
-    store::Error::Other(err.to_string())
-}
-
-fn guest(err: KvError) -> store::Error {
     store::Error::Other(err.to_string())
 }
 
@@ -75,9 +72,9 @@ async fn get(
     store: &StoreHandle,
     key: String,
 ) -> Result<Option<Vec<u8>>, store::Error> {
-    access.check_key(&key).map_err(guest)?;
+    access.check_key(&key).map_err(other)?;
     let call = store.backend.get(&store.name, &key);
-    access.run(store, KvOp::Get, call).await.map_err(guest)
+    access.run(store, KvOp::Get, call).await.map_err(other)
 }
 
 async fn set(
@@ -86,21 +83,21 @@ async fn set(
     key: String,
     value: Vec<u8>,
 ) -> Result<(), store::Error> {
-    access.check_value(&key, &value).map_err(guest)?;
+    access.check_value(&key, &value).map_err(other)?;
     let call = store.backend.set(&store.name, &key, &value);
-    access.run(store, KvOp::Set, call).await.map_err(guest)
+    access.run(store, KvOp::Set, call).await.map_err(other)
 }
 
 async fn delete(access: &KvAccess, store: &StoreHandle, key: String) -> Result<(), store::Error> {
-    access.check_key(&key).map_err(guest)?;
+    access.check_key(&key).map_err(other)?;
     let call = store.backend.delete(&store.name, &key);
-    access.run(store, KvOp::Delete, call).await.map_err(guest)
+    access.run(store, KvOp::Delete, call).await.map_err(other)
 }
 
 async fn exists(access: &KvAccess, store: &StoreHandle, key: String) -> Result<bool, store::Error> {
-    access.check_key(&key).map_err(guest)?;
+    access.check_key(&key).map_err(other)?;
     let call = store.backend.exists(&store.name, &key);
-    access.run(store, KvOp::Exists, call).await.map_err(guest)
+    access.run(store, KvOp::Exists, call).await.map_err(other)
 }
 
 /// One page of keys after `after`, and whether more follow.
@@ -111,7 +108,7 @@ async fn page(
     limit: usize,
 ) -> Result<(Vec<String>, bool), store::Error> {
     let call = store.backend.list_keys(&store.name, after, limit);
-    access.run(store, KvOp::ListKeys, call).await.map_err(guest)
+    access.run(store, KvOp::ListKeys, call).await.map_err(other)
 }
 
 impl store::Host for KvView<'_> {
@@ -180,12 +177,12 @@ impl atomics::Host for KvView<'_> {
         delta: i64,
     ) -> Result<i64, store::Error> {
         let (access, store) = self.store(&bucket)?;
-        access.check_key(&key).map_err(guest)?;
+        access.check_key(&key).map_err(other)?;
         let call = store.backend.increment(&store.name, &key, delta);
         access
             .run(store, KvOp::Increment, call)
             .await
-            .map_err(guest)
+            .map_err(other)
     }
 
     async fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> Result<(), atomics::CasError> {
@@ -199,7 +196,7 @@ impl atomics::Host for KvView<'_> {
             .ok_or(atomics::CasError::StoreError(store::Error::AccessDenied))?;
         access
             .check_value(&read.key, &value)
-            .map_err(|err| atomics::CasError::StoreError(guest(err)))?;
+            .map_err(|err| atomics::CasError::StoreError(other(err)))?;
         let call =
             store
                 .backend
@@ -218,7 +215,7 @@ impl atomics::Host for KvView<'_> {
                     .map_err(|err| atomics::CasError::StoreError(other(err)))?;
                 Err(atomics::CasError::CasFailed(handle))
             }
-            Err(err) => Err(atomics::CasError::StoreError(guest(err))),
+            Err(err) => Err(atomics::CasError::StoreError(other(err))),
         }
     }
 }
@@ -258,14 +255,15 @@ impl batch::Host for KvView<'_> {
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, store::Error> {
         let (access, store) = self.store(&bucket)?;
+        access.check_batch(keys.len()).map_err(other)?;
         for key in &keys {
-            access.check_key(key).map_err(guest)?;
+            access.check_key(key).map_err(other)?;
         }
         let call = store.backend.get_many(&store.name, &keys);
         let values = access
             .run(store, KvOp::GetMany, call)
             .await
-            .map_err(guest)?;
+            .map_err(other)?;
         Ok(keys
             .into_iter()
             .zip(values)
@@ -279,11 +277,12 @@ impl batch::Host for KvView<'_> {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<(), store::Error> {
         let (access, store) = self.store(&bucket)?;
+        access.check_batch(key_values.len()).map_err(other)?;
         for (key, value) in &key_values {
-            access.check_value(key, value).map_err(guest)?;
+            access.check_value(key, value).map_err(other)?;
         }
         let call = store.backend.set_many(&store.name, &key_values);
-        access.run(store, KvOp::SetMany, call).await.map_err(guest)
+        access.run(store, KvOp::SetMany, call).await.map_err(other)
     }
 
     async fn delete_many(
@@ -292,14 +291,15 @@ impl batch::Host for KvView<'_> {
         keys: Vec<String>,
     ) -> Result<(), store::Error> {
         let (access, store) = self.store(&bucket)?;
+        access.check_batch(keys.len()).map_err(other)?;
         for key in &keys {
-            access.check_key(key).map_err(guest)?;
+            access.check_key(key).map_err(other)?;
         }
         let call = store.backend.delete_many(&store.name, &keys);
         access
             .run(store, KvOp::DeleteMany, call)
             .await
-            .map_err(guest)
+            .map_err(other)
     }
 }
 

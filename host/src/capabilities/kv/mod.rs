@@ -4,9 +4,10 @@
 //! ([`DiskKv`], a `redb` file in the data dir), Redis ([`RedisKv`]) or
 //! PostgreSQL ([`PostgresKv`]), chosen per store by the manifest's
 //! `[kv.NAME]` table when the host starts. Every backend gives the same
-//! answers (a test suite runs against all three): keys listed in order, a
-//! cursor that is the last key of a page (so paging is stable under
-//! concurrent writes), counters stored as decimal text.
+//! answers (one test suite runs against all three): keys listed in byte
+//! order, a cursor that is the last key of a page (so paging is stable under
+//! concurrent writes), counters stored as plain decimal text. Keys are text
+//! without NUL (refused before any backend sees them).
 //!
 //! | file | what it owns |
 //! | --- | --- |
@@ -97,21 +98,39 @@ pub trait KvBackend: Send + Sync {
     async fn delete_many(&self, store: &str, keys: &[String]) -> Result<(), KvError>;
 }
 
-/// A counter's value as stored: decimal text, as Redis's `INCRBY` wants it.
+impl KvError {
+    /// A counter operation on a value that is not one.
+    pub(crate) fn not_a_counter(key: &str) -> KvError {
+        KvError::Refused(format!(
+            "the value of `{key}` is not a counter (a whole number in plain decimal text, such as -42)"
+        ))
+    }
+
+    /// A counter operation that would go past the 64-bit range.
+    pub(crate) fn counter_overflow(key: &str) -> KvError {
+        KvError::Refused(format!("the counter `{key}` would overflow"))
+    }
+}
+
+/// A counter's value as stored: plain decimal text (`-?(0|[1-9][0-9]*)`,
+/// within 64 bits), the one form every backend reads alike (Redis's `INCRBY`
+/// refuses `+5`, `007` and ` 5`).
 pub(crate) fn parse_counter(key: &str, value: &[u8]) -> Result<i64, KvError> {
+    let digits = value.strip_prefix(b"-").unwrap_or(value);
+    let plain = !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits == b"0" || digits.first() != Some(&b'0'))
+        && value != b"-0";
     std::str::from_utf8(value)
         .ok()
+        .filter(|_| plain)
         .and_then(|text| text.parse::<i64>().ok())
-        .ok_or_else(|| {
-            KvError::Refused(format!(
-                "the value of `{key}` is not a counter (a whole number in decimal text)"
-            ))
-        })
+        .ok_or_else(|| KvError::not_a_counter(key))
 }
 
 /// `current + delta`, or why not.
 pub(crate) fn add_to_counter(key: &str, current: i64, delta: i64) -> Result<i64, KvError> {
     current
         .checked_add(delta)
-        .ok_or_else(|| KvError::Refused(format!("the counter `{key}` would overflow")))
+        .ok_or_else(|| KvError::counter_overflow(key))
 }

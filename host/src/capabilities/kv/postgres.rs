@@ -11,9 +11,10 @@
 use super::{KvBackend, KvError, Swap};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio::sync::OnceCell;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
@@ -30,6 +31,43 @@ const CREATE_TABLE: &str = r#"CREATE TABLE IF NOT EXISTS edgehost_kv (
     value bytea NOT NULL,
     PRIMARY KEY (store, key)
 )"#;
+
+/// Whether the table is there (a role that may use it need not be allowed
+/// to create tables, and `CREATE TABLE IF NOT EXISTS` wants that right).
+const TABLE_EXISTS: &str = "SELECT to_regclass('edgehost_kv') IS NOT NULL";
+
+const GET: &str = "SELECT value FROM edgehost_kv WHERE store = $1 AND key = $2";
+const SET: &str = "INSERT INTO edgehost_kv (store, key, value) VALUES ($1, $2, $3)
+    ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value";
+const DELETE: &str = "DELETE FROM edgehost_kv WHERE store = $1 AND key = $2";
+const EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM edgehost_kv WHERE store = $1 AND key = $2)";
+/// Two statements, so that each page's plan starts the index scan at its
+/// cursor (one with `$2 IS NULL OR key > $2` may get a plan that does not).
+const FIRST_KEYS: &str = "SELECT key FROM edgehost_kv WHERE store = $1 ORDER BY key LIMIT $2";
+const KEYS_AFTER: &str =
+    "SELECT key FROM edgehost_kv WHERE store = $1 AND key > $2 ORDER BY key LIMIT $3";
+/// One statement: the row lock of ON CONFLICT makes it atomic across hosts.
+/// A stored value that is not plain decimal text (the one form every
+/// backend reads) is cast from `not a counter`, which fails as bad text.
+const INCREMENT: &str = "INSERT INTO edgehost_kv (store, key, value)
+    VALUES ($1, $2, convert_to($3::bigint::text, 'UTF8'))
+    ON CONFLICT (store, key) DO UPDATE SET value = convert_to(((
+        CASE WHEN convert_from(edgehost_kv.value, 'UTF8') ~ '^(0|-?[1-9][0-9]{0,18})$'
+            AND convert_from(edgehost_kv.value, 'UTF8')::numeric
+                BETWEEN -9223372036854775808 AND 9223372036854775807
+        THEN convert_from(edgehost_kv.value, 'UTF8') ELSE 'not a counter' END
+    )::bigint + $3::bigint)::text, 'UTF8')
+    RETURNING convert_from(value, 'UTF8')::bigint";
+const SWAP_IF: &str =
+    "UPDATE edgehost_kv SET value = $4 WHERE store = $1 AND key = $2 AND value = $3";
+const SWAP_IF_ABSENT: &str = "INSERT INTO edgehost_kv (store, key, value) VALUES ($1, $2, $3)
+    ON CONFLICT (store, key) DO NOTHING";
+const GET_MANY: &str = "SELECT key, value FROM edgehost_kv WHERE store = $1 AND key = ANY($2)";
+/// Keys come sorted: two writers lock rows in one order and cannot deadlock.
+const SET_MANY: &str = "INSERT INTO edgehost_kv (store, key, value)
+    SELECT $1, key, value FROM UNNEST($2::text[], $3::bytea[]) AS given (key, value)
+    ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value";
+const DELETE_MANY: &str = "DELETE FROM edgehost_kv WHERE store = $1 AND key = ANY($2)";
 
 /// Stores in one PostgreSQL database.
 pub struct PostgresKv {
@@ -66,9 +104,17 @@ impl PostgresKv {
 
     /// Whether `url` is one [`PostgresKv::connect`] takes.
     pub(crate) fn check_url(url: &str) -> Result<(), String> {
-        url.parse::<tokio_postgres::Config>()
-            .map(|_| ())
-            .map_err(|err| format!("not a PostgreSQL URL (postgres://user@host:port/db): {err}"))
+        let config = url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|err| format!("not a PostgreSQL URL (postgres://user@host:port/db): {err}"))?;
+        // Connections are plain TCP: one that must be TLS would never open.
+        match config.get_ssl_mode() {
+            SslMode::Require => Err(
+                "sslmode=require: this host connects without TLS (use a local server, or a TLS proxy in front of it)"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// A connection from the pool, the table made if need be.
@@ -79,6 +125,13 @@ impl PostgresKv {
         })?;
         self.table
             .get_or_try_init(|| async {
+                let exists = client
+                    .query_one(TABLE_EXISTS, &[])
+                    .await
+                    .map_err(database)?;
+                if exists.try_get::<_, bool>(0).map_err(database)? {
+                    return Ok(());
+                }
                 match client.batch_execute(CREATE_TABLE).await {
                     Ok(()) => Ok(()),
                     // Two hosts making it at once: the other one won (the
@@ -117,6 +170,7 @@ fn database(err: tokio_postgres::Error) -> KvError {
                 || *code == SqlState::ADMIN_SHUTDOWN
                 || *code == SqlState::CRASH_SHUTDOWN
                 || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS
         }
     };
     let reason = match err.as_db_error() {
@@ -139,31 +193,16 @@ impl KvBackend for PostgresKv {
     async fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         let client = self.client().await?;
         let row = client
-            .query_opt(
-                &prepared(
-                    &client,
-                    "SELECT value FROM edgehost_kv WHERE store = $1 AND key = $2",
-                )
-                .await?,
-                &[&store, &key],
-            )
+            .query_opt(&prepared(&client, GET).await?, &[&store, &key])
             .await
             .map_err(database)?;
-        Ok(row.map(|row| row.get(0)))
+        row.map(|row| row.try_get(0)).transpose().map_err(database)
     }
 
     async fn set(&self, store: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
         let client = self.client().await?;
         client
-            .execute(
-                &prepared(
-                    &client,
-                    "INSERT INTO edgehost_kv (store, key, value) VALUES ($1, $2, $3)
-                 ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value",
-                )
-                .await?,
-                &[&store, &key, &value],
-            )
+            .execute(&prepared(&client, SET).await?, &[&store, &key, &value])
             .await
             .map_err(database)?;
         Ok(())
@@ -172,14 +211,7 @@ impl KvBackend for PostgresKv {
     async fn delete(&self, store: &str, key: &str) -> Result<(), KvError> {
         let client = self.client().await?;
         client
-            .execute(
-                &prepared(
-                    &client,
-                    "DELETE FROM edgehost_kv WHERE store = $1 AND key = $2",
-                )
-                .await?,
-                &[&store, &key],
-            )
+            .execute(&prepared(&client, DELETE).await?, &[&store, &key])
             .await
             .map_err(database)?;
         Ok(())
@@ -188,17 +220,10 @@ impl KvBackend for PostgresKv {
     async fn exists(&self, store: &str, key: &str) -> Result<bool, KvError> {
         let client = self.client().await?;
         let row = client
-            .query_one(
-                &prepared(
-                    &client,
-                    "SELECT EXISTS (SELECT 1 FROM edgehost_kv WHERE store = $1 AND key = $2)",
-                )
-                .await?,
-                &[&store, &key],
-            )
+            .query_one(&prepared(&client, EXISTS).await?, &[&store, &key])
             .await
             .map_err(database)?;
-        Ok(row.get(0))
+        row.try_get(0).map_err(database)
     }
 
     async fn list_keys(
@@ -209,15 +234,27 @@ impl KvBackend for PostgresKv {
     ) -> Result<(Vec<String>, bool), KvError> {
         let client = self.client().await?;
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
-                &prepared(&client, "SELECT key FROM edgehost_kv WHERE store = $1 AND ($2::text IS NULL OR key > $2)
-                 ORDER BY key LIMIT $3").await?,
-                &[&store, &after, &fetch],
-            )
-            .await
+        let rows = match after {
+            None => {
+                client
+                    .query(&prepared(&client, FIRST_KEYS).await?, &[&store, &fetch])
+                    .await
+            }
+            Some(after) => {
+                client
+                    .query(
+                        &prepared(&client, KEYS_AFTER).await?,
+                        &[&store, &after, &fetch],
+                    )
+                    .await
+            }
+        }
+        .map_err(database)?;
+        let mut keys = rows
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<Vec<String>, _>>()
             .map_err(database)?;
-        let mut keys: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
         let more = keys.len() > limit;
         keys.truncate(limit);
         Ok((keys, more))
@@ -225,37 +262,25 @@ impl KvBackend for PostgresKv {
 
     async fn increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, KvError> {
         let client = self.client().await?;
-        // One statement: the row lock of ON CONFLICT makes it atomic across
-        // hosts. Counters are decimal text, as on the other backends.
         let row = client
             .query_one(
-                &prepared(
-                    &client,
-                    "INSERT INTO edgehost_kv (store, key, value)
-                 VALUES ($1, $2, convert_to($3::bigint::text, 'UTF8'))
-                 ON CONFLICT (store, key) DO UPDATE SET value = convert_to(
-                     (convert_from(edgehost_kv.value, 'UTF8')::bigint + $3::bigint)::text, 'UTF8')
-                 RETURNING convert_from(value, 'UTF8')::bigint",
-                )
-                .await?,
+                &prepared(&client, INCREMENT).await?,
                 &[&store, &key, &delta],
             )
             .await
             .map_err(|err| match err.code() {
                 Some(code) if *code == SqlState::NUMERIC_VALUE_OUT_OF_RANGE => {
-                    KvError::Refused(format!("the counter `{key}` would overflow"))
+                    KvError::counter_overflow(key)
                 }
                 Some(code)
                     if *code == SqlState::INVALID_TEXT_REPRESENTATION
                         || *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE =>
                 {
-                    KvError::Refused(format!(
-                        "the value of `{key}` is not a counter (a whole number in decimal text)"
-                    ))
+                    KvError::not_a_counter(key)
                 }
                 _ => database(err),
             })?;
-        Ok(row.get(0))
+        row.try_get(0).map_err(database)
     }
 
     async fn compare_and_swap(
@@ -267,37 +292,36 @@ impl KvBackend for PostgresKv {
     ) -> Result<Swap, KvError> {
         let client = self.client().await?;
         let swapped = match expected {
-            Some(expected) => client
-            .execute(
-                &prepared(&client, "UPDATE edgehost_kv SET value = $4 WHERE store = $1 AND key = $2 AND value = $3").await?,
-                    &[&store, &key, &expected, &value],
-                )
-                .await
-                .map_err(database)?,
-            None => client
-            .execute(
-                &prepared(&client, "INSERT INTO edgehost_kv (store, key, value) VALUES ($1, $2, $3)
-                     ON CONFLICT (store, key) DO NOTHING").await?,
-                    &[&store, &key, &value],
-                )
-                .await
-                .map_err(database)?,
-        };
+            Some(expected) => {
+                client
+                    .execute(
+                        &prepared(&client, SWAP_IF).await?,
+                        &[&store, &key, &expected, &value],
+                    )
+                    .await
+            }
+            None => {
+                client
+                    .execute(
+                        &prepared(&client, SWAP_IF_ABSENT).await?,
+                        &[&store, &key, &value],
+                    )
+                    .await
+            }
+        }
+        .map_err(database)?;
         if swapped == 1 {
             return Ok(Swap::Done);
         }
         let row = client
-            .query_opt(
-                &prepared(
-                    &client,
-                    "SELECT value FROM edgehost_kv WHERE store = $1 AND key = $2",
-                )
-                .await?,
-                &[&store, &key],
-            )
+            .query_opt(&prepared(&client, GET).await?, &[&store, &key])
             .await
             .map_err(database)?;
-        Ok(Swap::Changed(row.map(|row| row.get(0))))
+        let current = row
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(database)?;
+        Ok(Swap::Changed(current))
     }
 
     async fn get_many(
@@ -310,25 +334,24 @@ impl KvBackend for PostgresKv {
         }
         let client = self.client().await?;
         let rows = client
-            .query(
-                &prepared(
-                    &client,
-                    "SELECT key, value FROM edgehost_kv WHERE store = $1 AND key = ANY($2)",
-                )
-                .await?,
-                &[&store, &keys],
-            )
+            .query(&prepared(&client, GET_MANY).await?, &[&store, &keys])
             .await
             .map_err(database)?;
-        let mut found: HashMap<String, Vec<u8>> =
-            rows.iter().map(|row| (row.get(0), row.get(1))).collect();
-        Ok(keys.iter().map(|key| found.remove(key)).collect())
+        let mut found: HashMap<String, Vec<u8>> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            found.insert(
+                row.try_get(0).map_err(database)?,
+                row.try_get(1).map_err(database)?,
+            );
+        }
+        // A key asked for twice gets its value twice.
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
     }
 
     async fn set_many(&self, store: &str, entries: &[(String, Vec<u8>)]) -> Result<(), KvError> {
         // One row per key, the last value given winning (an upsert may not
-        // touch a row twice).
-        let mut last: HashMap<&str, &[u8]> = HashMap::new();
+        // touch a row twice), in key order (see SET_MANY).
+        let mut last: BTreeMap<&str, &[u8]> = BTreeMap::new();
         for (key, value) in entries {
             last.insert(key, value);
         }
@@ -339,13 +362,7 @@ impl KvBackend for PostgresKv {
         let client = self.client().await?;
         client
             .execute(
-                &prepared(
-                    &client,
-                    "INSERT INTO edgehost_kv (store, key, value)
-                 SELECT $1, key, value FROM UNNEST($2::text[], $3::bytea[]) AS given (key, value)
-                 ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value",
-                )
-                .await?,
+                &prepared(&client, SET_MANY).await?,
                 &[&store, &keys, &values],
             )
             .await
@@ -359,14 +376,7 @@ impl KvBackend for PostgresKv {
         }
         let client = self.client().await?;
         client
-            .execute(
-                &prepared(
-                    &client,
-                    "DELETE FROM edgehost_kv WHERE store = $1 AND key = ANY($2)",
-                )
-                .await?,
-                &[&store, &keys],
-            )
+            .execute(&prepared(&client, DELETE_MANY).await?, &[&store, &keys])
             .await
             .map_err(database)?;
         Ok(())

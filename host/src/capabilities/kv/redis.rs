@@ -67,8 +67,11 @@ impl RedisKv {
         let manager = self
             .connection
             .get_or_try_init(|| async {
+                // No response timeout of the client's own (its default is
+                // 500 ms): the route's kv_timeout bounds every call.
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(None)
                     .set_number_of_retries(1);
                 ConnectionManager::new_lazy_with_config(self.client.clone(), config)
             })
@@ -187,11 +190,9 @@ impl KvBackend for RedisKv {
             .map_err(|err| match err.code() {
                 // INCRBY's own refusals: not a number, or out of range.
                 Some("ERR") if err.to_string().contains("overflow") => {
-                    KvError::Refused(format!("the counter `{key}` would overflow"))
+                    KvError::counter_overflow(key)
                 }
-                Some("ERR") => KvError::Refused(format!(
-                    "the value of `{key}` is not a counter (a whole number in decimal text)"
-                )),
+                Some("ERR") => KvError::not_a_counter(key),
                 _ => unavailable(err),
             })?;
         Ok(value)

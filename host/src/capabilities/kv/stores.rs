@@ -8,13 +8,31 @@ use super::{KvBackend, KvError, PostgresKv, RedisKv};
 use crate::metrics::{KvMetrics, KvOp, KvResult, Metrics};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
+
+/// Keys one batch call may name: a batch read of that many values at the
+/// default `max_kv_value` is 100 MiB, as much as a guest may hold. The SDK
+/// splits larger batches. (Workers KV reads at most 100 keys at a time.)
+pub(crate) const MAX_BATCH_KEYS: usize = 100;
+
+/// How often a store's failures other than unavailability are logged (a
+/// misconfigured store fails every request).
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The origin of the stores' clock readings (ns after it; 0 means "never").
+static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ns() -> u64 {
+    u64::try_from(ORIGIN.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
 
 /// A store's backend as the manifest names it, with its URL read from the
 /// host's environment.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StoreConfig {
     /// The redb file in the data dir (the default).
     Embedded,
@@ -42,8 +60,12 @@ pub(crate) struct StoreHandle {
     pub(crate) name: Arc<str>,
     pub(crate) backend: Arc<dyn KvBackend>,
     metrics: Arc<KvMetrics>,
-    /// Whether the last operation found the backend unreachable.
-    down: AtomicBool,
+    /// Since when (ns after `ORIGIN`) the backend has been unreachable; 0
+    /// while it answers. Only an operation begun after that time can say
+    /// it is back, so one begun before it went cannot flip it back and forth.
+    down_since: AtomicU64,
+    /// When a failure was last logged (ns after `ORIGIN`).
+    failure_logged: AtomicU64,
 }
 
 /// The backend of every store, for the whole life of the host: stores the
@@ -74,27 +96,22 @@ impl KvStores {
         configs: &BTreeMap<String, StoreConfig>,
     ) -> Result<KvStores, KvError> {
         let mut stores = KvStores::new(Arc::clone(&default));
-        // One client per URL: stores on one server share its connections.
-        let mut clients: BTreeMap<(&'static str, String), Arc<dyn KvBackend>> = BTreeMap::new();
+        // One client per server: stores on one server share its connections.
+        let mut clients: BTreeMap<&StoreConfig, Arc<dyn KvBackend>> = BTreeMap::new();
         for (name, config) in configs {
-            let backend: Arc<dyn KvBackend> = match config {
-                StoreConfig::Embedded => Arc::clone(&default),
-                StoreConfig::Redis { url } => match clients.get(&("redis", url.clone())) {
-                    Some(client) => Arc::clone(client),
-                    None => {
-                        let client: Arc<dyn KvBackend> = Arc::new(RedisKv::connect(url)?);
-                        clients.insert(("redis", url.clone()), Arc::clone(&client));
-                        client
-                    }
-                },
-                StoreConfig::Postgres { url } => match clients.get(&("postgres", url.clone())) {
-                    Some(client) => Arc::clone(client),
-                    None => {
-                        let client: Arc<dyn KvBackend> = Arc::new(PostgresKv::connect(url)?);
-                        clients.insert(("postgres", url.clone()), Arc::clone(&client));
-                        client
-                    }
-                },
+            let backend = match (config, clients.get(config)) {
+                (StoreConfig::Embedded, _) => Arc::clone(&default),
+                (_, Some(client)) => Arc::clone(client),
+                (StoreConfig::Redis { url }, None) => {
+                    let client: Arc<dyn KvBackend> = Arc::new(RedisKv::connect(url)?);
+                    clients.insert(config, Arc::clone(&client));
+                    client
+                }
+                (StoreConfig::Postgres { url }, None) => {
+                    let client: Arc<dyn KvBackend> = Arc::new(PostgresKv::connect(url)?);
+                    clients.insert(config, Arc::clone(&client));
+                    client
+                }
             };
             stores.configured.insert(name.clone(), backend);
         }
@@ -110,7 +127,8 @@ impl KvStores {
                 name: Arc::from(name),
                 backend: Arc::clone(backend),
                 metrics: metrics.kv_store(name, backend.kind()),
-                down: AtomicBool::new(false),
+                down_since: AtomicU64::new(0),
+                failure_logged: AtomicU64::new(0),
             })
         });
         Arc::clone(handle)
@@ -134,13 +152,29 @@ impl KvAccess {
         self.granted.iter().find(|store| &*store.name == name)
     }
 
-    /// Refuses a key over the route's `max_kv_key`.
+    /// Refuses a key over the route's `max_kv_key`, or one with a NUL
+    /// character (PostgreSQL text cannot hold one: no backend takes it).
     pub(crate) fn check_key(&self, key: &str) -> Result<(), KvError> {
+        if key.contains('\0') {
+            return Err(KvError::Refused(
+                "a key may not contain a NUL character".into(),
+            ));
+        }
         if key.len() > self.max_key {
             return Err(KvError::Refused(format!(
                 "a key of {} bytes is over the route's max_kv_key of {}",
                 key.len(),
                 self.max_key
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a batch call naming more than [`MAX_BATCH_KEYS`] keys.
+    pub(crate) fn check_batch(&self, keys: usize) -> Result<(), KvError> {
+        if keys > MAX_BATCH_KEYS {
+            return Err(KvError::Refused(format!(
+                "a batch of {keys} keys is over the {MAX_BATCH_KEYS} one call may name"
             )));
         }
         Ok(())
@@ -169,6 +203,7 @@ impl KvAccess {
         call: impl Future<Output = Result<T, KvError>>,
     ) -> Result<T, KvError> {
         let started = Instant::now();
+        let started_ns = now_ns();
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(KvError::Unavailable(format!(
@@ -182,29 +217,7 @@ impl KvAccess {
             Err(_) => KvResult::Error,
         };
         store.metrics.record(op, outcome, started.elapsed());
-        // The load first: the swap (a write to a shared line) only on a change.
-        let down = store.down.load(Ordering::Relaxed);
-        match &result {
-            Err(KvError::Unavailable(reason))
-                if !down && !store.down.swap(true, Ordering::Relaxed) =>
-            {
-                tracing::warn!(
-                    store = %store.name,
-                    backend = store.backend.kind(),
-                    "key-value store {} is unavailable ({reason}); routes using it answer 503 until it is back",
-                    store.name
-                );
-            }
-            Ok(_) if down && store.down.swap(false, Ordering::Relaxed) => {
-                tracing::info!(
-                    store = %store.name,
-                    backend = store.backend.kind(),
-                    "key-value store {} is reachable again",
-                    store.name
-                );
-            }
-            _ => {}
-        }
+        store.note(&result, started_ns);
         result.map_err(|err| match err {
             KvError::Unavailable(reason) => KvError::Unavailable(format!(
                 "store {} ({}): {reason}",
@@ -213,5 +226,57 @@ impl KvAccess {
             )),
             other => other,
         })
+    }
+}
+
+impl StoreHandle {
+    /// Logs a change of the store's health, and (at most every
+    /// [`FAILURE_LOG_INTERVAL`]) a failure the store reported.
+    fn note<T>(&self, result: &Result<T, KvError>, started_ns: u64) {
+        let down_since = self.down_since.load(Ordering::Relaxed);
+        let swap = |from: u64, to: u64| {
+            self.down_since
+                .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        };
+        match result {
+            Err(KvError::Unavailable(reason)) if down_since == 0 && swap(0, now_ns()) => {
+                tracing::warn!(
+                    store = %self.name,
+                    backend = self.backend.kind(),
+                    "key-value store {} is unavailable ({reason}); routes using it answer 503 until it is back",
+                    self.name
+                );
+            }
+            Ok(_) if down_since != 0 && started_ns > down_since && swap(down_since, 0) => {
+                tracing::info!(
+                    store = %self.name,
+                    backend = self.backend.kind(),
+                    "key-value store {} is reachable again",
+                    self.name
+                );
+            }
+            Err(KvError::Failed(reason)) if self.failure_log_due() => {
+                tracing::warn!(
+                    store = %self.name,
+                    backend = self.backend.kind(),
+                    "key-value store {} failed an operation: {reason} (logged at most every {FAILURE_LOG_INTERVAL:?})",
+                    self.name
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether a failure may be logged now, marking it logged if so.
+    fn failure_log_due(&self) -> bool {
+        let now = now_ns();
+        let last = self.failure_logged.load(Ordering::Relaxed);
+        let interval = u64::try_from(FAILURE_LOG_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
+        (last == 0 || now.saturating_sub(last) >= interval)
+            && self
+                .failure_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
