@@ -11,10 +11,11 @@
 //! | [`capabilities`] | what a guest may import: key-value, outbound HTTP, stdio |
 //! | `wit` | the WIT boundary as the host sees it (imports, records, method exports) |
 //! | `http` | the public listener and the request path, the admin API |
+//! | `fleet` | a fleet of hosts through NATS JetStream: deploys that reach every host |
 //! | `control` | what is served and how it changes: deployments, deploys, the file watcher |
 //! | `metrics` | the counters and their Prometheus text |
 //!
-//! Dependencies run one way: `cli` -> `http` -> `control` -> `runtime` ->
+//! Dependencies run one way: `cli` -> `http`, `fleet` -> `control` -> `runtime` ->
 //! `manifest` -> `capabilities` -> `wit`, with `metrics` and `router` below
 //! what uses them (a test in `architecture.rs` fails on a circle). The
 //! public modules are what `main.rs`, the in-process benchmark and tests use.
@@ -22,6 +23,7 @@
 pub mod capabilities;
 pub mod cli;
 mod control;
+mod fleet;
 mod http;
 pub mod manifest;
 mod metrics;

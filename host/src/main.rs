@@ -40,15 +40,65 @@ impl ManifestArg {
     }
 }
 
-/// Where the admin API of a running host is, and its token.
+/// Where a deploy or rollback goes: one host's admin API (`--to`) or a
+/// fleet of hosts (`--fleet`).
 #[derive(Args)]
 struct AdminTarget {
     /// The host's admin API, for example http://127.0.0.1:9090.
-    #[arg(long)]
-    to: String,
+    #[arg(long, required_unless_present = "fleet", conflicts_with = "fleet")]
+    to: Option<String>,
     /// The environment variable holding the admin token.
     #[arg(long, default_value = edgehost::manifest::TOKEN_ENV)]
     token_env: String,
+    #[command(flatten)]
+    fleet: FleetArgs,
+}
+
+/// A fleet of hosts and the NATS server it is kept in.
+#[derive(Args)]
+struct FleetArgs {
+    /// The fleet (its hosts' [fleet] name): every live host prepares the
+    /// deployment, then all switch to it; if one cannot, none does.
+    #[arg(long)]
+    fleet: Option<String>,
+    /// The fleet's NATS server (default: the variable the manifest's
+    /// [fleet] nats_url_env names, else NATS_URL).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// Refuse unless the fleet serves this deployment id now (so that a
+    /// deploy never undoes one made meanwhile).
+    #[arg(long, value_name = "ID")]
+    expect_current: Option<String>,
+    /// Seconds each host has to fetch, validate and compile a deployment.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    prepare_timeout: u64,
+}
+
+impl FleetArgs {
+    fn target(self, fleet: String) -> cli::FleetTarget {
+        cli::FleetTarget {
+            fleet,
+            nats: self.nats,
+            nats_env: "NATS_URL".into(),
+            expect_current: self.expect_current,
+            prepare_timeout: std::time::Duration::from_secs(self.prepare_timeout),
+        }
+    }
+}
+
+/// `edgehost fleet ...`.
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Print the fleet's current deployment and each live host: name,
+    /// address, the deployment it serves, its last heartbeat's age.
+    Status {
+        /// The fleet's name.
+        #[arg(long)]
+        fleet: String,
+        /// The fleet's NATS server (default: NATS_URL).
+        #[arg(long, value_name = "URL")]
+        nats: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,18 +186,25 @@ enum Command {
     /// Print every limit a route runs within, its default and what happens
     /// when it is hit (set them in [server] or a route's entry).
     Limits,
-    /// Upload a manifest and its components to a running host, which
-    /// validates and compiles them, then switches to them atomically.
+    /// Upload a manifest and its components to a running host (--to), which
+    /// validates and compiles them, then switches to them atomically; or to
+    /// every host of a fleet (--fleet).
     Deploy {
         #[command(flatten)]
         manifest: ManifestArg,
         #[command(flatten)]
         target: AdminTarget,
     },
-    /// Switch a running host back to the deployment before its current one.
+    /// Switch a running host (or a fleet) back to the deployment before its
+    /// current one.
     Rollback {
         #[command(flatten)]
         target: AdminTarget,
+    },
+    /// A fleet of hosts: see what each serves.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
     },
 }
 
@@ -188,10 +245,25 @@ fn main() -> ExitCode {
             cli::limits();
             Ok(())
         }
-        Command::Deploy { manifest, target } => {
-            cli::deploy(&manifest.path(), &target.to, &target.token_env)
-        }
-        Command::Rollback { target } => cli::rollback(&target.to, &target.token_env),
+        Command::Deploy { manifest, target } => match (target.to, target.fleet.fleet.clone()) {
+            (_, Some(fleet)) => cli::deploy_fleet(&manifest.path(), &target.fleet.target(fleet)),
+            (Some(to), None) => cli::deploy(&manifest.path(), &to, &target.token_env),
+            (None, None) => Err(anyhow::anyhow!("say where: --to or --fleet")),
+        },
+        Command::Rollback { target } => match (target.to, target.fleet.fleet.clone()) {
+            (_, Some(fleet)) => cli::rollback_fleet(&target.fleet.target(fleet)),
+            (Some(to), None) => cli::rollback(&to, &target.token_env),
+            (None, None) => Err(anyhow::anyhow!("say where: --to or --fleet")),
+        },
+        Command::Fleet {
+            command: FleetCommand::Status { fleet, nats },
+        } => cli::fleet_status(&cli::FleetTarget {
+            fleet,
+            nats,
+            nats_env: "NATS_URL".into(),
+            expect_current: None,
+            prepare_timeout: std::time::Duration::from_secs(120),
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -275,3 +275,92 @@ impl Drop for PostgresServer {
         self.stop();
     }
 }
+
+/// A private `nats-server -js`, its JetStream data in a folder of its own
+/// (kept across a restart, as a real server's disk is).
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("a folder for nats"),
+        };
+        server.run();
+        server
+    }
+
+    /// `nats://` URL of the server.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn run(&mut self) {
+        let binary = find(
+            "nats-server",
+            &[PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")],
+            "install NATS (Debian: apt-get install nats-server; ./scripts/test.sh does)",
+        );
+        let log = self.dir.path().join("nats.log");
+        let store = self.dir.path().join("jetstream");
+        let child = Command::new(binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-sd")
+            .arg(&store)
+            .arg("-l")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+        wait_for_port(self.port, "nats-server", &log_text);
+        let exited = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        assert!(
+            exited.is_none(),
+            "nats-server exited ({exited:?}):\n{}",
+            log_text()
+        );
+        // JetStream is up once the server says so (it answers INFO before).
+        let deadline = Instant::now() + START_DEADLINE;
+        while !log_text().contains("Server is ready") {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not get ready:\n{}",
+                log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, with the same JetStream data.
+    pub fn restart(&mut self) {
+        self.stop();
+        // A fresh log, so that readiness is read from this run.
+        let _ = std::fs::remove_file(self.dir.path().join("nats.log"));
+        self.run();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

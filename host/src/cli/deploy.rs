@@ -26,6 +26,53 @@ pub fn rollback(to: &str, token_env: &str) -> anyhow::Result<()> {
     client_runtime()?.block_on(client.rollback())
 }
 
+/// What a deploy sends: the request, and each component file it names as
+/// `(written, SHA-256, bytes)`.
+pub(super) struct Bundle {
+    pub(super) request: DeployRequest,
+    pub(super) files: Vec<(String, String, Vec<u8>)>,
+}
+
+impl Bundle {
+    /// Reads the manifest at `manifest_path` and the components it names.
+    pub(super) fn read(manifest_path: &Path) -> anyhow::Result<Bundle> {
+        let text = std::fs::read_to_string(manifest_path)
+            .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+        let file = manifest_path.display().to_string();
+        let base = manifest::base_of(manifest_path);
+        let manifest::Sources {
+            components: written,
+            folder_routes,
+        } = manifest::Sources::read(&text, base)
+            .map_err(|reason| anyhow::anyhow!("{file}: {reason}"))?;
+        let mut components = BTreeMap::new();
+        let mut files = Vec::new();
+        for component in written {
+            if components.contains_key(&component) {
+                continue;
+            }
+            let bytes = std::fs::read(base.join(&component)).with_context(|| {
+                format!(
+                    "cannot read component {component} (build the routes first: `edgehost build`)"
+                )
+            })?;
+            let hash = hash_of(&bytes);
+            components.insert(component.clone(), hash.clone());
+            files.push((component, hash, bytes));
+        }
+        Ok(Bundle {
+            request: DeployRequest {
+                file,
+                manifest: text,
+                components,
+                folder_routes,
+                id: None,
+            },
+            files,
+        })
+    }
+}
+
 /// A connection to a host's admin API.
 struct Client {
     base: Uri,
@@ -96,27 +143,13 @@ impl Client {
 
     /// Uploads the manifest's components the host lacks, then deploys it.
     async fn deploy(&self, manifest_path: &Path) -> anyhow::Result<()> {
-        let text = std::fs::read_to_string(manifest_path)
-            .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-        let file = manifest_path.display().to_string();
-        let base = manifest::base_of(manifest_path);
-        let manifest::Sources {
-            components: written,
-            folder_routes,
-        } = manifest::Sources::read(&text, base)
-            .map_err(|reason| anyhow::anyhow!("{file}: {reason}"))?;
+        let Bundle { mut request, files } = Bundle::read(manifest_path)?;
+        let file = request.file.clone();
         let mut components = BTreeMap::new();
-        for component in written {
+        for (component, hash, bytes) in files {
             if components.contains_key(&component) {
                 continue;
             }
-            let path = base.join(&component);
-            let bytes = std::fs::read(&path).with_context(|| {
-                format!(
-                    "cannot read component {component} (build the routes first: `edgehost build`)"
-                )
-            })?;
-            let hash = hash_of(&bytes);
             let uri = format!("/v1/components/{hash}");
             let (status, _) = self
                 .send(Method::HEAD, &uri, "application/wasm", Bytes::new())
@@ -135,12 +168,7 @@ impl Client {
             }
             components.insert(component, hash);
         }
-        let request = DeployRequest {
-            file: file.clone(),
-            manifest: text,
-            components,
-            folder_routes,
-        };
+        request.components = components;
         let (status, body) = self
             .send(
                 Method::POST,

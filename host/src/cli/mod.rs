@@ -10,10 +10,12 @@
 //! | `new.rs` | `new`: scaffold a route crate |
 //! | `inspect.rs` | `check`, `routes` and `limits` |
 //! | `deploy.rs` | `deploy` and `rollback`: the admin API's client |
+//! | `fleet.rs` | `deploy --fleet`, `rollback --fleet`, `fleet status` |
 
 mod build;
 mod deploy;
 mod dev;
+mod fleet;
 mod inspect;
 mod new;
 mod rebuild;
@@ -22,6 +24,7 @@ mod serve;
 pub use build::build_dirs as build;
 pub use deploy::{deploy, rollback};
 pub use dev::dev;
+pub use fleet::{deploy_fleet, fleet_status, rollback_fleet, FleetTarget};
 pub use inspect::{check, limits, routes};
 pub use new::new_route;
 pub use serve::{serve, ServeOptions};

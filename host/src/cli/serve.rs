@@ -10,6 +10,7 @@
 use super::{load, Loaded, Purpose};
 use crate::control::watcher::{stamp, Stamp, Watcher};
 use crate::control::{BuildErrors, Deployer, Host};
+use crate::fleet::Member;
 use crate::http;
 use crate::http::admin::Admin;
 use crate::manifest::{self, AdminSettings, Sources};
@@ -65,10 +66,40 @@ pub(super) fn serve_with(
     let file = manifest.file.clone();
     let drain = manifest.server.drain_timeout;
     let dev = build_errors.is_some();
+    let fleet = match &manifest.fleet {
+        None => None,
+        Some(spec) => {
+            if options.watch || options.resume || dev {
+                anyhow::bail!(
+                    "{}: a host in fleet {} takes its deployments from the fleet: --watch, --resume and dev do not apply",
+                    file.display(),
+                    spec.name()
+                );
+            }
+            let var = spec.nats_url_env();
+            let url = std::env::var(var).unwrap_or_default();
+            if url.is_empty() {
+                anyhow::bail!(
+                    "{}: [fleet] {}: {var} is not set in the host's environment (it holds the NATS URL)",
+                    file.display(),
+                    spec.name()
+                );
+            }
+            manifest::fleet::check_nats_url(&url)
+                .map_err(|reason| anyhow::anyhow!("{}: [fleet]: {var}: {reason}", file.display()))?;
+            Some((spec.clone(), url))
+        }
+    };
+    let deploy_secrets = match &manifest.fleet {
+        Some(spec) => spec.deploy_secrets.clone(),
+        None => admin_settings.as_ref().and_then(|s| s.deploy_secrets.clone()),
+    };
     let host = Arc::new(Host::new(runtime, table, manifest, build_errors));
+    let deployer = (admin_settings.is_some() || fleet.is_some())
+        .then(|| Arc::new(Deployer::new(Arc::clone(&host), deploy_secrets.as_ref(), &data_dir)));
     let admin = admin_settings
-        .map(|settings| {
-            let deployer = Arc::new(Deployer::new(Arc::clone(&host), &settings, &data_dir));
+        .zip(deployer.clone())
+        .map(|(settings, deployer)| {
             Admin::new(Arc::clone(&deployer), &settings)
                 .map(|api| (Arc::new(api), deployer, settings.listen))
         })
@@ -85,6 +116,19 @@ pub(super) fn serve_with(
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let local = listener.local_addr()?;
+        if let (Some((spec, url)), Some(deployer)) = (fleet, &deployer) {
+            // Before the admin API and the ready file: a host reports ready
+            // only once it serves the fleet's current deployment.
+            let admin_at = admin.as_ref().map(|(_, _, at)| *at);
+            let member = Arc::new(Member::new(
+                spec.name().to_string(),
+                (url, spec.nats_url_env().to_string()),
+                local,
+                admin_at,
+                Arc::clone(deployer),
+            ));
+            member.join().await;
+        }
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;

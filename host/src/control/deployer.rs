@@ -1,14 +1,16 @@
-//! Deploys, rollbacks and resumes made through the admin API: a deploy is
-//! checked against the uploaded components and the secrets deploys may use,
-//! swapped in, recorded for `serve --resume`, and followed by garbage
-//! collection.
+//! Deploys, rollbacks and resumes made through the admin API or a fleet: a
+//! deploy is checked against the uploaded components and the secrets
+//! deploys may use, swapped in, recorded for `serve --resume`, and followed
+//! by garbage collection. A fleet prepares first ([`Deployer::prepare`]) and
+//! swaps in when its pointer moves ([`Deployer::activate`]).
 
 use super::components::ComponentStore;
 use super::deployments::{Deployment, Turn};
 use super::gc::Collector;
 use super::host::Host;
 use super::record::{DeployRequest, Record};
-use crate::manifest::{self, AdminSettings, Lookup, Secret};
+use crate::manifest::{self, Lookup, Secret};
+use crate::runtime::RouteTable;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -30,12 +32,24 @@ pub(crate) struct Deployer {
 /// A deployment made, with warnings about settings that need a restart.
 pub(crate) type Deployed = (Arc<Deployment>, Vec<String>);
 
+/// A deploy request validated and compiled, not yet served.
+pub(crate) struct Prepared {
+    request: Arc<DeployRequest>,
+    table: RouteTable,
+    warnings: Vec<String>,
+}
+
 impl Deployer {
-    /// Deploys to `host` with the data under `data_dir`.
-    pub(crate) fn new(host: Arc<Host>, settings: &AdminSettings, data_dir: &Path) -> Deployer {
+    /// Deploys to `host` with the data under `data_dir`; deploys may use
+    /// the secrets `deploy_secrets` lists.
+    pub(crate) fn new(
+        host: Arc<Host>,
+        deploy_secrets: Option<&Vec<String>>,
+        data_dir: &Path,
+    ) -> Deployer {
         // Without a list, deploys may use the secrets the host started with:
         // the admin token must not open the whole host environment.
-        let deploy_secrets = match &settings.deploy_secrets {
+        let deploy_secrets = match deploy_secrets {
             Some(names) => names.iter().cloned().collect(),
             None => host
                 .started_with
@@ -78,9 +92,7 @@ impl Deployer {
     /// Validates, compiles and swaps in a deploy request, records it as what
     /// `serve --resume` brings back, and collects garbage; or says why not.
     pub(crate) async fn deploy(&self, request: DeployRequest) -> Result<Deployed, Vec<String>> {
-        let deployed = self.apply(request).await?;
-        self.collector.collect(&self.host.deployments).await;
-        Ok(deployed)
+        self.apply(request).await
     }
 
     /// Back to the deployment before the current one, recorded for a resume.
@@ -125,17 +137,23 @@ impl Deployer {
     }
 
     /// Checks `request` against the uploaded components and the deploy
-    /// secrets, swaps it in and records it, all in one turn.
+    /// secrets, swaps it in and records it.
     async fn apply(&self, request: DeployRequest) -> Result<Deployed, Vec<String>> {
+        let prepared = self.prepare(request).await?;
+        let id = prepared.request.id.clone();
+        Ok(self.activate(prepared, id).await)
+    }
+
+    /// Checks `request` against the uploaded components and the deploy
+    /// secrets and compiles it, without serving it.
+    pub(crate) async fn prepare(&self, request: DeployRequest) -> Result<Prepared, Vec<String>> {
         let request = Arc::new(request);
         let for_parse = Arc::clone(&request);
         let components = self.components.clone();
         let allowed = Arc::clone(&self.deploy_secrets);
-        let source = format!("deploy of {}", request.file);
-        let turn = self.host.deployments.turn().await;
-        let (deployment, warnings) = self
+        let (table, warnings) = self
             .host
-            .load_and_swap_in(&turn, source, move || {
+            .prepare(&source_of(&request), move || {
                 let request = for_parse;
                 let file = Path::new(&request.file);
                 manifest::check(
@@ -155,6 +173,23 @@ impl Deployer {
                 )
             })
             .await?;
+        Ok(Prepared {
+            request,
+            table,
+            warnings,
+        })
+    }
+
+    /// Serves `prepared` (as deployment `id` when given), records it for a
+    /// resume and collects garbage.
+    pub(crate) async fn activate(&self, prepared: Prepared, id: Option<String>) -> Deployed {
+        let Prepared {
+            request,
+            table,
+            warnings,
+        } = prepared;
+        let turn = self.host.deployments.turn().await;
+        let deployment = turn.activate_as(table, source_of(&request), id);
         if let Ok(mut requests) = self.requests.lock() {
             let kept: BTreeSet<String> = self
                 .host
@@ -167,7 +202,9 @@ impl Deployer {
             requests.insert(deployment.id.clone(), Arc::clone(&request));
         }
         self.record(&turn, &deployment).await;
-        Ok((deployment, warnings))
+        drop(turn);
+        self.collector.collect(&self.host.deployments).await;
+        (deployment, warnings)
     }
 
     /// Records `deployment` as what `serve --resume` brings back: its deploy
@@ -187,5 +224,13 @@ impl Deployer {
                 self.record.file().display()
             );
         }
+    }
+}
+
+/// What a deployment says it came from, in logs and listings.
+fn source_of(request: &DeployRequest) -> String {
+    match &request.id {
+        Some(id) => format!("fleet deployment {id} of {}", request.file),
+        None => format!("deploy of {}", request.file),
     }
 }

@@ -15,7 +15,8 @@ const KEPT_DEPLOYMENTS: usize = 10;
 
 /// One route table and where it came from.
 pub(crate) struct Deployment {
-    /// `1` for the table the host started with, then counting up.
+    /// `1` for the table the host started with, then counting up; in a
+    /// fleet, the fleet-wide id (`local` for the command line's table).
     pub(crate) id: String,
     /// What made it: the manifest file at start, a deploy, a reload.
     pub(crate) source: String,
@@ -42,10 +43,15 @@ pub(crate) struct Turn<'a> {
 }
 
 impl Deployments {
-    /// Serving `table` (deployment 1) from `source`.
-    pub(crate) fn new(table: RouteTable, source: String, metrics: Arc<Metrics>) -> Deployments {
+    /// Serving `table` (deployment `id`) from `source`.
+    pub(crate) fn new(
+        table: RouteTable,
+        id: &str,
+        source: String,
+        metrics: Arc<Metrics>,
+    ) -> Deployments {
         let first = Arc::new(Deployment {
-            id: "1".into(),
+            id: id.into(),
             source,
             created: SystemTime::now(),
             table,
@@ -83,13 +89,28 @@ impl Deployments {
 }
 
 impl Turn<'_> {
-    /// Makes `table` the one new requests see. Requests already running
-    /// finish on the table they started with.
+    /// Makes `table` the one new requests see, as the next deployment id.
+    /// Requests already running finish on the table they started with.
     pub(crate) fn activate(&self, table: RouteTable, source: String) -> Arc<Deployment> {
+        self.activate_as(table, source, None)
+    }
+
+    /// [`Turn::activate`], named `id` (a fleet's id) when given.
+    pub(crate) fn activate_as(
+        &self,
+        table: RouteTable,
+        source: String,
+        id: Option<String>,
+    ) -> Arc<Deployment> {
         let deployments = self.deployments;
-        let id = deployments.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = id.unwrap_or_else(|| {
+            deployments
+                .next_id
+                .fetch_add(1, Ordering::Relaxed)
+                .to_string()
+        });
         let deployment = Arc::new(Deployment {
-            id: id.to_string(),
+            id,
             source,
             created: SystemTime::now(),
             table,

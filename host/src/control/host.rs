@@ -31,7 +31,9 @@ impl Host {
         build_errors: Option<BuildErrors>,
     ) -> Host {
         let source = manifest.file.display().to_string();
-        let deployments = Deployments::new(table, source, Arc::clone(runtime.metrics()));
+        // In a fleet, ids are the fleet's; the command line's table is not one.
+        let id = if manifest.fleet.is_some() { "local" } else { "1" };
+        let deployments = Deployments::new(table, id, source, Arc::clone(runtime.metrics()));
         Host {
             runtime,
             deployments,
@@ -77,6 +79,18 @@ impl Host {
         source: String,
         parse: impl FnOnce() -> Result<Manifest, ManifestErrors> + Send + 'static,
     ) -> Result<(Arc<Deployment>, Vec<String>), Vec<String>> {
+        let (table, warnings) = self.prepare(&source, parse).await?;
+        Ok((turn.activate(table, source), warnings))
+    }
+
+    /// Validates and compiles what `parse` returns, off the async workers,
+    /// without swapping it in: the route table, with warnings about
+    /// restart-only settings; or the reasons it is refused (logged).
+    pub(crate) async fn prepare(
+        self: &Arc<Self>,
+        source: &str,
+        parse: impl FnOnce() -> Result<Manifest, ManifestErrors> + Send + 'static,
+    ) -> Result<(RouteTable, Vec<String>), Vec<String>> {
         let host = Arc::clone(self);
         let loaded = tokio::task::spawn_blocking(move || {
             let manifest = parse()?;
@@ -90,7 +104,7 @@ impl Host {
                 for warning in &warnings {
                     tracing::warn!("{source}: {warning}");
                 }
-                return Ok((turn.activate(table, source), warnings));
+                return Ok((table, warnings));
             }
             Ok(Err(errors)) => errors.0.iter().map(ToString::to_string).collect(),
             Err(err) => vec![format!("loading stopped unexpectedly: {err}")],
@@ -120,6 +134,9 @@ fn restart_only_changes(running: &Manifest, new: &Manifest) -> Vec<String> {
     }
     if running.admin != new.admin {
         changed.push("[admin]".to_string());
+    }
+    if running.fleet != new.fleet {
+        changed.push("[fleet]".to_string());
     }
     let stores: std::collections::BTreeSet<&String> =
         running.kv.keys().chain(new.kv.keys()).collect();

@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `host.rs` | [`Host`]: runtime, deployments, the starting manifest; `load_and_swap` |
 //! | `deployments.rs` | the current route table, the kept ones, the deploy turn |
-//! | `deployer.rs` | deploys, rollbacks and resumes made through the admin API |
+//! | `deployer.rs` | deploys, rollbacks and resumes made through the admin API or a fleet |
 //! | `components.rs` | uploaded components, by SHA-256 |
 //! | `record.rs` | the deploy request and the record `serve --resume` reads |
 //! | `gc.rs` | deleting components and compiled code no kept deployment uses |
@@ -24,7 +24,7 @@ pub(crate) mod watcher;
 
 pub(crate) use build_errors::BuildErrors;
 pub(crate) use components::{hash_of, is_hash, UploadError};
-pub(crate) use deployer::Deployer;
+pub(crate) use deployer::{Deployer, Prepared};
 pub(crate) use deployments::Deployment;
 pub(crate) use host::Host;
 pub(crate) use record::DeployRequest;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// What `POST /v1/deployments` carries.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct DeployRequest {
     /// The manifest's file name, for error messages.
     pub(crate) file: String,
@@ -19,6 +19,11 @@ pub(crate) struct DeployRequest {
     /// The route crates the manifest's `[routes]` found on the client.
     #[serde(default)]
     pub(crate) folder_routes: Vec<FolderRoute>,
+    /// The fleet-wide id of a fleet deployment, kept in the record so that
+    /// a host resumed without NATS says which one it serves; the admin API
+    /// ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<String>,
 }
 
 /// The record file.

@@ -168,6 +168,16 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
                 .collect();
             json(StatusCode::OK, &json!({ "deployments": list }))
         }
+        (&Method::POST, "/v1/deployments" | "/v1/rollback", _)
+            | (&Method::PUT, _, Some(_))
+            if host.started_with.fleet.is_some() =>
+        {
+            let fleet = host.started_with.fleet.as_ref().map_or("", |f| f.name());
+            error(
+                StatusCode::CONFLICT,
+                &format!("this host takes its deployments from fleet {fleet}: use `edgehost deploy --fleet {fleet}` or `edgehost rollback --fleet {fleet}`"),
+            )
+        }
         (&Method::POST, "/v1/deployments", _) => deploy(admin, req).await,
         (&Method::POST, "/v1/rollback", _) => match admin.deployer.rollback().await {
             Ok(deployment) => json(StatusCode::OK, &describe(&deployment, true)),
@@ -258,7 +268,8 @@ async fn deploy(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
         Err(answer) => return answer,
     };
     let request: DeployRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
+        // Ids are the host's to give.
+        Ok(request) => DeployRequest { id: None, ..request },
         Err(err) => {
             return error(
                 StatusCode::BAD_REQUEST,

@@ -119,6 +119,12 @@ pub enum ManifestError {
         key: &'static str,
         reason: String,
     },
+    #[error("{file}:{line}: [fleet]: {reason}")]
+    Fleet {
+        file: String,
+        line: usize,
+        reason: String,
+    },
     #[error("{file}:{line}: [kv.{store}]: {reason}")]
     KvStore {
         file: String,

@@ -21,12 +21,14 @@
 //! | `validate.rs` | the pipeline from text to a checked [`Manifest`], step by step |
 //! | `limits.rs` | every limit once: key, unit, scope, default, what happens when hit |
 //! | `kv.rs` | `[kv.NAME]`: each key-value store's backend |
+//! | `fleet.rs` | `[fleet]`: the fleet a host takes its deployments from |
 //! | `folders.rs` | file-based routes: folder = URL, and where cargo puts components |
 //! | `mount.rs` | merging `[routes]` crates into the `[[route]]` entries |
 //! | `error.rs` | [`ManifestError`], one per problem |
 
 mod error;
 pub(crate) mod folders;
+pub(crate) mod fleet;
 pub(crate) mod kv;
 pub(crate) mod limits;
 mod mount;
@@ -34,6 +36,7 @@ mod schema;
 mod validate;
 
 pub use error::{ManifestError, ManifestErrors};
+pub use fleet::FleetSpec;
 pub use kv::{KvBackendKind, KvStoreSpec};
 pub use limits::{Limits, ServerLimits};
 
@@ -65,6 +68,8 @@ pub struct Manifest {
     pub admin: Option<AdminSettings>,
     /// Key-value stores given a backend by `[kv.NAME]`.
     pub kv: BTreeMap<String, KvStoreSpec>,
+    /// The fleet the host belongs to, when `[fleet]` is given.
+    pub fleet: Option<FleetSpec>,
     pub routes: Vec<RouteSpec>,
 }
 

@@ -27,6 +27,17 @@ pub(crate) struct RawManifest {
     /// `[kv.NAME]`: key-value stores' backends.
     #[serde(default)]
     pub(crate) kv: BTreeMap<String, Spanned<RawKvStore>>,
+    /// `[fleet]`: the fleet the host belongs to.
+    pub(crate) fleet: Option<Spanned<RawFleet>>,
+}
+
+/// `[fleet]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFleet {
+    pub(crate) name: String,
+    pub(crate) nats_url_env: Option<String>,
+    pub(crate) deploy_secrets: Option<Vec<String>>,
 }
 
 /// `[kv.NAME]`.
