@@ -53,7 +53,7 @@ impl Fleet {
     fn start(hosts: usize, without_secret: &[usize]) -> Fleet {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().unwrap();
-        let start_manifest = manifest(dir.path(), "start.toml", "v0", &component("probe"), "");
+        let start_manifest = manifest(dir.path(), "start.toml", "v0", &component("fixture_probe"), "");
         let mut fleet = Fleet {
             nats,
             dir,
@@ -242,7 +242,7 @@ fn three_deploys_under_load_reach_every_host_and_the_invalid_one_none() {
     let fleet = Fleet::start(3, &[]);
     let addrs = fleet.running().map(|h| h.addr).collect();
     let load = Load::start(addrs, 3);
-    let probe = component("probe");
+    let probe = component("fixture_probe");
     let broken = fleet.dir.path().join("broken.wasm");
     std::fs::write(&broken, b"\0asm not a component at all").unwrap();
 
@@ -302,7 +302,7 @@ fn three_deploys_under_load_reach_every_host_and_the_invalid_one_none() {
 fn a_deploy_one_host_cannot_prepare_is_refused_naming_that_host() {
     let fleet = Fleet::start(3, &[2]);
     let lacking = fleet.host(2).addr.port();
-    let output = fleet.deploy("v1", &component("probe"), "secrets = [\"ONLY_SOME\"]", &[]);
+    let output = fleet.deploy("v1", &component("fixture_probe"), "secrets = [\"ONLY_SOME\"]", &[]);
     assert!(!output.status.success(), "deployed without a host's secret");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -320,7 +320,7 @@ fn a_deploy_one_host_cannot_prepare_is_refused_naming_that_host() {
     }
     assert!(fleet.status().contains("no deployment yet"));
     // The two that have the secret would have served it: nothing stuck.
-    let plain = fleet.deploy("v2", &component("probe"), "", &[]);
+    let plain = fleet.deploy("v2", &component("fixture_probe"), "", &[]);
     assert!(plain.status.success());
     for host in fleet.running() {
         assert_eq!(version(host), "v2");
@@ -330,7 +330,7 @@ fn a_deploy_one_host_cannot_prepare_is_refused_naming_that_host() {
 #[test]
 fn of_two_racing_deploys_exactly_one_wins() {
     let fleet = Fleet::start(2, &[]);
-    assert!(fleet.deploy("v1", &component("probe"), "", &[]).status.success());
+    assert!(fleet.deploy("v1", &component("fixture_probe"), "", &[]).status.success());
     let racers: Vec<_> = ["v2", "v3"]
         .into_iter()
         .map(|version| {
@@ -338,7 +338,7 @@ fn of_two_racing_deploys_exactly_one_wins() {
                 fleet.dir.path(),
                 &format!("{version}.toml"),
                 version,
-                &component("probe"),
+                &component("fixture_probe"),
                 "",
             );
             let url = fleet.nats.url();
@@ -375,7 +375,7 @@ fn of_two_racing_deploys_exactly_one_wins() {
 #[test]
 fn a_killed_host_drops_out_and_restarts_serving_the_current_deployment() {
     let mut fleet = Fleet::start(3, &[]);
-    assert!(fleet.deploy("v1", &component("probe"), "", &[]).status.success());
+    assert!(fleet.deploy("v1", &component("fixture_probe"), "", &[]).status.success());
     let survivors = vec![fleet.host(0).addr, fleet.host(1).addr];
     let load = Load::start(survivors, 2);
     let killed_port = fleet.host(2).addr.port();
@@ -403,7 +403,7 @@ fn a_killed_host_drops_out_and_restarts_serving_the_current_deployment() {
     );
 
     // A rollback reaches every host too.
-    assert!(fleet.deploy("v2", &component("probe"), "", &[]).status.success());
+    assert!(fleet.deploy("v2", &component("fixture_probe"), "", &[]).status.success());
     let rolled = fleet.edgehost(&["rollback"]);
     assert!(rolled.status.success());
     assert!(String::from_utf8_lossy(&rolled.stdout).contains("deployment 1 on all 3 hosts"));
@@ -418,12 +418,14 @@ fn a_killed_host_drops_out_and_restarts_serving_the_current_deployment() {
 #[test]
 fn with_nats_down_hosts_keep_serving_and_deploys_are_refused_then_catch_up() {
     let mut fleet = Fleet::start(2, &[]);
-    assert!(fleet.deploy("v1", &component("probe"), "", &[]).status.success());
+    assert!(fleet.deploy("v1", &component("fixture_probe"), "", &[]).status.success());
     fleet.nats.stop();
+    // Once a heartbeat fails, each host says so (once) and keeps serving.
     for host in fleet.running() {
+        host.wait_for_log("until NATS is back");
         assert_eq!(version(host), "v1", "a host stopped serving without NATS");
     }
-    let refused = fleet.deploy("v2", &component("probe"), "", &[]);
+    let refused = fleet.deploy("v2", &component("fixture_probe"), "", &[]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("cannot reach NATS"), "{stderr}");
@@ -436,8 +438,11 @@ fn with_nats_down_hosts_keep_serving_and_deploys_are_refused_then_catch_up() {
     fleet.hosts[1] = Some(restarted);
 
     fleet.nats.restart();
-    fleet.wait_for_live(2);
-    let deployed = fleet.deploy("v2", &component("probe"), "", &[]);
+    // Each host says once that NATS is back (its client reconnects itself).
+    for host in fleet.running() {
+        host.wait_for_log("NATS answers again");
+    }
+    let deployed = fleet.deploy("v2", &component("fixture_probe"), "", &[]);
     assert!(deployed.status.success());
     for host in fleet.running() {
         assert_eq!(version(host), "v2");

@@ -116,6 +116,10 @@ pub(crate) async fn connect(url: &str, shown: &str) -> anyhow::Result<async_nats
         .connection_timeout(NATS_TIMEOUT)
         .request_timeout(Some(NATS_TIMEOUT))
         .max_reconnects(None)
+        // Back soon after NATS is: 0.1 s, 0.2 s, ... at most 1 s apart.
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((attempts as u64 * 100).min(1000))
+        })
         .name("edgehost");
     tokio::time::timeout(NATS_TIMEOUT * 2, options.connect(url))
         .await
@@ -399,13 +403,30 @@ impl Bus {
     }
 }
 
-/// The bucket `config` names, made if missing.
+/// The bucket `config` names, made if missing. The stream is made as the
+/// key-value layout wants it, by hand: the client's own bucket creation
+/// reads account fields that NATS 2.9 does not send.
 async fn open_kv(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<kv::Store> {
     let bucket = config.bucket.clone();
     if let Ok(store) = within("open a bucket", js.get_key_value(&bucket)).await {
         return Ok(store);
     }
-    within(&format!("make the bucket {bucket}"), js.create_key_value(config)).await
+    let stream = jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(config.description),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: config.history.max(1),
+        max_age: config.max_age,
+        storage: jetstream::stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    };
+    within(&format!("make the bucket {bucket}"), js.create_stream(stream)).await?;
+    within("open a bucket", js.get_key_value(&bucket)).await
 }
 
 #[cfg(test)]

@@ -65,6 +65,18 @@ pub(crate) fn host_name(listen: SocketAddr) -> String {
     format!("{machine}-{}", listen.port())
 }
 
+/// A watch of the pointer (its current value first), if NATS gives one in
+/// time; without one, the heartbeat's reading of the pointer does.
+async fn watch_pointer(bus: &Bus) -> Option<async_nats::jetstream::kv::Watch> {
+    tokio::time::timeout(
+        bus::NATS_TIMEOUT,
+        bus.deployments.watch_with_history("current"),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
 impl Member {
     pub(crate) fn new(
         fleet: String,
@@ -169,7 +181,7 @@ impl Member {
             .subscribe(bus.prepare_subject())
             .await
             .map_err(|err| anyhow::anyhow!("subscribe to prepare requests: {err}"))?;
-        let mut watch = bus.deployments.watch_with_history("current").await.ok();
+        let mut watch = watch_pointer(bus).await;
         let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
         loop {
             tokio::select! {
@@ -200,7 +212,7 @@ impl Member {
                     let catch_up = bus.clone();
                     tokio::spawn(async move { member.catch_up(&catch_up).await });
                     if watch.is_none() {
-                        watch = bus.deployments.watch_with_history("current").await.ok();
+                        watch = watch_pointer(bus).await;
                     }
                 }
             }
