@@ -370,11 +370,20 @@ impl Bus {
     /// Every live host: its heartbeat and how old it is.
     pub(crate) async fn live_hosts(&self) -> anyhow::Result<Vec<(Heartbeat, Duration)>> {
         use futures_util::StreamExt;
-        let mut keys = within("list the hosts", self.hosts.keys()).await?;
+        // The subjects the stream holds now: a finite list (a key watch, as
+        // `keys()` is, keeps delivering while hosts keep beating).
+        let prefix = self.hosts.prefix.clone();
+        let mut subjects = within(
+            "list the hosts",
+            self.hosts.stream.info_with_subjects(format!("{prefix}>")),
+        )
+        .await?;
         let mut names = Vec::new();
         loop {
-            match tokio::time::timeout(NATS_TIMEOUT, keys.next()).await {
-                Ok(Some(Ok(key))) => names.push(key),
+            match tokio::time::timeout(NATS_TIMEOUT, subjects.next()).await {
+                Ok(Some(Ok((subject, _)))) => {
+                    names.extend(subject.strip_prefix(&prefix).map(str::to_string));
+                }
                 Ok(Some(Err(err))) => anyhow::bail!("list the hosts: {err}"),
                 Ok(None) => break,
                 Err(_) => anyhow::bail!("list the hosts: NATS did not answer in time"),
