@@ -5,17 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The shared key-value tests start private Redis and PostgreSQL servers:
-# install them from Debian's packages when missing.
+# The shared key-value and fleet tests start private Redis, PostgreSQL and
+# NATS servers: install them from Debian's packages when missing.
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=(postgresql)
 fi
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    echo "installing ${missing[*]} for the key-value tests" >&2
+    echo "installing ${missing[*]} for the key-value and fleet tests" >&2
     $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}"
 fi
 

@@ -19,6 +19,8 @@ use support::backends::NatsServer;
 use support::{component, request, Host, Start};
 
 const FLEET: &str = "test";
+/// Host 0's admin token (the others run without the admin API).
+const TOKEN: &str = "fleet-admin-token-0123456789";
 
 /// A manifest of fleet `test` serving the probe as `version`; `extra`
 /// goes into the route's entry.
@@ -53,7 +55,13 @@ impl Fleet {
     fn start(hosts: usize, without_secret: &[usize]) -> Fleet {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().unwrap();
-        let start_manifest = manifest(dir.path(), "start.toml", "v0", &component("fixture_probe"), "");
+        let start_manifest = manifest(
+            dir.path(),
+            "start.toml",
+            "v0",
+            &component("fixture_probe"),
+            "",
+        );
         let mut fleet = Fleet {
             nats,
             dir,
@@ -70,15 +78,26 @@ impl Fleet {
 
     fn start_host(&self, n: usize, with_secret: bool) -> Host {
         let url = self.nats.url();
-        let mut env = vec![("FLEET_NATS", url.as_str())];
+        let mut env = vec![
+            ("FLEET_NATS", url.as_str()),
+            ("EDGEHOST_ADMIN_TOKEN", TOKEN),
+        ];
         if with_secret {
             env.push(("ONLY_SOME", "shh"));
         }
-        Host::start(Start {
-            manifest: &self.start_manifest,
-            data_dir: &self.dir.path().join(format!("host{n}")),
-            env,
-        })
+        let admin: &[&str] = if n == 0 {
+            &["serve", "--admin", "127.0.0.1:0"]
+        } else {
+            &[]
+        };
+        Host::start_with_args(
+            Start {
+                manifest: &self.start_manifest,
+                data_dir: &self.dir.path().join(format!("host{n}")),
+                env,
+            },
+            admin,
+        )
     }
 
     fn host(&self, n: usize) -> &Host {
@@ -151,7 +170,10 @@ impl Fleet {
 /// The version a probe answer came from, checked to be one deployment's.
 fn version_of(status: u16, body: &[u8]) -> Result<String, String> {
     if status != 200 {
-        return Err(format!("status {status}: {}", String::from_utf8_lossy(body)));
+        return Err(format!(
+            "status {status}: {}",
+            String::from_utf8_lossy(body)
+        ));
     }
     let json: serde_json::Value =
         serde_json::from_slice(body).map_err(|err| format!("not JSON: {err}"))?;
@@ -202,9 +224,8 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) {
                         let addr = addrs[n % addrs.len()];
                         n += 1;
-                        let reply = std::panic::catch_unwind(|| {
-                            request(addr, "GET", "/probe", &[], b"")
-                        });
+                        let reply =
+                            std::panic::catch_unwind(|| request(addr, "GET", "/probe", &[], b""));
                         let answer = match reply {
                             Ok(reply) => version_of(reply.status, &reply.body),
                             Err(_) => Err(format!("no answer from {addr}")),
@@ -251,7 +272,11 @@ fn three_deploys_under_load_reach_every_host_and_the_invalid_one_none() {
     assert!(first.status.success(), "the first deploy failed");
     times.push(convergence_ms(&first));
     for host in fleet.running() {
-        assert_eq!(version(host), "v1", "every host serves v1 once the deploy returns");
+        assert_eq!(
+            version(host),
+            "v1",
+            "every host serves v1 once the deploy returns"
+        );
     }
 
     let invalid = fleet.deploy("v2", &broken, "", &[]);
@@ -272,7 +297,11 @@ fn three_deploys_under_load_reach_every_host_and_the_invalid_one_none() {
 
     let (seen, errors) = load.finish();
     assert!(errors.is_empty(), "errors under load: {errors:?}");
-    assert!(seen.len() > 100, "the load made only {} requests", seen.len());
+    assert!(
+        seen.len() > 100,
+        "the load made only {} requests",
+        seen.len()
+    );
     assert!(
         !seen.iter().any(|v| v == "v2"),
         "a host served the invalid deployment"
@@ -302,7 +331,12 @@ fn three_deploys_under_load_reach_every_host_and_the_invalid_one_none() {
 fn a_deploy_one_host_cannot_prepare_is_refused_naming_that_host() {
     let fleet = Fleet::start(3, &[2]);
     let lacking = fleet.host(2).addr.port();
-    let output = fleet.deploy("v1", &component("fixture_probe"), "secrets = [\"ONLY_SOME\"]", &[]);
+    let output = fleet.deploy(
+        "v1",
+        &component("fixture_probe"),
+        "secrets = [\"ONLY_SOME\"]",
+        &[],
+    );
     assert!(!output.status.success(), "deployed without a host's secret");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -330,7 +364,10 @@ fn a_deploy_one_host_cannot_prepare_is_refused_naming_that_host() {
 #[test]
 fn of_two_racing_deploys_exactly_one_wins() {
     let fleet = Fleet::start(2, &[]);
-    assert!(fleet.deploy("v1", &component("fixture_probe"), "", &[]).status.success());
+    assert!(fleet
+        .deploy("v1", &component("fixture_probe"), "", &[])
+        .status
+        .success());
     let racers: Vec<_> = ["v2", "v3"]
         .into_iter()
         .map(|version| {
@@ -375,7 +412,10 @@ fn of_two_racing_deploys_exactly_one_wins() {
 #[test]
 fn a_killed_host_drops_out_and_restarts_serving_the_current_deployment() {
     let mut fleet = Fleet::start(3, &[]);
-    assert!(fleet.deploy("v1", &component("fixture_probe"), "", &[]).status.success());
+    assert!(fleet
+        .deploy("v1", &component("fixture_probe"), "", &[])
+        .status
+        .success());
     let survivors = vec![fleet.host(0).addr, fleet.host(1).addr];
     let load = Load::start(survivors, 2);
     let killed_port = fleet.host(2).addr.port();
@@ -397,28 +437,62 @@ fn a_killed_host_drops_out_and_restarts_serving_the_current_deployment() {
     fleet.hosts[2] = Some(back);
     let status = fleet.wait_for_live(3);
     assert_eq!(
-        status.lines().filter(|l| l.contains("127.0.0.1:")).filter(|l| l.contains(" 1 ")).count(),
+        status
+            .lines()
+            .filter(|l| l.contains("127.0.0.1:"))
+            .filter(|l| l.contains(" 1 "))
+            .count(),
         3,
         "{status}"
     );
 
     // A rollback reaches every host too.
-    assert!(fleet.deploy("v2", &component("fixture_probe"), "", &[]).status.success());
+    assert!(fleet
+        .deploy("v2", &component("fixture_probe"), "", &[])
+        .status
+        .success());
     let rolled = fleet.edgehost(&["rollback"]);
     assert!(rolled.status.success());
     assert!(String::from_utf8_lossy(&rolled.stdout).contains("deployment 1 on all 3 hosts"));
     for host in fleet.running() {
         assert_eq!(version(host), "v1");
     }
+    // Ids are the fleet's, in the metrics and /readyz too.
+    let host = fleet.host(0);
+    let metrics = host.admin_request("GET", "/metrics", TOKEN, b"").text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"edgehost_deployment_info{id="1"} 1"#),
+        "{metrics}"
+    );
+    assert_eq!(
+        host.admin_request("GET", "/readyz", "", b"").json()["deployment"],
+        "1"
+    );
+    // A host in a fleet takes no deploys of its own.
+    let own = host.admin_request("POST", "/v1/rollback", TOKEN, b"");
+    assert_eq!(own.status, 409);
+    assert!(
+        own.text().contains("edgehost rollback --fleet test"),
+        "{}",
+        own.text()
+    );
     let again = fleet.edgehost(&["rollback"]);
-    assert!(!again.status.success(), "rolled back past the first deployment");
+    assert!(
+        !again.status.success(),
+        "rolled back past the first deployment"
+    );
     assert!(String::from_utf8_lossy(&again.stderr).contains("no deployment before 1"));
 }
 
 #[test]
 fn with_nats_down_hosts_keep_serving_and_deploys_are_refused_then_catch_up() {
     let mut fleet = Fleet::start(2, &[]);
-    assert!(fleet.deploy("v1", &component("fixture_probe"), "", &[]).status.success());
+    assert!(fleet
+        .deploy("v1", &component("fixture_probe"), "", &[])
+        .status
+        .success());
     fleet.nats.stop();
     // Once a heartbeat fails, each host says so (once) and keeps serving.
     for host in fleet.running() {
@@ -429,7 +503,10 @@ fn with_nats_down_hosts_keep_serving_and_deploys_are_refused_then_catch_up() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("cannot reach NATS"), "{stderr}");
-    assert!(stderr.contains("nothing") || stderr.contains("cannot be changed"), "{stderr}");
+    assert!(
+        stderr.contains("nothing") || stderr.contains("cannot be changed"),
+        "{stderr}"
+    );
 
     // A host restarted meanwhile serves what it last had.
     fleet.hosts[1] = None;

@@ -23,7 +23,10 @@ impl FleetTarget {
     /// Connects to NATS and opens the fleet's buckets.
     async fn open(&self, nats_env: &str) -> anyhow::Result<Bus> {
         if !crate::manifest::fleet::is_fleet_name(&self.fleet) {
-            anyhow::bail!("{:?} is not a fleet name (letters, digits, `_` and `-`)", self.fleet);
+            anyhow::bail!(
+                "{:?} is not a fleet name (letters, digits, `_` and `-`)",
+                self.fleet
+            );
         }
         let (url, shown) = match &self.nats {
             Some(url) => (url.clone(), "--nats".to_string()),
@@ -39,9 +42,9 @@ impl FleetTarget {
         let client = fleet::connect(&url, &shown).await.map_err(|err| {
             anyhow::anyhow!("{err:#}; the fleet cannot be changed while NATS is unreachable")
         })?;
-        Bus::open(client, &self.fleet).await.map_err(|err| {
-            anyhow::anyhow!("fleet {}: {err:#}; nothing changed", self.fleet)
-        })
+        Bus::open(client, &self.fleet)
+            .await
+            .map_err(|err| anyhow::anyhow!("fleet {}: {err:#}; nothing changed", self.fleet))
     }
 }
 

@@ -85,18 +85,26 @@ pub(super) fn serve_with(
                     spec.name()
                 );
             }
-            manifest::fleet::check_nats_url(&url)
-                .map_err(|reason| anyhow::anyhow!("{}: [fleet]: {var}: {reason}", file.display()))?;
+            manifest::fleet::check_nats_url(&url).map_err(|reason| {
+                anyhow::anyhow!("{}: [fleet]: {var}: {reason}", file.display())
+            })?;
             Some((spec.clone(), url))
         }
     };
     let deploy_secrets = match &manifest.fleet {
         Some(spec) => spec.deploy_secrets.clone(),
-        None => admin_settings.as_ref().and_then(|s| s.deploy_secrets.clone()),
+        None => admin_settings
+            .as_ref()
+            .and_then(|s| s.deploy_secrets.clone()),
     };
     let host = Arc::new(Host::new(runtime, table, manifest, build_errors));
-    let deployer = (admin_settings.is_some() || fleet.is_some())
-        .then(|| Arc::new(Deployer::new(Arc::clone(&host), deploy_secrets.as_ref(), &data_dir)));
+    let deployer = (admin_settings.is_some() || fleet.is_some()).then(|| {
+        Arc::new(Deployer::new(
+            Arc::clone(&host),
+            deploy_secrets.as_ref(),
+            &data_dir,
+        ))
+    });
     let admin = admin_settings
         .zip(deployer.clone())
         .map(|(settings, deployer)| {

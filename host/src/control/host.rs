@@ -32,7 +32,11 @@ impl Host {
     ) -> Host {
         let source = manifest.file.display().to_string();
         // In a fleet, ids are the fleet's; the command line's table is not one.
-        let id = if manifest.fleet.is_some() { "local" } else { "1" };
+        let id = if manifest.fleet.is_some() {
+            "local"
+        } else {
+            "1"
+        };
         let deployments = Deployments::new(table, id, source, Arc::clone(runtime.metrics()));
         Host {
             runtime,

@@ -123,7 +123,9 @@ pub(crate) async fn connect(url: &str, shown: &str) -> anyhow::Result<async_nats
         .name("edgehost");
     tokio::time::timeout(NATS_TIMEOUT * 2, options.connect(url))
         .await
-        .map_err(|_| anyhow::anyhow!("cannot reach NATS ({shown}): no answer within {NATS_TIMEOUT:?}"))?
+        .map_err(|_| {
+            anyhow::anyhow!("cannot reach NATS ({shown}): no answer within {NATS_TIMEOUT:?}")
+        })?
         .map_err(|err| anyhow::anyhow!("cannot reach NATS ({shown}): {err}"))
 }
 
@@ -177,8 +179,7 @@ impl Bus {
         )
         .await?;
         let bucket = format!("edgehost-{fleet}-components");
-        let components = match within("open the components", js.get_object_store(&bucket)).await
-        {
+        let components = match within("open the components", js.get_object_store(&bucket)).await {
             Ok(store) => store,
             Err(_) => {
                 within(
@@ -209,7 +210,11 @@ impl Bus {
     /// The pointer and its revision (for compare-and-swap); `None` before
     /// the fleet's first deployment.
     pub(crate) async fn pointer(&self) -> anyhow::Result<Option<(Pointer, u64)>> {
-        let entry = within("read the current pointer", self.deployments.entry("current")).await?;
+        let entry = within(
+            "read the current pointer",
+            self.deployments.entry("current"),
+        )
+        .await?;
         match entry {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 let pointer = serde_json::from_slice(&entry.value)
@@ -229,17 +234,29 @@ impl Bus {
     ) -> anyhow::Result<bool> {
         let value = Bytes::from(serde_json::to_vec(pointer)?);
         let moved = match revision {
-            Some(revision) => {
-                tokio::time::timeout(
-                    NATS_TIMEOUT,
-                    self.deployments.update("current", value, revision),
-                )
-                .await
-                .map(|r| r.map(|_| ()).map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string())))
-            }
+            Some(revision) => tokio::time::timeout(
+                NATS_TIMEOUT,
+                self.deployments.update("current", value, revision),
+            )
+            .await
+            .map(|r| {
+                r.map(|_| ()).map_err(|e| {
+                    (
+                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                        e.to_string(),
+                    )
+                })
+            }),
             None => tokio::time::timeout(NATS_TIMEOUT, self.deployments.create("current", value))
                 .await
-                .map(|r| r.map(|_| ()).map_err(|e| (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string()))),
+                .map(|r| {
+                    r.map(|_| ()).map_err(|e| {
+                        (
+                            e.kind() == kv::CreateErrorKind::AlreadyExists,
+                            e.to_string(),
+                        )
+                    })
+                }),
         };
         match moved {
             Ok(Ok(())) => Ok(true),
@@ -434,7 +451,11 @@ async fn open_kv(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<
         num_replicas: 1,
         ..Default::default()
     };
-    within(&format!("make the bucket {bucket}"), js.create_stream(stream)).await?;
+    within(
+        &format!("make the bucket {bucket}"),
+        js.create_stream(stream),
+    )
+    .await?;
     within("open a bucket", js.get_key_value(&bucket)).await
 }
 
@@ -450,7 +471,10 @@ mod tests {
         let third = first.then("2").then("3");
         assert_eq!(third.history, ["1", "2"]);
         let back = third.back().unwrap();
-        assert_eq!((back.id.as_str(), back.history.clone()), ("2", vec!["1".to_string()]));
+        assert_eq!(
+            (back.id.as_str(), back.history.clone()),
+            ("2", vec!["1".to_string()])
+        );
         let mut long = Pointer::default();
         for id in 0..50 {
             long = long.then(&id.to_string());

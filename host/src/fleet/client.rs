@@ -76,8 +76,15 @@ pub(crate) async fn deploy(
     })
     .await?;
     let base = pointer.clone().map(|(p, _)| p).unwrap_or_default();
-    let moved = switch(bus, &id, base.then(&id), pointer.map(|(_, r)| r), hosts, prepare_within)
-        .await;
+    let moved = switch(
+        bus,
+        &id,
+        base.then(&id),
+        pointer.map(|(_, r)| r),
+        hosts,
+        prepare_within,
+    )
+    .await;
     if moved.is_err() {
         bus.forget_record(&id).await;
     }
@@ -261,15 +268,14 @@ async fn prepare(
                     )
                 };
                 let names: Vec<&str> = silent.iter().map(|s| s.as_str()).collect();
-                bail!(
-                    "refused: host {} {why}; no host switched",
-                    names.join(", ")
-                );
+                bail!("refused: host {} {why}; no host switched", names.join(", "));
             }
         }
     }
-    let failed: Vec<(&String, &Vec<String>)> =
-        done.iter().filter(|(_, errors)| !errors.is_empty()).collect();
+    let failed: Vec<(&String, &Vec<String>)> = done
+        .iter()
+        .filter(|(_, errors)| !errors.is_empty())
+        .collect();
     if !failed.is_empty() {
         let mut message = format!(
             "refused: {} of {} hosts cannot serve deployment {id}; no host switched",

@@ -61,7 +61,11 @@ pub(crate) fn host_name(listen: SocketAddr) -> String {
             }
         })
         .collect();
-    let machine = if machine.is_empty() { "host".into() } else { machine };
+    let machine = if machine.is_empty() {
+        "host".into()
+    } else {
+        machine
+    };
     format!("{machine}-{}", listen.port())
 }
 
@@ -321,7 +325,11 @@ impl Member {
             self.set_problem(None);
             return;
         }
-        let tried = self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let tried = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some((id, when)) = tried {
             if id == pointer.id && when.elapsed() < RETRY_FAILED {
                 return;

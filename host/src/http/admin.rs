@@ -168,8 +168,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
                 .collect();
             json(StatusCode::OK, &json!({ "deployments": list }))
         }
-        (&Method::POST, "/v1/deployments" | "/v1/rollback", _)
-            | (&Method::PUT, _, Some(_))
+        (&Method::POST, "/v1/deployments" | "/v1/rollback", _) | (&Method::PUT, _, Some(_))
             if host.started_with.fleet.is_some() =>
         {
             let fleet = host.started_with.fleet.as_ref().map_or("", |f| f.name());
@@ -269,7 +268,10 @@ async fn deploy(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
     };
     let request: DeployRequest = match serde_json::from_slice(&body) {
         // Ids are the host's to give.
-        Ok(request) => DeployRequest { id: None, ..request },
+        Ok(request) => DeployRequest {
+            id: None,
+            ..request
+        },
         Err(err) => {
             return error(
                 StatusCode::BAD_REQUEST,

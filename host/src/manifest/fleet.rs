@@ -53,9 +53,14 @@ pub(crate) fn check(raw: &RawFleet, is_var: &dyn Fn(&str) -> bool) -> Result<Fle
             raw.name
         ));
     }
-    let nats_url_env = raw.nats_url_env.clone().unwrap_or_else(|| "NATS_URL".into());
+    let nats_url_env = raw
+        .nats_url_env
+        .clone()
+        .unwrap_or_else(|| "NATS_URL".into());
     if !is_var(&nats_url_env) {
-        return Err(format!("nats_url_env {nats_url_env:?} is not a variable name"));
+        return Err(format!(
+            "nats_url_env {nats_url_env:?} is not a variable name"
+        ));
     }
     Ok(FleetSpec {
         name: raw.name.clone(),
@@ -102,7 +107,10 @@ mod tests {
                 "m.toml:1: [fleet]: nats_url_env \"1X\" is not a variable name",
             ),
             ("[fleet]\nnats_url_env = \"N\"\n", "missing field `name`"),
-            ("[fleet]\nname = \"p\"\nurl = \"nats://x\"\n", "unknown field `url`"),
+            (
+                "[fleet]\nname = \"p\"\nurl = \"nats://x\"\n",
+                "unknown field `url`",
+            ),
         ] {
             let error = manifest(text).unwrap_err();
             assert!(error.contains(expected), "for\n{text}\ngot: {error}");

@@ -27,8 +27,8 @@
 //! | `error.rs` | [`ManifestError`], one per problem |
 
 mod error;
-pub(crate) mod folders;
 pub(crate) mod fleet;
+pub(crate) mod folders;
 pub(crate) mod kv;
 pub(crate) mod limits;
 mod mount;

@@ -44,19 +44,20 @@ pub(crate) fn check(
     // 4. `[admin]` and `[kv.NAME]`.
     let admin = raw.admin.as_ref().map(|admin| checker.admin(admin));
     let kv = checker.kv_stores(&raw.kv);
-    let fleet = raw.fleet.as_ref().and_then(|table| {
-        match super::fleet::check(table.get_ref(), &is_name) {
-            Ok(fleet) => Some(fleet),
-            Err(reason) => {
-                checker.errors.push(ManifestError::Fleet {
-                    file: checker.file.clone(),
-                    line: checker.line(table.span().start),
-                    reason,
-                });
-                None
-            }
-        }
-    });
+    let fleet =
+        raw.fleet.as_ref().and_then(
+            |table| match super::fleet::check(table.get_ref(), &is_name) {
+                Ok(fleet) => Some(fleet),
+                Err(reason) => {
+                    checker.errors.push(ManifestError::Fleet {
+                        file: checker.file.clone(),
+                        line: checker.line(table.span().start),
+                        reason,
+                    });
+                    None
+                }
+            },
+        );
     // 5. Each route: its path, its shape unique, its component, its grants,
     //    its limits.
     let has_folder = raw.folder.is_some();
