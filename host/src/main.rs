@@ -79,7 +79,6 @@ impl FleetArgs {
         cli::FleetTarget {
             fleet,
             nats: self.nats,
-            nats_env: "NATS_URL".into(),
             expect_current: self.expect_current,
             prepare_timeout: std::time::Duration::from_secs(self.prepare_timeout),
         }
@@ -260,7 +259,6 @@ fn main() -> ExitCode {
         } => cli::fleet_status(&cli::FleetTarget {
             fleet,
             nats,
-            nats_env: "NATS_URL".into(),
             expect_current: None,
             prepare_timeout: std::time::Duration::from_secs(120),
         }),

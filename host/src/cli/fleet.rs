@@ -4,15 +4,16 @@
 use super::client_runtime;
 use super::deploy::Bundle;
 use crate::fleet::{self, Bus, Moved};
+use crate::manifest::fleet::NATS_URL_ENV;
 use std::path::Path;
 use std::time::Duration;
 
 /// Where a fleet command finds NATS and which fleet it means.
 pub struct FleetTarget {
     pub fleet: String,
-    /// `--nats URL`, else the variable `nats_env` names.
+    /// `--nats URL`, else the variable a manifest's `[fleet]` names, else
+    /// `NATS_URL`.
     pub nats: Option<String>,
-    pub nats_env: String,
     /// Refuse unless the fleet still serves this deployment.
     pub expect_current: Option<String>,
     /// How long hosts have to prepare a deployment.
@@ -85,7 +86,7 @@ fn report(what: &str, target: &FleetTarget, moved: &Moved) {
 /// `edgehost deploy --fleet NAME`.
 pub fn deploy_fleet(manifest_path: &Path, target: &FleetTarget) -> anyhow::Result<()> {
     let Bundle { request, files } = Bundle::read(manifest_path)?;
-    let nats_env = nats_env_of(&request.manifest).unwrap_or_else(|| target.nats_env.clone());
+    let nats_env = nats_env_of(&request.manifest).unwrap_or_else(|| NATS_URL_ENV.to_string());
     client_runtime()?.block_on(async {
         let bus = target.open(&nats_env).await?;
         let file = request.file.clone();
@@ -105,7 +106,7 @@ pub fn deploy_fleet(manifest_path: &Path, target: &FleetTarget) -> anyhow::Resul
 /// `edgehost rollback --fleet NAME`.
 pub fn rollback_fleet(target: &FleetTarget) -> anyhow::Result<()> {
     client_runtime()?.block_on(async {
-        let bus = target.open(&target.nats_env).await?;
+        let bus = target.open(NATS_URL_ENV).await?;
         let moved = fleet::rollback(
             &bus,
             target.expect_current.as_deref(),
@@ -120,7 +121,7 @@ pub fn rollback_fleet(target: &FleetTarget) -> anyhow::Result<()> {
 /// `edgehost fleet status --fleet NAME`.
 pub fn fleet_status(target: &FleetTarget) -> anyhow::Result<()> {
     client_runtime()?.block_on(async {
-        let bus = target.open(&target.nats_env).await?;
+        let bus = target.open(NATS_URL_ENV).await?;
         print!("{}", fleet::status(&bus).await?);
         Ok(())
     })

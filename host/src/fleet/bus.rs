@@ -102,6 +102,14 @@ pub(crate) struct PrepareRequest {
     pub(crate) id: String,
 }
 
+/// The machine's name, as the kernel has it (empty if unknown).
+pub(crate) fn machine_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Seconds since 1970, now.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()

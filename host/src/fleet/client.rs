@@ -35,10 +35,7 @@ fn who() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "someone".into());
-    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|m| m.trim().to_string())
-        .unwrap_or_default();
-    format!("{user}@{machine}")
+    format!("{user}@{}", super::bus::machine_name())
 }
 
 /// Deploys `request` with the component files `files` (`(written, hash,

@@ -47,11 +47,7 @@ pub(crate) struct Member {
 /// The name a host goes by in its fleet: the machine's name and its public
 /// port, in the characters a key may hold.
 pub(crate) fn host_name(listen: SocketAddr) -> String {
-    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .unwrap_or_default();
-    let machine: String = machine
-        .trim()
+    let machine: String = bus::machine_name()
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {

@@ -11,6 +11,9 @@
 
 use super::schema::RawFleet;
 
+/// Where hosts and the fleet commands find the NATS URL unless told.
+pub(crate) const NATS_URL_ENV: &str = "NATS_URL";
+
 /// Where a fleet's name may not reach: it names JetStream buckets.
 const MAX_FLEET_NAME: usize = 32;
 
@@ -56,7 +59,7 @@ pub(crate) fn check(raw: &RawFleet, is_var: &dyn Fn(&str) -> bool) -> Result<Fle
     let nats_url_env = raw
         .nats_url_env
         .clone()
-        .unwrap_or_else(|| "NATS_URL".into());
+        .unwrap_or_else(|| NATS_URL_ENV.into());
     if !is_var(&nats_url_env) {
         return Err(format!(
             "nats_url_env {nats_url_env:?} is not a variable name"
