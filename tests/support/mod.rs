@@ -142,10 +142,27 @@ impl Host {
             child.id(),
             "the ready file names the host's process"
         );
-        let addr = ready["listen"]
+        let addr: SocketAddr = ready["listen"]
             .as_str()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no listen address in the ready file: {ready_text}"));
+        // The host logs "listening on" before it writes the ready file; once
+        // the reader has that line, every line of the startup is in the log.
+        loop {
+            if log
+                .lock()
+                .unwrap()
+                .contains(&format!("listening on http://{addr}"))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the host wrote its ready file but its log never said it listens:\n{}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let admin = ready["admin"]
             .as_str()
             .map(|a| a.parse().expect("admin address"));
