@@ -5,6 +5,7 @@
 mod support;
 
 use edgehost::capabilities::kv::{DiskKv, KvBackend, KvError, KvStores, Swap};
+use edgehost::capabilities::sql::SqlDatabases;
 
 use serde_json::json;
 use std::io::{Read, Write};
@@ -510,7 +511,9 @@ fn a_route_waiting_on_a_key_value_write_does_not_stall_other_requests() {
         gate: Arc::new(Mutex::new(gate)),
     };
     let settings = EngineSettings::for_manifest(&manifest, dir.path());
-    let runtime = Arc::new(Runtime::new(KvStores::new(Arc::new(kv)), settings).unwrap());
+    let runtime = Arc::new(
+        Runtime::new(KvStores::new(Arc::new(kv)), SqlDatabases::none(), settings).unwrap(),
+    );
     let table = Arc::new(runtime.load(&manifest).unwrap());
     let request = |method: &str, path: &str, body: &[u8]| GuestRequest {
         method: method.into(),

@@ -5,6 +5,7 @@
 //! prints one line: `instance <path>: mean <us> us, p50 <us> us, p99 <us> us`.
 
 use edgehost::capabilities::kv::{DiskKv, KvStores};
+use edgehost::capabilities::sql::SqlDatabases;
 use edgehost::manifest;
 use edgehost::runtime::{EngineSettings, GuestRequest, Method, Runtime};
 use std::sync::Arc;
@@ -28,7 +29,11 @@ fn main() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let kv = DiskKv::open(data.path())?;
     let settings = EngineSettings::for_manifest(&manifest, &manifest.data_dir);
-    let runtime = Runtime::new(KvStores::new(Arc::new(kv)), settings)
+    let runtime = Runtime::new(
+        KvStores::new(Arc::new(kv)),
+        SqlDatabases::new(data.path().join("sql"), Default::default()),
+        settings,
+    )
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let table = runtime.load(&manifest)?;
     let (route, params) = table

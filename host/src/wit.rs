@@ -12,12 +12,13 @@ pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../guest-sdk/wit",
         world: "edge:route/guest-imports",
-        // Key-value calls are async: a network store answers later, and the
-        // embedded one writes on the blocking pool.
+        // Key-value and SQL calls are async: a network store answers later,
+        // and the embedded ones run on the blocking pool.
         imports: { default: async },
         with: {
             "wasi:keyvalue/store.bucket": super::Bucket,
             "wasi:keyvalue/atomics.cas": super::Cas,
+            "edge:sql/sql.connection": super::SqlConnection,
         },
     });
 }
@@ -47,6 +48,12 @@ pub struct Cas {
     pub(crate) store: String,
     pub(crate) key: String,
     pub(crate) current: Option<Vec<u8>>,
+}
+
+/// The host's side of a SQL connection a guest opened: the name of the
+/// database (one the route was granted).
+pub struct SqlConnection {
+    pub(crate) name: String,
 }
 
 pub use bindings::edge::route::types::{Request, Response};

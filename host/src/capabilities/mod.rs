@@ -4,4 +4,5 @@
 
 pub mod kv;
 pub(crate) mod outbound;
+pub mod sql;
 pub(crate) mod stdio;

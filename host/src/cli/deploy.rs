@@ -43,6 +43,7 @@ impl Bundle {
         let manifest::Sources {
             components: written,
             folder_routes,
+            migrations: migration_dirs,
         } = manifest::Sources::read(&text, base)
             .map_err(|reason| anyhow::anyhow!("{file}: {reason}"))?;
         let mut components = BTreeMap::new();
@@ -60,12 +61,19 @@ impl Bundle {
             components.insert(component.clone(), hash.clone());
             files.push((component, hash, bytes));
         }
+        let mut migrations = BTreeMap::new();
+        for dir in migration_dirs {
+            let files = manifest::sql::read_migration_files(&base.join(&dir))
+                .map_err(|reason| anyhow::anyhow!("{file}: migrations: {reason}"))?;
+            migrations.insert(dir, files);
+        }
         Ok(Bundle {
             request: DeployRequest {
                 file,
                 manifest: text,
                 components,
                 folder_routes,
+                migrations,
                 id: None,
             },
             files,

@@ -41,6 +41,12 @@ pub fn routes(manifest_path: &Path) -> anyhow::Result<()> {
                 _ => format!("kv:{store}"),
             })
             .collect();
+        for database in &spec.sql {
+            grants.push(match loaded.manifest.sql.get(database) {
+                Some(config) => format!("sql:{database}({})", config.backend.name()),
+                None => format!("sql:{database}(sqlite)"),
+            });
+        }
         for (name, _) in &spec.env {
             if spec.secrets.contains(name) {
                 grants.push(format!("secret:{name}"));

@@ -30,6 +30,7 @@ pub use new::new_route;
 pub use serve::{serve, ServeOptions};
 
 use crate::capabilities::kv::{DiskKv, KvStores, NoKv};
+use crate::capabilities::sql::SqlDatabases;
 use crate::manifest::{self, Manifest};
 use crate::runtime::{EngineSettings, RouteTable, Runtime};
 use anyhow::Context;
@@ -98,22 +99,27 @@ fn load(
     };
     let data_dir = data_dir.unwrap_or_else(|| manifest.data_dir.clone());
     let env = |var: &str| std::env::var(var).ok();
-    let kv = match purpose {
+    let (kv, sql) = match purpose {
         Purpose::Serve => {
             let configs = manifest::kv::store_configs(&manifest, &env)?;
+            let databases = manifest::sql::database_configs(&manifest, &env)?;
             let embedded =
                 Arc::new(DiskKv::open(&data_dir).context("cannot open the key-value data")?);
-            KvStores::open(embedded, &configs).context("cannot open the key-value stores")?
+            (
+                KvStores::open(embedded, &configs).context("cannot open the key-value stores")?,
+                SqlDatabases::new(data_dir.join("sql"), databases),
+            )
         }
         // Checked as a host would (URLs set and well formed), not opened.
         Purpose::Inspect => {
             manifest::kv::store_configs(&manifest, &env)?;
-            KvStores::new(Arc::new(NoKv))
+            manifest::sql::database_configs(&manifest, &env)?;
+            (KvStores::new(Arc::new(NoKv)), SqlDatabases::none())
         }
-        Purpose::List => KvStores::new(Arc::new(NoKv)),
+        Purpose::List => (KvStores::new(Arc::new(NoKv)), SqlDatabases::none()),
     };
     let settings = EngineSettings::for_manifest(&manifest, &data_dir);
-    let runtime = Runtime::new(kv, settings)
+    let runtime = Runtime::new(kv, sql, settings)
         .map_err(|err| anyhow::anyhow!("cannot start the WebAssembly engine: {err:#}"))?;
     let table = runtime.load(&manifest)?;
     Ok(Loaded {

@@ -120,6 +120,11 @@ pub(super) fn serve_with(
         .build()
         .context("cannot start the async runtime")?;
     tokio.block_on(async move {
+        // The databases' migrations, before anything is served.
+        host.runtime
+            .migrate(&host.started_with)
+            .await
+            .map_err(|errors| anyhow::anyhow!("{errors}"))?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;

@@ -169,6 +169,11 @@ impl Deployer {
                         },
                         component: &|written| components.find(request.components.get(written)?),
                         discover: &|_, _| Ok(request.folder_routes.clone()),
+                        migrations: &|dir| {
+                            request.migrations.get(dir).cloned().ok_or_else(|| {
+                                format!("the deploy carries no migrations folder {dir}")
+                            })
+                        },
                     },
                 )
             })

@@ -100,10 +100,19 @@ impl Host {
             let manifest = parse()?;
             let warnings = restart_only_changes(&host.started_with, &manifest);
             let table = host.runtime.load(&manifest)?;
-            Ok::<_, ManifestErrors>((table, warnings))
+            Ok::<_, ManifestErrors>((manifest, table, warnings))
         })
         .await;
-        let reasons = match loaded {
+        // Migrations last: only a deployment that loads changes a database.
+        let migrated = match loaded {
+            Ok(Ok((manifest, table, warnings))) => match self.runtime.migrate(&manifest).await {
+                Ok(()) => Ok(Ok((table, warnings))),
+                Err(errors) => Ok(Err(errors)),
+            },
+            Ok(Err(errors)) => Ok(Err(errors)),
+            Err(err) => Err(err),
+        };
+        let reasons = match migrated {
             Ok(Ok((table, warnings))) => {
                 for warning in &warnings {
                     tracing::warn!("{source}: {warning}");
@@ -152,6 +161,15 @@ fn restart_only_changes(running: &Manifest, new: &Manifest) -> Vec<String> {
         };
         if !same {
             changed.push(format!("[kv.{store}]"));
+        }
+    }
+    // A database on another backend is refused when it loads; a new URL
+    // variable for the same backend waits for a restart.
+    for (database, spec) in &new.sql {
+        if let Some(running) = running.sql.get(database) {
+            if running.backend == spec.backend && !running.same_backend(spec) {
+                changed.push(format!("[sql.{database}] url_env"));
+            }
         }
     }
     changed

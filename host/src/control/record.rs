@@ -19,6 +19,10 @@ pub(crate) struct DeployRequest {
     /// The route crates the manifest's `[routes]` found on the client.
     #[serde(default)]
     pub(crate) folder_routes: Vec<FolderRoute>,
+    /// `[sql.NAME] migrations` folder as written -> its `.sql` files (name,
+    /// text), read on the client.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) migrations: BTreeMap<String, Vec<(String, String)>>,
     /// The fleet-wide id of a fleet deployment, kept in the record so that
     /// a host resumed without NATS says which one it serves; the admin API
     /// ignores it.

@@ -132,6 +132,20 @@ pub enum ManifestError {
         store: String,
         reason: String,
     },
+    #[error("{file}:{line}: [sql.{database}]: {reason}")]
+    SqlDatabase {
+        file: String,
+        line: usize,
+        database: String,
+        reason: String,
+    },
+    #[error("{reason}\n  (migrating [sql.{database}] of {file}:{line}; nothing was changed)")]
+    Migration {
+        file: String,
+        line: usize,
+        database: String,
+        reason: String,
+    },
     #[error("{file}:{line}: route {route:?}: {reason}")]
     Component {
         file: String,

@@ -58,6 +58,21 @@ pub struct Limits {
     /// Largest key-value value, in bytes: the default request body, so a
     /// route can store what it was sent.
     pub(crate) max_kv_value: usize,
+    /// Time one SQL query or batch may take (within `timeout`); past it the
+    /// statement is cancelled and the guest's call fails as unavailable.
+    /// 5 s is long for an API query and short enough to answer 503 before
+    /// the route's whole time is gone.
+    pub(crate) sql_timeout: Duration,
+    /// Rows one query may return (D1 and most ORMs page far below this).
+    pub(crate) max_sql_rows: usize,
+    /// Bytes of values one query may return: the default response body, so
+    /// a route can answer what it read.
+    pub(crate) max_sql_result: usize,
+    /// Longest SQL statement, in bytes (D1 allows 100 KB).
+    pub(crate) max_sql_statement: usize,
+    /// Parameters one statement may bind (D1 allows 100; a multi-row insert
+    /// wants more).
+    pub(crate) max_sql_params: usize,
 }
 
 impl Default for Limits {
@@ -75,6 +90,11 @@ impl Default for Limits {
             kv_timeout: Duration::from_secs(2),
             max_kv_key: 512,
             max_kv_value: MIB,
+            sql_timeout: Duration::from_secs(5),
+            max_sql_rows: 10_000,
+            max_sql_result: 16 * MIB,
+            max_sql_statement: 100 * KIB,
+            max_sql_params: 1000,
         }
     }
 }
@@ -176,7 +196,7 @@ fn count(value: u64) -> usize {
 }
 
 /// Every limit, in the order the README lists them.
-pub(crate) const LIMITS: [LimitSpec; 18] = [
+pub(crate) const LIMITS: [LimitSpec; 23] = [
     LimitSpec {
         key: "timeout",
         kind: Kind::Duration,
@@ -295,6 +315,56 @@ pub(crate) const LIMITS: [LimitSpec; 18] = [
             set: |l, v| l.max_kv_value = count(v),
         },
         when_hit: "a larger value is refused: the guest's call fails (`refused: ...`)",
+        listed: false,
+    },
+    LimitSpec {
+        key: "sql_timeout",
+        kind: Kind::Duration,
+        field: Field::Route {
+            get: |l| Some(millis(l.sql_timeout)),
+            set: |l, v| l.sql_timeout = Duration::from_millis(v),
+        },
+        when_hit: "one SQL query or batch (bounded by `timeout` too): the statement is cancelled (a batch rolled back) and the guest's call fails as unavailable, 503 with the SDK",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_sql_rows",
+        kind: Kind::Count,
+        field: Field::Route {
+            get: |l| Some(l.max_sql_rows as u64),
+            set: |l, v| l.max_sql_rows = count(v),
+        },
+        when_hit: "a query returning more rows is refused: the guest's call fails (`refused: ...`); a batch is rolled back",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_sql_result",
+        kind: Kind::Size,
+        field: Field::Route {
+            get: |l| Some(l.max_sql_result as u64),
+            set: |l, v| l.max_sql_result = count(v),
+        },
+        when_hit: "a query returning more bytes of values is refused: the guest's call fails (`refused: ...`); a batch is rolled back",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_sql_statement",
+        kind: Kind::Size,
+        field: Field::Route {
+            get: |l| Some(l.max_sql_statement as u64),
+            set: |l, v| l.max_sql_statement = count(v),
+        },
+        when_hit: "a longer statement is refused before the database sees it",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_sql_params",
+        kind: Kind::Count,
+        field: Field::Route {
+            get: |l| Some(l.max_sql_params as u64),
+            set: |l, v| l.max_sql_params = count(v),
+        },
+        when_hit: "a statement with more parameters is refused before the database sees it",
         listed: false,
     },
     LimitSpec {

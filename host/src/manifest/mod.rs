@@ -11,6 +11,7 @@
 //! path = "/api/posts/$postId"
 //! component = "target/wasm32-wasip2/release/api_posts_postid.wasm"
 //! kv = ["posts"]                      # stores the route may open
+//! sql = ["main"]                      # databases the route may open
 //! env = { LOG_LEVEL = "debug" }       # plain values the route sees as env vars
 //! secrets = ["STRIPE_WEBHOOK_SECRET"] # copied from the host's environment at load
 //! ```
@@ -21,6 +22,7 @@
 //! | `validate.rs` | the pipeline from text to a checked [`Manifest`], step by step |
 //! | `limits.rs` | every limit once: key, unit, scope, default, what happens when hit |
 //! | `kv.rs` | `[kv.NAME]`: each key-value store's backend |
+//! | `sql.rs` | `[sql.NAME]`: each SQL database's backend, its migrations read |
 //! | `fleet.rs` | `[fleet]`: the fleet a host takes its deployments from |
 //! | `folders.rs` | file-based routes: folder = URL, and where cargo puts components |
 //! | `mount.rs` | merging `[routes]` crates into the `[[route]]` entries |
@@ -33,11 +35,13 @@ pub(crate) mod kv;
 pub(crate) mod limits;
 mod mount;
 mod schema;
+pub(crate) mod sql;
 mod validate;
 
 pub use error::{ManifestError, ManifestErrors};
 pub use fleet::FleetSpec;
 pub use kv::{KvBackendKind, KvStoreSpec};
+pub use sql::{SqlBackendKind, SqlDatabaseSpec};
 pub use limits::{Limits, ServerLimits};
 
 use crate::capabilities::outbound::AllowedHost;
@@ -68,6 +72,8 @@ pub struct Manifest {
     pub admin: Option<AdminSettings>,
     /// Key-value stores given a backend by `[kv.NAME]`.
     pub kv: BTreeMap<String, KvStoreSpec>,
+    /// SQL databases given a backend (and migrations) by `[sql.NAME]`.
+    pub sql: BTreeMap<String, SqlDatabaseSpec>,
     /// The fleet the host belongs to, when `[fleet]` is given.
     pub fleet: Option<FleetSpec>,
     pub routes: Vec<RouteSpec>,
@@ -114,6 +120,8 @@ pub struct RouteSpec {
     pub(crate) line: usize,
     /// Key-value stores the route may open.
     pub(crate) kv: Vec<String>,
+    /// SQL databases the route may open.
+    pub(crate) sql: Vec<String>,
     /// Environment the route sees: `env` values, then secrets (sorted by name).
     pub(crate) env: Vec<(String, String)>,
     /// Which of `env` are secrets (their names, sorted), for listings that
@@ -149,6 +157,8 @@ pub(crate) struct Lookup<'a> {
     pub(crate) component: &'a dyn Fn(&str) -> Option<PathBuf>,
     /// The route crates of `[routes]`.
     pub(crate) discover: &'a Discover<'a>,
+    /// The migration files of a `[sql.NAME] migrations` folder as written.
+    pub(crate) migrations: &'a dyn Fn(&str) -> Result<Vec<sql::MigrationFile>, String>,
 }
 
 /// The folder a manifest file is in.
@@ -193,6 +203,7 @@ pub(crate) fn parse(
                 path.is_file().then_some(path)
             },
             discover: &|dir, target_dir| folders::discover(base, dir, target_dir),
+            migrations: &|dir| sql::read_migration_files(&base.join(dir)),
         },
     )
 }
@@ -214,6 +225,8 @@ pub(crate) fn check(
 pub(crate) struct Sources {
     pub(crate) components: Vec<String>,
     pub(crate) folder_routes: Vec<FolderRoute>,
+    /// `[sql.NAME] migrations` folders as written.
+    pub(crate) migrations: Vec<String>,
 }
 
 impl Sources {
@@ -226,6 +239,12 @@ impl Sources {
                 folders::discover(base, folder.dir.get_ref(), &folder.target_dir(base))?
             }
         };
+        let migrations = raw
+            .sql
+            .values()
+            .filter_map(|table| table.get_ref().migrations.as_ref())
+            .map(|dir| dir.get_ref().clone())
+            .collect();
         let components = raw
             .routes
             .into_iter()
@@ -235,6 +254,7 @@ impl Sources {
         Ok(Sources {
             components,
             folder_routes,
+            migrations,
         })
     }
 

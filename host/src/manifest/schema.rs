@@ -27,6 +27,9 @@ pub(crate) struct RawManifest {
     /// `[kv.NAME]`: key-value stores' backends.
     #[serde(default)]
     pub(crate) kv: BTreeMap<String, Spanned<RawKvStore>>,
+    /// `[sql.NAME]`: SQL databases' backends and migrations.
+    #[serde(default)]
+    pub(crate) sql: BTreeMap<String, Spanned<RawSqlDatabase>>,
     /// `[fleet]`: the fleet the host belongs to.
     pub(crate) fleet: Option<Spanned<RawFleet>>,
 }
@@ -46,6 +49,15 @@ pub(crate) struct RawFleet {
 pub(crate) struct RawKvStore {
     pub(crate) backend: Option<Spanned<String>>,
     pub(crate) url_env: Option<Spanned<String>>,
+}
+
+/// `[sql.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSqlDatabase {
+    pub(crate) backend: Option<Spanned<String>>,
+    pub(crate) url_env: Option<Spanned<String>>,
+    pub(crate) migrations: Option<Spanned<String>>,
 }
 
 /// `[admin]`: the deploy and metrics API, off unless this table (or `serve
@@ -99,6 +111,7 @@ pub(crate) struct RawRoute {
     /// Absent for a route crate found by `[routes]` that this entry configures.
     pub(crate) component: Option<Spanned<String>>,
     pub(crate) kv: Vec<String>,
+    pub(crate) sql: Vec<String>,
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) secrets: Vec<String>,
     /// Origins the route may send HTTP requests to.
@@ -113,6 +126,7 @@ impl RawRoute {
             path,
             component: Some(component),
             kv: Vec::new(),
+            sql: Vec::new(),
             env: BTreeMap::new(),
             secrets: Vec::new(),
             allowed_outbound_hosts: Vec::new(),
@@ -137,6 +151,7 @@ enum RouteKey {
     Path,
     Component,
     Kv,
+    Sql,
     Env,
     Secrets,
     AllowedOutboundHosts,
@@ -146,6 +161,7 @@ const ROUTE_KEYS: &[(&str, RouteKey)] = &[
     ("path", RouteKey::Path),
     ("component", RouteKey::Component),
     ("kv", RouteKey::Kv),
+    ("sql", RouteKey::Sql),
     ("env", RouteKey::Env),
     ("secrets", RouteKey::Secrets),
     ("allowed_outbound_hosts", RouteKey::AllowedOutboundHosts),
@@ -249,6 +265,7 @@ impl<'de> Deserialize<'de> for RawRoute {
                 let mut path = None;
                 let mut component = None;
                 let mut kv = Vec::new();
+                let mut sql = Vec::new();
                 let mut env = BTreeMap::new();
                 let mut secrets = Vec::new();
                 let mut allowed_outbound_hosts = Vec::new();
@@ -262,6 +279,7 @@ impl<'de> Deserialize<'de> for RawRoute {
                         Key::Own(RouteKey::Path) => path = Some(map.next_value()?),
                         Key::Own(RouteKey::Component) => component = Some(map.next_value()?),
                         Key::Own(RouteKey::Kv) => kv = map.next_value()?,
+                        Key::Own(RouteKey::Sql) => sql = map.next_value()?,
                         Key::Own(RouteKey::Env) => env = map.next_value()?,
                         Key::Own(RouteKey::Secrets) => secrets = map.next_value()?,
                         Key::Own(RouteKey::AllowedOutboundHosts) => {
@@ -274,6 +292,7 @@ impl<'de> Deserialize<'de> for RawRoute {
                     path: path.ok_or_else(|| de::Error::missing_field("path"))?,
                     component,
                     kv,
+                    sql,
                     env,
                     secrets,
                     allowed_outbound_hosts,

@@ -8,7 +8,10 @@ use super::folders::FolderRoute;
 use super::kv::{KvBackendKind, KvStoreSpec};
 use super::limits::{Kind, Limits, ServerLimits};
 use super::mount::mount_folder_routes;
-use super::schema::{RawAdmin, RawKvStore, RawManifest, RawRoute, RawServer, WrittenLimits};
+use super::schema::{
+    RawAdmin, RawKvStore, RawManifest, RawRoute, RawServer, RawSqlDatabase, WrittenLimits,
+};
+use super::sql::{SqlBackendKind, SqlDatabaseSpec};
 use super::{
     base_of, AdminSettings, Lookup, Manifest, RouteSpec, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
 };
@@ -41,9 +44,10 @@ pub(crate) fn check(
     //    every route's default limits.
     let (listen, server, defaults) = checker.server(&raw.server);
     let data_dir = base_of(file).join(raw.server.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
-    // 4. `[admin]` and `[kv.NAME]`.
+    // 4. `[admin]`, `[kv.NAME]` and `[sql.NAME]` (its migrations read).
     let admin = raw.admin.as_ref().map(|admin| checker.admin(admin));
     let kv = checker.kv_stores(&raw.kv);
+    let sql = checker.sql_databases(&raw.sql, lookup);
     let fleet =
         raw.fleet.as_ref().and_then(
             |table| match super::fleet::check(table.get_ref(), &is_name) {
@@ -84,6 +88,7 @@ pub(crate) fn check(
         server,
         admin,
         kv,
+        sql,
         fleet,
         routes,
     })
@@ -295,6 +300,102 @@ impl Checker<'_> {
         stores
     }
 
+    /// Each `[sql.NAME]` table: a database name, a known backend, a
+    /// `url_env` exactly for postgres, and migrations that read and are
+    /// named well.
+    fn sql_databases(
+        &mut self,
+        raw: &BTreeMap<String, toml::Spanned<RawSqlDatabase>>,
+        lookup: &Lookup<'_>,
+    ) -> BTreeMap<String, SqlDatabaseSpec> {
+        let mut databases = BTreeMap::new();
+        for (name, table) in raw {
+            let line = self.line(table.span().start);
+            let fail = |checker: &mut Self, reason: String| {
+                checker.errors.push(ManifestError::SqlDatabase {
+                    file: checker.file.clone(),
+                    line,
+                    database: name.clone(),
+                    reason,
+                });
+            };
+            if !is_name(name) {
+                fail(
+                    self,
+                    "not a valid database name (letters, digits, `_` and `-`, not starting with a digit)"
+                        .into(),
+                );
+                continue;
+            }
+            let table = table.get_ref();
+            let backend = match &table.backend {
+                None => SqlBackendKind::Sqlite,
+                Some(written) => match SqlBackendKind::NAMES
+                    .iter()
+                    .find(|(spelled, _)| *spelled == written.get_ref())
+                {
+                    Some((_, kind)) => *kind,
+                    None => {
+                        let names: Vec<&str> =
+                            SqlBackendKind::NAMES.iter().map(|(n, _)| *n).collect();
+                        fail(
+                            self,
+                            format!(
+                                "backend {:?} is not one of {}",
+                                written.get_ref(),
+                                names.join(", ")
+                            ),
+                        );
+                        continue;
+                    }
+                },
+            };
+            let url_env = table.url_env.as_ref().map(|v| v.get_ref().clone());
+            match (backend, &url_env) {
+                (SqlBackendKind::Sqlite, Some(_)) => {
+                    fail(self, "url_env is for the postgres backend".into());
+                    continue;
+                }
+                (SqlBackendKind::Postgres, None) => {
+                    fail(
+                        self,
+                        "the postgres backend needs url_env, the host environment variable holding its URL"
+                            .into(),
+                    );
+                    continue;
+                }
+                (_, Some(var)) if !is_name(var) => {
+                    fail(self, format!("url_env {var:?} is not a variable name"));
+                    continue;
+                }
+                _ => {}
+            }
+            let migrations_dir = table.migrations.as_ref().map(|d| d.get_ref().clone());
+            let migrations = match &migrations_dir {
+                None => Vec::new(),
+                Some(dir) => match (lookup.migrations)(dir)
+                    .and_then(|files| super::sql::migrations_from(dir, files))
+                {
+                    Ok(migrations) => migrations,
+                    Err(reason) => {
+                        fail(self, format!("migrations: {reason}"));
+                        continue;
+                    }
+                },
+            };
+            databases.insert(
+                name.clone(),
+                SqlDatabaseSpec {
+                    backend,
+                    url_env,
+                    migrations,
+                    line,
+                },
+            );
+        }
+        databases
+    }
+
     /// One route checked; `None` when its path or component is unusable
     /// (the reasons are recorded).
     fn route(
@@ -358,6 +459,17 @@ impl Checker<'_> {
                     route,
                     what: "key-value store",
                     name: store.clone(),
+                });
+            }
+        }
+        for database in &raw.sql {
+            if !is_name(database) {
+                fail(self, &|file, line, route| ManifestError::BadName {
+                    file,
+                    line,
+                    route,
+                    what: "SQL database",
+                    name: database.clone(),
                 });
             }
         }
@@ -444,6 +556,7 @@ impl Checker<'_> {
             source,
             line,
             kv: raw.kv,
+            sql: raw.sql,
             env,
             secrets,
             allowed_outbound_hosts,

@@ -4,15 +4,18 @@
 //! Each route's counters live in a [`RouteMetrics`] looked up by pattern when
 //! a route table is loaded, never per request: a request only adds to
 //! atomics. A route keeps its counters across deploys that keep its pattern.
-//! Each key-value store's are in a [`KvMetrics`] (`kv.rs`); latencies go to
+//! Each key-value store's are in a [`KvMetrics`] (`kv.rs`), each SQL
+//! database's in a [`SqlMetrics`] (`sql.rs`); latencies go to
 //! a [`Histogram`] of atomics (`histogram.rs`).
 
 mod histogram;
 mod kv;
+mod sql;
 
 use crate::wit::Method;
 use histogram::{Histogram, REQUEST_BUCKETS};
 pub(crate) use kv::{KvMetrics, KvOp, KvResult};
+pub(crate) use sql::{SqlMetrics, SqlOp, SqlResult};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -141,6 +144,8 @@ pub(crate) struct Metrics {
     deployment: Mutex<String>,
     /// Key-value stores' counters, by store name.
     kv: Mutex<BTreeMap<Arc<str>, Arc<KvMetrics>>>,
+    /// SQL databases' counters, by database name.
+    sql: Mutex<BTreeMap<Arc<str>, Arc<SqlMetrics>>>,
 }
 
 /// The `route` label of requests that matched no route.
@@ -156,6 +161,7 @@ impl Default for Metrics {
             rollbacks: AtomicU64::new(0),
             deployment: Mutex::default(),
             kv: Mutex::default(),
+            sql: Mutex::default(),
         }
     }
 }
@@ -185,6 +191,17 @@ impl Metrics {
             stores
                 .entry(Arc::from(name))
                 .or_insert_with(|| Arc::new(KvMetrics::new(kind))),
+        )
+    }
+
+    /// The counters of the SQL database `name` (on a `kind` backend),
+    /// created on first use.
+    pub(crate) fn sql_database(&self, name: &str, kind: &'static str) -> Arc<SqlMetrics> {
+        let mut databases = self.sql.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            databases
+                .entry(Arc::from(name))
+                .or_insert_with(|| Arc::new(SqlMetrics::new(kind))),
         )
     }
 
@@ -336,6 +353,14 @@ impl Metrics {
             .map(|(name, metrics)| (escape(name), Arc::clone(metrics)))
             .collect();
         kv::render(&mut out, &stores);
+        let databases: Vec<(String, Arc<SqlMetrics>)> = self
+            .sql
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, metrics)| (escape(name), Arc::clone(metrics)))
+            .collect();
+        sql::render(&mut out, &databases);
         out
     }
 }

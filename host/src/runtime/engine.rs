@@ -4,8 +4,10 @@
 
 use super::store::HostState;
 use crate::capabilities::kv::KvData;
+use crate::capabilities::sql::SqlData;
 use crate::manifest::{Limits, Manifest};
 use crate::wit::bindings::edge::route::types;
+use crate::wit::bindings::edge::sql::sql;
 use crate::wit::bindings::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
 use crate::wit::earlier::wasi::keyvalue0_2_0_draft::store as earlier_store;
 use std::path::{Path, PathBuf};
@@ -122,5 +124,7 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     batch::add_to_linker::<HostState, KvData>(&mut linker, HostState::kv)?;
     // Components built with an earlier guest-sdk: the first draft's store.
     earlier_store::add_to_linker::<HostState, KvData>(&mut linker, HostState::kv)?;
+    // SQL databases (only those the route is granted open).
+    sql::add_to_linker::<HostState, SqlData>(&mut linker, HostState::sql)?;
     Ok(linker)
 }

@@ -34,6 +34,7 @@ pub(crate) use proxy::ProxyDone;
 pub use route::{CompiledRoute, RouteTable};
 
 use crate::capabilities::kv::KvStores;
+use crate::capabilities::sql::SqlDatabases;
 use crate::manifest::{Manifest, ManifestError, ManifestErrors};
 use crate::metrics::Metrics;
 use crate::router::Router;
@@ -48,6 +49,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     kv: KvStores,
+    sql: SqlDatabases,
     cache_dir: Option<PathBuf>,
     max_memory: usize,
     metrics: Arc<Metrics>,
@@ -56,14 +58,19 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine (with the epoch ticker that enforces time limits)
     /// and the linker holding every import a route may use; routes' stores
-    /// are on the backends `kv` says.
-    pub fn new(kv: KvStores, settings: EngineSettings) -> wasmtime::Result<Runtime> {
+    /// are on the backends `kv` says, their databases on those `sql` says.
+    pub fn new(
+        kv: KvStores,
+        sql: SqlDatabases,
+        settings: EngineSettings,
+    ) -> wasmtime::Result<Runtime> {
         let engine = engine::engine(&settings)?;
         let linker = engine::linker(&engine)?;
         Ok(Runtime {
             engine,
             linker,
             kv,
+            sql,
             cache_dir: settings.cache_dir,
             max_memory: settings.max_memory,
             metrics: Arc::default(),
@@ -79,6 +86,20 @@ impl Runtime {
     /// route that fails, each with the manifest line.
     pub fn load(&self, manifest: &Manifest) -> Result<RouteTable, ManifestErrors> {
         let mut errors = Vec::new();
+        // A database's backend is the one the host started with.
+        for (name, spec) in &manifest.sql {
+            let running = self.sql.config(name).kind();
+            if running != spec.backend.name() {
+                errors.push(ManifestError::SqlDatabase {
+                    file: manifest.file.display().to_string(),
+                    line: spec.line,
+                    database: name.clone(),
+                    reason: format!(
+                        "this host runs the database on {running}; a database's backend changes on a restart"
+                    ),
+                });
+            }
+        }
         let mut routes = Vec::new();
         for spec in &manifest.routes {
             match self.compile_route(spec) {
@@ -96,5 +117,35 @@ impl Runtime {
         }
         let router = Router::new(manifest.routes.iter().map(|spec| &spec.pattern));
         Ok(RouteTable { router, routes })
+    }
+
+    /// Applies the migrations of `manifest`'s databases that are not yet
+    /// applied, each database's in one transaction; on a failure nothing
+    /// more is applied and the reason names the file (and line).
+    pub async fn migrate(&self, manifest: &Manifest) -> Result<(), ManifestErrors> {
+        for (name, spec) in &manifest.sql {
+            if spec.migrations.is_empty() {
+                continue;
+            }
+            match self.sql.migrate(name, &spec.migrations, &self.metrics).await {
+                Ok(applied) if applied.is_empty() => {}
+                Ok(applied) => tracing::info!(
+                    database = %name,
+                    "database {name}: applied {} migration{} ({})",
+                    applied.len(),
+                    if applied.len() == 1 { "" } else { "s" },
+                    applied.join(", ")
+                ),
+                Err(reason) => {
+                    return Err(ManifestErrors(vec![ManifestError::Migration {
+                        file: manifest.file.display().to_string(),
+                        line: spec.line,
+                        database: name.clone(),
+                        reason,
+                    }]))
+                }
+            }
+        }
+        Ok(())
     }
 }

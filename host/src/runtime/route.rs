@@ -7,6 +7,7 @@ use super::store::{Grants, HostState};
 use super::Runtime;
 use crate::capabilities::kv::KvAccess;
 use crate::capabilities::outbound::OutboundPolicy;
+use crate::capabilities::sql::SqlAccess;
 use crate::manifest::{Limits, RouteSpec};
 use crate::metrics::{RouteMetrics, RunningGuard};
 use crate::router::{Match, Params, PathError, Router};
@@ -151,6 +152,15 @@ impl Runtime {
             })?;
         }
 
+        let sql = spec
+            .sql
+            .iter()
+            .map(|database| {
+                self.sql
+                    .handle(database, &self.metrics)
+                    .map_err(|err| format!("cannot open SQL database {database}: {err}"))
+            })
+            .collect::<Result<Arc<[_]>, String>>()?;
         let name: Arc<str> = Arc::from(spec.pattern.as_str());
         Ok(CompiledRoute {
             name: Arc::clone(&name),
@@ -173,6 +183,14 @@ impl Runtime {
                     timeout: spec.limits.kv_timeout.min(spec.limits.timeout),
                     max_key: spec.limits.max_kv_key,
                     max_value: spec.limits.max_kv_value,
+                },
+                sql: SqlAccess {
+                    granted: sql,
+                    timeout: spec.limits.sql_timeout.min(spec.limits.timeout),
+                    max_rows: spec.limits.max_sql_rows,
+                    max_result: spec.limits.max_sql_result,
+                    max_statement: spec.limits.max_sql_statement,
+                    max_params: spec.limits.max_sql_params,
                 },
                 outbound: Arc::new(OutboundPolicy {
                     allowed: spec.allowed_outbound_hosts.clone(),
@@ -227,6 +245,7 @@ mod tests {
         };
         let runtime = Runtime::new(
             crate::capabilities::kv::KvStores::new(Arc::new(kv)),
+            crate::capabilities::sql::SqlDatabases::none(),
             settings,
         )
         .unwrap();
@@ -236,6 +255,7 @@ mod tests {
             source: None,
             line: 1,
             kv: Vec::new(),
+            sql: Vec::new(),
             env: Vec::new(),
             secrets: Vec::new(),
             allowed_outbound_hosts: Vec::new(),

@@ -5,6 +5,7 @@
 
 use super::cpu::{CpuMeter, CpuTimeExceeded};
 use crate::capabilities::kv::{KvAccess, KvView};
+use crate::capabilities::sql::{SqlAccess, SqlView};
 use crate::capabilities::outbound::{OutboundHooks, OutboundPolicy};
 use crate::capabilities::stdio::{GuestLog, Stream};
 use crate::wit::bindings::edge::route::types;
@@ -35,6 +36,7 @@ pub(crate) struct Grants {
     /// The environment it sees.
     pub(crate) env: Arc<[(String, String)]>,
     pub(crate) kv: KvAccess,
+    pub(crate) sql: SqlAccess,
     /// Where it may send HTTP requests.
     pub(crate) outbound: Arc<OutboundPolicy>,
     /// Its linear memories' limit, all together.
@@ -47,6 +49,7 @@ pub(crate) struct HostState {
     wasi: LazyWasi,
     table: ResourceTable,
     kv: KvAccess,
+    sql: SqlAccess,
     pub(super) limits: Limiter,
     /// The guest's CPU clock and its `cpu_time`, when the route has one.
     cpu: Option<(Arc<CpuMeter>, Duration)>,
@@ -58,6 +61,11 @@ impl HostState {
     /// What the key-value import works on.
     pub(crate) fn kv(&mut self) -> KvView<'_> {
         KvView::new(&mut self.table, &self.kv)
+    }
+
+    /// What the SQL import works on.
+    pub(crate) fn sql(&mut self) -> SqlView<'_> {
+        SqlView::new(&mut self.table, &self.sql)
     }
 }
 
@@ -191,6 +199,7 @@ pub(super) fn new_store(
         wasi,
         table,
         kv: grants.kv.clone(),
+        sql: grants.sql.clone(),
         limits: Limiter {
             limits: StoreLimitsBuilder::new()
                 .memory_size(grants.memory)

@@ -28,6 +28,7 @@ pub use embedded::DiskKv;
 pub(crate) use embedded::NoKv;
 pub(crate) use guest::{KvData, KvView};
 pub use postgres::PostgresKv;
+pub(crate) use postgres::{connection_pool, unreachable as postgres_unreachable};
 pub use redis::RedisKv;
 pub(crate) use stores::KvAccess;
 pub use stores::{KvStores, StoreConfig};

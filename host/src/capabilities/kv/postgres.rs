@@ -80,24 +80,8 @@ impl PostgresKv {
     /// A backend for the database at `url` (`postgres://user@host:port/db`);
     /// checks the URL, connects at first use.
     pub fn connect(url: &str) -> Result<PostgresKv, KvError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|err| KvError::Failed(format!("not a PostgreSQL URL: {err}")))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(MAX_CONNECTIONS)
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|err| KvError::Failed(format!("cannot make a connection pool: {err}")))?;
         Ok(PostgresKv {
-            pool,
+            pool: connection_pool(url).map_err(KvError::Failed)?,
             table: OnceCell::new(),
         })
     }
@@ -151,6 +135,42 @@ impl PostgresKv {
     }
 }
 
+/// A pool of at most [`MAX_CONNECTIONS`] connections to the database at
+/// `url`, opened as needed (the SQL databases' pools are made alike).
+pub(crate) fn connection_pool(url: &str) -> Result<Pool, String> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|err| format!("not a PostgreSQL URL: {err}"))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(MAX_CONNECTIONS)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|err| format!("cannot make a connection pool: {err}"))
+}
+
+/// Whether `err` means the server cannot be reached (a lost connection, a
+/// server shutting down or starting) rather than a refusal.
+pub(crate) fn unreachable(err: &tokio_postgres::Error) -> bool {
+    match err.code() {
+        None => err.as_db_error().is_none(),
+        Some(code) => {
+            code.code().starts_with("08")
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+        }
+    }
+}
+
 /// `sql` prepared on `client`, once per connection: later uses are one
 /// round trip, not two.
 async fn prepared(
@@ -163,21 +183,11 @@ async fn prepared(
 /// A lost connection, or a server shutting down or starting, is the store
 /// being unavailable; anything else the database refused is a failure.
 fn database(err: tokio_postgres::Error) -> KvError {
-    let unreachable = match err.code() {
-        None => true,
-        Some(code) => {
-            code.code().starts_with("08")
-                || *code == SqlState::ADMIN_SHUTDOWN
-                || *code == SqlState::CRASH_SHUTDOWN
-                || *code == SqlState::CANNOT_CONNECT_NOW
-                || *code == SqlState::TOO_MANY_CONNECTIONS
-        }
-    };
     let reason = match err.as_db_error() {
         Some(db) => db.message().to_string(),
         None => err.to_string(),
     };
-    if unreachable {
+    if unreachable(&err) {
         KvError::Unavailable(reason)
     } else {
         KvError::Failed(reason)

@@ -1,0 +1,548 @@
+//! The embedded SQLite backend: one file per database under the data dir,
+//! in WAL mode, with one writer connection and a few read-only ones, all
+//! used on the blocking pool.
+//!
+//! A guest's statements pass an authorizer: it may read and change its own
+//! tables (and create, alter and drop them), nothing else. `ATTACH` (and so
+//! `VACUUM INTO`, which attaches its target) is refused, as are pragmas
+//! other than schema inspection, `load_extension`, transaction statements
+//! (a batch is the transaction) and the migrations table. A statement that
+//! runs past its time is interrupted.
+
+use super::{
+    check_applied, line_of, Bounds, Budget, Migration, RowSet, SqlBackend, SqlError, SqlValue,
+    Statement, MIGRATIONS_TABLE,
+};
+use async_trait::async_trait;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Read-only connections per database: reads run in parallel with the one
+/// writer and each other (WAL).
+const READERS: usize = 4;
+
+/// How long a connection waits for SQLite's write lock (held by the writer
+/// or a migration) before failing as busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest string or blob a statement may make (`randomblob(1e9)` and
+/// runaway `group_concat` stop here, not in the host's memory).
+const MAX_VALUE_BYTES: i32 = 64 * 1024 * 1024;
+
+/// Schema inspection pragmas a guest may run (read-only).
+const READ_PRAGMAS: [&str; 6] = [
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+    "foreign_key_list",
+];
+
+/// One connection and its sandbox's state.
+struct Guarded {
+    conn: Connection,
+    /// Set while the host itself runs `BEGIN`/`COMMIT`/`ROLLBACK`.
+    host_statement: Arc<AtomicBool>,
+    /// What the authorizer last refused, for the error message.
+    denied: Arc<Mutex<Option<String>>>,
+}
+
+/// Connections of one kind and a gate as wide as there are connections, so
+/// a request waits on the async side, never on a blocking thread.
+struct Pool {
+    gate: Arc<Semaphore>,
+    conns: Mutex<Vec<Guarded>>,
+}
+
+/// A SQLite database file.
+pub struct SqliteDb {
+    path: PathBuf,
+    writer: Arc<Pool>,
+    readers: Arc<Pool>,
+}
+
+impl SqliteDb {
+    /// Opens (creating it and its folder if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteDb, String> {
+        let shown = path.display();
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|err| format!("cannot create {}: {err}", parent.display()))?;
+        }
+        let writer = open_connection(path, false).map_err(|err| format!("{shown}: {err}"))?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(open_connection(path, true).map_err(|err| format!("{shown}: {err}"))?);
+        }
+        Ok(SqliteDb {
+            path: path.to_path_buf(),
+            writer: Arc::new(Pool::new(vec![writer])),
+            readers: Arc::new(Pool::new(readers)),
+        })
+    }
+}
+
+/// Opens a guest's connection to `path`: WAL, a busy timeout, the limits
+/// and the authorizer.
+fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Guarded> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let mut conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+    }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)?;
+    let host_statement = Arc::new(AtomicBool::new(false));
+    let denied = Arc::new(Mutex::new(None));
+    let (flag, note) = (Arc::clone(&host_statement), Arc::clone(&denied));
+    conn.authorizer(Some(move |context: AuthContext<'_>| {
+        let refusal = refusal(&context.action, flag.load(Ordering::Relaxed));
+        match refusal {
+            None => Authorization::Allow,
+            Some(reason) => {
+                *note.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                Authorization::Deny
+            }
+        }
+    }))?;
+    Ok(Guarded {
+        conn,
+        host_statement,
+        denied,
+    })
+}
+
+/// Why the sandbox refuses `action`, if it does.
+fn refusal(action: &AuthAction<'_>, host_statement: bool) -> Option<String> {
+    let own_table = |table: &str| table.eq_ignore_ascii_case(MIGRATIONS_TABLE);
+    match action {
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => Some(
+            "ATTACH, DETACH and VACUUM INTO are not allowed: a route reaches only its own database"
+                .into(),
+        ),
+        AuthAction::Pragma { pragma_name, .. }
+            if !READ_PRAGMAS.iter().any(|p| p.eq_ignore_ascii_case(pragma_name)) =>
+        {
+            Some(format!(
+                "PRAGMA {pragma_name} is not allowed (only {} may be read)",
+                READ_PRAGMAS.join(", ")
+            ))
+        }
+        AuthAction::Function { function_name }
+            if function_name.eq_ignore_ascii_case("load_extension") =>
+        {
+            Some("load_extension is not allowed".into())
+        }
+        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } if !host_statement => Some(
+            "transaction statements are not allowed: run the statements as one batch, which is a transaction"
+                .into(),
+        ),
+        AuthAction::Read { table_name, .. }
+        | AuthAction::Insert { table_name }
+        | AuthAction::Update { table_name, .. }
+        | AuthAction::Delete { table_name }
+        | AuthAction::DropTable { table_name }
+        | AuthAction::AlterTable { table_name, .. }
+            if own_table(table_name) =>
+        {
+            Some(format!("{MIGRATIONS_TABLE} belongs to the host"))
+        }
+        _ => None,
+    }
+}
+
+impl Pool {
+    fn new(conns: Vec<Guarded>) -> Pool {
+        Pool {
+            gate: Arc::new(Semaphore::new(conns.len())),
+            conns: Mutex::new(conns),
+        }
+    }
+
+    /// Runs `work` on one of the pool's connections on the blocking pool,
+    /// within `timeout` (waiting for a connection included); past it the
+    /// statement running is interrupted.
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        timeout: Duration,
+        work: impl FnOnce(&mut Guarded) -> Result<T, SqlError> + Send + 'static,
+    ) -> Result<T, SqlError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let late = || {
+            SqlError::Unavailable(format!(
+                "no answer within the route's sql_timeout of {timeout:?}; the statement was stopped"
+            ))
+        };
+        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.gate).acquire_owned())
+            .await
+            .map_err(|_| late())?
+            .map_err(|_| SqlError::Failed("the database is closed".into()))?;
+        let mut guarded = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .ok_or_else(|| SqlError::Failed("no connection to the database is left".into()))?;
+        let interrupt = guarded.conn.get_interrupt_handle();
+        // Set once `work` is over: an interrupt sent after it could hit the
+        // next request's statement on the same connection.
+        let finished = Arc::new(Mutex::new(false));
+        let done = Arc::clone(&finished);
+        let pool = Arc::clone(self);
+        let task = tokio::task::spawn_blocking(move || {
+            let result = work(&mut guarded);
+            *done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            pool.conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(guarded);
+            drop(permit);
+            result
+        });
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(err)) => Err(SqlError::Failed(format!("the query stopped: {err}"))),
+            Err(_) => {
+                let finished = finished.lock().unwrap_or_else(|p| p.into_inner());
+                if !*finished {
+                    interrupt.interrupt();
+                }
+                Err(late())
+            }
+        }
+    }
+}
+
+/// What running a statement on a read-only connection found.
+enum Read {
+    Done(RowSet),
+    /// It writes: run it on the writer.
+    Writes,
+}
+
+#[async_trait]
+impl SqlBackend for SqliteDb {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn query(&self, statement: Statement, bounds: Bounds) -> Result<RowSet, SqlError> {
+        let started = tokio::time::Instant::now();
+        let sql = statement.sql.clone();
+        let params = statement.params.clone();
+        let read = self
+            .readers
+            .run(bounds.timeout, move |g| {
+                let prepared = g.conn.prepare_cached(&sql).map_err(|err| map_error(g, err))?;
+                if !prepared.readonly() {
+                    return Ok(Read::Writes);
+                }
+                drop(prepared);
+                run(g, &Statement { sql, params }, bounds).map(Read::Done)
+            })
+            .await?;
+        match read {
+            Read::Done(rows) => Ok(rows),
+            Read::Writes => {
+                let left = bounds.timeout.saturating_sub(started.elapsed());
+                self.writer
+                    .run(left, move |g| run(g, &statement, bounds))
+                    .await
+            }
+        }
+    }
+
+    async fn batch(
+        &self,
+        statements: Vec<Statement>,
+        bounds: Bounds,
+    ) -> Result<Vec<RowSet>, SqlError> {
+        self.writer
+            .run(bounds.timeout, move |g| {
+                host_statement(g, "BEGIN IMMEDIATE")?;
+                let mut results = Vec::with_capacity(statements.len());
+                for (i, statement) in statements.iter().enumerate() {
+                    match run(g, statement, bounds) {
+                        Ok(rows) => results.push(rows),
+                        Err(err) => {
+                            let _ = host_statement(g, "ROLLBACK");
+                            return Err(in_batch(i, err));
+                        }
+                    }
+                }
+                if let Err(err) = host_statement(g, "COMMIT") {
+                    let _ = host_statement(g, "ROLLBACK");
+                    return Err(err);
+                }
+                Ok(results)
+            })
+            .await
+    }
+
+    async fn migrate(
+        &self,
+        database: &str,
+        migrations: &[Migration],
+    ) -> Result<Vec<String>, String> {
+        let path = self.path.clone();
+        let database = database.to_string();
+        let migrations = migrations.to_vec();
+        tokio::task::spawn_blocking(move || migrate(&path, &database, &migrations))
+            .await
+            .map_err(|err| format!("the migrations stopped: {err}"))?
+    }
+}
+
+/// Says which statement of a batch failed.
+pub(crate) fn in_batch(index: usize, err: SqlError) -> SqlError {
+    let at = |reason: String| format!("statement {} of the batch: {reason}", index + 1);
+    match err {
+        SqlError::Unavailable(r) => SqlError::Unavailable(at(r)),
+        SqlError::Refused(r) => SqlError::Refused(at(r)),
+        SqlError::Constraint(r) => SqlError::Constraint(at(r)),
+        SqlError::Invalid(r) => SqlError::Invalid(at(r)),
+        SqlError::Failed(r) => SqlError::Failed(at(r)),
+    }
+}
+
+/// Runs a transaction statement of the host's own past the authorizer.
+fn host_statement(g: &mut Guarded, sql: &str) -> Result<(), SqlError> {
+    g.host_statement.store(true, Ordering::Relaxed);
+    let result = g.conn.execute_batch(sql);
+    g.host_statement.store(false, Ordering::Relaxed);
+    result.map_err(|err| map_error(g, err))
+}
+
+/// Runs one statement on `g`, reading at most what `bounds` allows.
+fn run(g: &mut Guarded, statement: &Statement, bounds: Bounds) -> Result<RowSet, SqlError> {
+    let before = g.conn.total_changes();
+    let result = run_statement(g, statement, bounds);
+    // The authorizer refuses transaction statements; should one slip
+    // through, no transaction outlives the call.
+    if !g.conn.is_autocommit() {
+        let _ = host_statement(g, "ROLLBACK");
+    }
+    let mut rows = result?;
+    if g.conn.total_changes() != before {
+        rows.rows_affected = g.conn.changes();
+    }
+    Ok(rows)
+}
+
+fn run_statement(g: &Guarded, statement: &Statement, bounds: Bounds) -> Result<RowSet, SqlError> {
+    let mut prepared = g
+        .conn
+        .prepare_cached(&statement.sql)
+        .map_err(|err| map_error(g, err))?;
+    bind(&mut prepared, &statement.params).map_err(|err| match err {
+        Bind::Invalid(reason) => SqlError::Invalid(reason),
+        Bind::Sqlite(err) => map_error(g, err),
+    })?;
+    let columns: Vec<String> = prepared.column_names().map(String::from).collect();
+    let mut budget = Budget::new(bounds);
+    let mut out = Vec::new();
+    let mut rows = prepared.raw_query();
+    while let Some(row) = rows.next().map_err(|err| map_error(g, err))? {
+        let mut values = Vec::with_capacity(columns.len());
+        for i in 0..columns.len() {
+            let value = row.get_ref(i).map_err(|err| map_error(g, err))?;
+            values.push(match value {
+                ValueRef::Null => SqlValue::Null,
+                ValueRef::Integer(n) => SqlValue::Integer(n),
+                ValueRef::Real(x) => SqlValue::Real(x),
+                ValueRef::Text(text) => SqlValue::Text(String::from_utf8_lossy(text).into_owned()),
+                ValueRef::Blob(blob) => SqlValue::Blob(blob.to_vec()),
+            });
+        }
+        budget.take(&values)?;
+        out.push(values);
+    }
+    Ok(RowSet {
+        columns,
+        rows: out,
+        rows_affected: 0,
+    })
+}
+
+enum Bind {
+    Invalid(String),
+    Sqlite(rusqlite::Error),
+}
+
+/// Binds `params` by name: the statement's `$k` gets `params[k - 1]`,
+/// wherever it appears; any other kind of parameter is refused.
+fn bind(statement: &mut rusqlite::CachedStatement<'_>, params: &[SqlValue]) -> Result<(), Bind> {
+    let mut highest = 0;
+    for index in 1..=statement.parameter_count() {
+        let name = statement.parameter_name(index);
+        let number = name
+            .and_then(|n| n.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                Bind::Invalid(format!(
+                    "parameters are written $1, $2...; found {}",
+                    name.unwrap_or("?")
+                ))
+            })?;
+        highest = highest.max(number);
+        let Some(value) = params.get(number - 1) else {
+            continue;
+        };
+        let value = match value {
+            SqlValue::Null => ValueRef::Null,
+            SqlValue::Integer(n) => ValueRef::Integer(*n),
+            SqlValue::Real(x) => ValueRef::Real(*x),
+            SqlValue::Text(text) => ValueRef::Text(text.as_bytes()),
+            SqlValue::Blob(blob) => ValueRef::Blob(blob),
+        };
+        statement
+            .raw_bind_parameter(index, ToSqlOutput::Borrowed(value))
+            .map_err(Bind::Sqlite)?;
+    }
+    if highest != params.len() {
+        return Err(Bind::Invalid(format!(
+            "the statement takes {highest} parameters, and {} were given",
+            params.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A SQLite error as the guest sees it.
+fn map_error(g: &Guarded, err: rusqlite::Error) -> SqlError {
+    let denied = g.denied.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let code = match &err {
+        rusqlite::Error::SqliteFailure(e, _) => Some(e.code),
+        rusqlite::Error::SqlInputError { error, .. } => Some(error.code),
+        _ => None,
+    };
+    let message = match &err {
+        rusqlite::Error::SqliteFailure(e, Some(msg)) => format!("{msg} ({:?})", e.code),
+        rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
+        rusqlite::Error::MultipleStatement => {
+            return SqlError::Invalid(
+                "one statement per query; run several as a batch".into(),
+            )
+        }
+        other => other.to_string(),
+    };
+    match code {
+        Some(ErrorCode::AuthorizationForStatementDenied) => {
+            SqlError::Refused(denied.unwrap_or(message))
+        }
+        Some(ErrorCode::ConstraintViolation) => SqlError::Constraint(message),
+        Some(ErrorCode::OperationInterrupted) => SqlError::Unavailable(
+            "stopped at the route's sql_timeout".into(),
+        ),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            SqlError::Unavailable(format!("the database is busy: {message}"))
+        }
+        Some(ErrorCode::TooBig) => SqlError::Refused(message),
+        Some(ErrorCode::Unknown | ErrorCode::TypeMismatch | ErrorCode::ParameterOutOfRange) => {
+            SqlError::Invalid(message)
+        }
+        _ => SqlError::Failed(message),
+    }
+}
+
+/// Applies what `migrations` holds that `database` lacks, in one
+/// transaction on a connection of its own (the operator's SQL, outside the
+/// guest's sandbox).
+fn migrate(path: &Path, database: &str, migrations: &[Migration]) -> Result<Vec<String>, String> {
+    let shown = path.display();
+    let conn = Connection::open(path).map_err(|err| format!("cannot open {shown}: {err}"))?;
+    conn.busy_timeout(Duration::from_secs(30))
+        .map_err(|err| format!("{shown}: {err}"))?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|err| format!("{shown}: cannot begin the migrations: {err}"))?;
+    let result = apply(&conn, database, migrations);
+    let finish = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    if let Err(err) = conn.execute_batch(finish) {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(format!("{shown}: cannot {finish} the migrations: {err}"));
+    }
+    result
+}
+
+fn apply(conn: &Connection, database: &str, migrations: &[Migration]) -> Result<Vec<String>, String> {
+    let failed = |err: rusqlite::Error| format!("database {database}: {err}");
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
+            database TEXT NOT NULL,
+            name TEXT NOT NULL,
+            checksum TEXT NOT NULL,
+            applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            PRIMARY KEY (database, name)
+        )"
+    ))
+    .map_err(failed)?;
+    let mut applied = std::collections::BTreeMap::new();
+    {
+        let mut select = conn
+            .prepare(&format!(
+                "SELECT name, checksum FROM {MIGRATIONS_TABLE} WHERE database = ?1"
+            ))
+            .map_err(failed)?;
+        let rows = select
+            .query_map([database], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(failed)?;
+        for row in rows {
+            let (name, checksum): (String, String) = row.map_err(failed)?;
+            applied.insert(name, checksum);
+        }
+    }
+    check_applied(database, &applied, migrations)?;
+    let mut done = Vec::new();
+    for migration in migrations.iter().filter(|m| !applied.contains_key(&m.name)) {
+        conn.execute_batch(&migration.sql)
+            .map_err(|err| migration_error(migration, database, &err))?;
+        conn.execute(
+            &format!("INSERT INTO {MIGRATIONS_TABLE} (database, name, checksum) VALUES (?1, ?2, ?3)"),
+            [database, &migration.name, &migration.checksum],
+        )
+        .map_err(failed)?;
+        done.push(migration.name.clone());
+    }
+    Ok(done)
+}
+
+/// `file:line: error` when SQLite says where, `file: error` otherwise.
+fn migration_error(migration: &Migration, database: &str, err: &rusqlite::Error) -> String {
+    let line = match err {
+        // `sql` is the rest of the file from the statement that failed on.
+        rusqlite::Error::SqlInputError { sql, offset, .. } if migration.sql.ends_with(sql.as_str()) => {
+            let start = migration.sql.len() - sql.len();
+            usize::try_from(*offset)
+                .ok()
+                .map(|offset| line_of(&migration.sql, start + offset))
+        }
+        _ => None,
+    };
+    let reason = match err {
+        rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+        rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
+        other => other.to_string(),
+    };
+    match line {
+        Some(line) => format!("{}:{line}: database {database}: {reason}", migration.shown),
+        None => format!("{}: database {database}: {reason}", migration.shown),
+    }
+}
