@@ -342,8 +342,8 @@ def main():
     work = tempfile.mkdtemp(prefix="edgehost-bench-")
     hello = os.path.join(WASM, "bench_hello.wasm")
     hello_http = os.path.join(WASM, "bench_hello_wasi_http.wasm")
-    posts = os.path.join(WASM, "api_posts.wasm")
-    post_id = os.path.join(WASM, "api_posts_postid.wasm")
+    posts = os.path.join(WASM, "fixture_posts_kv.wasm")
+    post_id = os.path.join(WASM, "fixture_posts_kv_postid.wasm")
     main_manifest = os.path.join(work, "bench.toml")
     write_manifest(main_manifest, [
         ("/", hello, ""),

@@ -511,7 +511,7 @@ fn routes_prints_an_aligned_table() {
     let text = format!(
         "{}\n[[route]]\npath = \"/api/posts\"\ncomponent = {:?}\nkv = [\"posts\"]\ntimeout = \"2s\"\nallowed_outbound_hosts = [\"https://*.example.com\"]\n",
         versioned("1"),
-        component("api_posts")
+        component("fixture_posts_kv")
     );
     let manifest = manifest_in(dir.path(), "v1", &text);
     let out = edgehost(&["routes", manifest.to_str().unwrap()], "");

@@ -498,7 +498,7 @@ fn a_route_waiting_on_a_key_value_write_does_not_stall_other_requests() {
         &format!(
             "[[route]]\npath = \"/api/posts\"\ncomponent = {:?}\nkv = [\"posts\"]\n\n\
              [[route]]\npath = \"/api/health\"\ncomponent = {:?}\n",
-            component("api_posts"),
+            component("fixture_posts_kv"),
             component("api_health")
         ),
     );

@@ -95,8 +95,8 @@ kv = ["counters", "local"]
 timeout = "5s"
 "#,
         backend = server.backend(),
-        posts = component("api_posts"),
-        post = component("api_posts_postid"),
+        posts = component("fixture_posts_kv"),
+        post = component("fixture_posts_kv_postid"),
         health = component("api_health"),
         kv = component("fixture_kv"),
     );

@@ -33,7 +33,8 @@
 //!
 //! Environment values and secrets the manifest grants the route are read with
 //! [`std::env::var`]; nothing else of the host's environment is visible.
-//! Key-value stores granted with `kv = ["name"]` are opened with [`kv::Store::open`].
+//! Key-value stores granted with `kv = ["name"]` are opened with [`kv::Store::open`],
+//! SQL databases granted with `sql = ["name"]` with [`sql::Database::open`].
 //! Whatever the route prints to stdout or stderr goes to the host's log.
 //! Outbound HTTP to the origins listed in `allowed_outbound_hosts` goes
 //! through [`fetch::Fetch`].
@@ -43,6 +44,7 @@ pub mod fetch;
 pub mod kv;
 mod request;
 mod response;
+pub mod sql;
 
 pub use error::Error;
 pub use request::Request;

@@ -1,24 +1,28 @@
 //! `GET /api/posts` lists the posts; `POST /api/posts` creates one.
 //!
-//! Posts live in the `posts` key-value store, one JSON object per key, keyed
-//! by the post's `id`.
+//! Posts live in the `main` SQL database (table `posts`, made by
+//! `migrations/main`): each one the JSON object it was created with, its
+//! `id` and `createdAt` added. `db.posts.findMany()` is one ordered `SELECT`.
 
-use guest_sdk::kv::Store;
+use guest_sdk::sql::Database;
 use guest_sdk::{Error, Request, Response};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+#[derive(Deserialize)]
+struct Stored {
+    body: String,
+}
+
 fn get(_req: Request) -> Result<Response, Error> {
-    let store = Store::open("posts")?;
-    let keys = store.keys()?;
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    // One call for every post; one deleted since the listing is left out.
-    let mut posts: Vec<Value> = store
-        .get_many_json::<Value>(&keys)?
-        .into_iter()
-        .flatten()
-        .collect();
-    posts.sort_by_key(|post| post.get("createdAt").and_then(Value::as_u64).unwrap_or(0));
+    let db = Database::open("main")?;
+    let rows: Vec<Stored> = db.query_as("SELECT body FROM posts ORDER BY created_at, id", &[])?;
+    let posts = rows
+        .iter()
+        .map(|row| serde_json::from_str(&row.body))
+        .collect::<Result<Vec<Value>, _>>()
+        .map_err(|err| Error::internal(format!("a stored post is not JSON: {err}")))?;
     Ok(Response::json(&posts))
 }
 
@@ -28,10 +32,15 @@ fn post(req: Request) -> Result<Response, Error> {
         _ => return Err(Error::bad_request("A post must be a JSON object")),
     };
     let id = new_id()?;
+    let created_at = now_ms()?;
     post.insert("id".into(), Value::String(id.clone()));
-    post.insert("createdAt".into(), Value::from(now_ms()?));
-    Store::open("posts")?.set_json(&id, &post)?;
-    Ok(Response::json(&post)
+    post.insert("createdAt".into(), Value::from(created_at));
+    let body = Value::Object(post);
+    Database::open("main")?.execute(
+        "INSERT INTO posts (id, created_at, body) VALUES ($1, $2, $3)",
+        &[id.clone().into(), created_at.into(), body.to_string().into()],
+    )?;
+    Ok(Response::json(&body)
         .with_status(201)
         .with_header("Location", format!("/api/posts/{id}")))
 }
@@ -43,11 +52,11 @@ fn new_id() -> Result<String, Error> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn now_ms() -> Result<u64, Error> {
+fn now_ms() -> Result<i64, Error> {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|_| Error::internal("clock is before 1970"))?;
-    Ok(since_epoch.as_millis() as u64)
+    i64::try_from(since_epoch.as_millis()).map_err(|_| Error::internal("clock is past 2^63 ms"))
 }
 
 guest_sdk::route!(get, post);
