@@ -255,7 +255,7 @@ impl SqlBackend for SqliteDb {
                     return Ok(Read::Writes);
                 }
                 drop(prepared);
-                run(g, &Statement { sql, params }, bounds).map(Read::Done)
+                run(g, &Statement { sql, params }, bounds, false).map(Read::Done)
             })
             .await?;
         match read {
@@ -263,7 +263,7 @@ impl SqlBackend for SqliteDb {
             Read::Writes => {
                 let left = bounds.timeout.saturating_sub(started.elapsed());
                 self.writer
-                    .run(left, move |g| run(g, &statement, bounds))
+                    .run(left, move |g| run(g, &statement, bounds, false))
                     .await
             }
         }
@@ -279,7 +279,7 @@ impl SqlBackend for SqliteDb {
                 host_statement(g, "BEGIN IMMEDIATE")?;
                 let mut results = Vec::with_capacity(statements.len());
                 for (i, statement) in statements.iter().enumerate() {
-                    match run(g, statement, bounds) {
+                    match run(g, statement, bounds, true) {
                         Ok(rows) => results.push(rows),
                         Err(err) => {
                             let _ = host_statement(g, "ROLLBACK");
@@ -331,12 +331,17 @@ fn host_statement(g: &mut Guarded, sql: &str) -> Result<(), SqlError> {
 }
 
 /// Runs one statement on `g`, reading at most what `bounds` allows.
-fn run(g: &mut Guarded, statement: &Statement, bounds: Bounds) -> Result<RowSet, SqlError> {
+fn run(
+    g: &mut Guarded,
+    statement: &Statement,
+    bounds: Bounds,
+    in_batch: bool,
+) -> Result<RowSet, SqlError> {
     let before = g.conn.total_changes();
     let result = run_statement(g, statement, bounds);
     // The authorizer refuses transaction statements; should one slip
     // through, no transaction outlives the call.
-    if !g.conn.is_autocommit() {
+    if !in_batch && !g.conn.is_autocommit() {
         let _ = host_statement(g, "ROLLBACK");
     }
     let mut rows = result?;
