@@ -78,7 +78,8 @@ fn a_hostile_route_reaches_only_its_own_tables_and_stays_within_its_limits() {
         "PRAGMA journal_mode = DELETE".to_string(),
         "BEGIN".to_string(),
         "SAVEPOINT s".to_string(),
-        "SELECT * FROM edgehost_migrations".to_string(),
+        // A route cannot forge the record of applied migrations.
+        "CREATE TABLE edgehost_migrations (database TEXT, name TEXT, checksum TEXT)".to_string(),
     ];
     for statement in &refused {
         let reply = sql(&host, "main", statement, json!([]));
@@ -103,21 +104,38 @@ fn a_hostile_route_reaches_only_its_own_tables_and_stays_within_its_limits() {
     let long = format!("SELECT '{}'", "x".repeat(3000));
     let reply = sql(&host, "main", &long, json!([]));
     assert_eq!((reply.status, kind(&reply)), (403, "refused".into()));
-    assert!(reply.text().contains("max_sql_statement"), "{}", reply.text());
+    assert!(
+        reply.text().contains("max_sql_statement"),
+        "{}",
+        reply.text()
+    );
     let slow = sql(
         &host,
         "main",
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
         json!([]),
     );
-    assert_eq!((slow.status, kind(&slow)), (503, "unavailable".into()), "{}", slow.text());
+    assert_eq!(
+        (slow.status, kind(&slow)),
+        (503, "unavailable".into()),
+        "{}",
+        slow.text()
+    );
     let after = sql(&host, "main", "SELECT count(*) AS n FROM posts", json!([]));
     assert_eq!(after.json()["rows"], json!([[{ "integer": 1 }]]));
 
     // A unique key taken is a constraint the route can answer 409 for.
-    sql(&host, "main", "CREATE TABLE u (id TEXT PRIMARY KEY)", json!([]));
+    sql(
+        &host,
+        "main",
+        "CREATE TABLE u (id TEXT PRIMARY KEY)",
+        json!([]),
+    );
     let insert = "INSERT INTO u (id) VALUES ($1)";
-    assert_eq!(sql(&host, "main", insert, json!([{ "text": "a" }])).status, 200);
+    assert_eq!(
+        sql(&host, "main", insert, json!([{ "text": "a" }])).status,
+        200
+    );
     let again = sql(&host, "main", insert, json!([{ "text": "a" }]));
     assert_eq!((again.status, kind(&again)), (409, "constraint".into()));
 }
@@ -149,6 +167,18 @@ fn migrations_apply_once_and_a_broken_one_refuses_the_deploy() {
     assert!(!host.log().contains("applied"), "{}", host.log());
     let read = sql(&host, "main", "SELECT id FROM posts", json!([]));
     assert_eq!(read.json()["rows"], json!([[{ "text": "seed" }]]));
+    for statement in [
+        "SELECT * FROM edgehost_migrations",
+        "DELETE FROM edgehost_migrations",
+        "DROP TABLE edgehost_migrations",
+    ] {
+        let reply = sql(&host, "main", statement, json!([]));
+        assert_eq!(
+            (reply.status, kind(&reply)),
+            (403, "refused".into()),
+            "{statement}"
+        );
+    }
 
     // A deploy whose new migration fails on its third line is refused,
     // naming it, and changes nothing: the table it made first is not there.
@@ -175,7 +205,11 @@ fn migrations_apply_once_and_a_broken_one_refuses_the_deploy() {
     )
     .unwrap();
     let out = edgehost(&["deploy", manifest.to_str().unwrap(), "--to", &to]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let read = sql(&host, "main", "SELECT id FROM posts ORDER BY id", json!([]));
     assert_eq!(
         read.json()["rows"],
@@ -184,7 +218,11 @@ fn migrations_apply_once_and_a_broken_one_refuses_the_deploy() {
 
     // Editing an applied migration is an error at the next start.
     drop(host);
-    std::fs::write(migrations.join("001_posts.sql"), "CREATE TABLE posts (id TEXT);\n").unwrap();
+    std::fs::write(
+        migrations.join("001_posts.sql"),
+        "CREATE TABLE posts (id TEXT);\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_edgehost"))
         .args(["serve", "--listen", "127.0.0.1:0", "--manifest"])
         .arg(&manifest)
@@ -195,7 +233,9 @@ fn migrations_apply_once_and_a_broken_one_refuses_the_deploy() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("001_posts.sql: this migration was applied to database main and its file has changed"),
+        stderr.contains(
+            "001_posts.sql: this migration was applied to database main and its file has changed"
+        ),
         "{stderr}"
     );
 }
@@ -220,7 +260,11 @@ fn two_hosts_on_one_postgres_share_the_example_posts() {
     let a = start(&a_dir, &manifest, vec![("DATABASE_URL", &url)], false);
     a.wait_for_log("database main: applied 1 migration");
     let b = start(&b_dir, &manifest, vec![("DATABASE_URL", &url)], false);
-    assert!(!b.log().contains("applied"), "the first host migrated: {}", b.log());
+    assert!(
+        !b.log().contains("applied"),
+        "the first host migrated: {}",
+        b.log()
+    );
 
     let made = a.post("/api/posts", r#"{"title":"shared"}"#);
     assert_eq!(made.status, 201, "{}", made.text());
@@ -229,6 +273,10 @@ fn two_hosts_on_one_postgres_share_the_example_posts() {
     assert_eq!(seen.status, 200, "{}", seen.text());
     assert_eq!(seen.json()["title"], "shared");
     assert_eq!(b.get("/api/posts").json().as_array().unwrap().len(), 1);
-    assert_eq!(b.request("DELETE", &format!("/api/posts/{id}"), &[], b"").status, 204);
+    assert_eq!(
+        b.request("DELETE", &format!("/api/posts/{id}"), &[], b"")
+            .status,
+        204
+    );
     assert_eq!(a.get(&format!("/api/posts/{id}")).status, 404);
 }

@@ -159,7 +159,10 @@ async fn parameters(db: Backend, p: String) {
     assert_eq!(found.rows, [vec![text("x"), SqlValue::Integer(3)]]);
     let wrong = db
         .query(
-            st(format!("SELECT a FROM {p}_t WHERE b = $2 AND a = $1"), vec![text("x")]),
+            st(
+                format!("SELECT a FROM {p}_t WHERE b = $2 AND a = $1"),
+                vec![text("x")],
+            ),
             BOUNDS,
         )
         .await;
@@ -171,7 +174,9 @@ async fn parameters(db: Backend, p: String) {
         .query(st(format!("SELEC a FROM {p}_t"), vec![]), BOUNDS)
         .await;
     assert!(matches!(syntax, Err(SqlError::Invalid(_))), "{syntax:?}");
-    let missing = db.query(st("SELECT * FROM nowhere_at_all", vec![]), BOUNDS).await;
+    let missing = db
+        .query(st("SELECT * FROM nowhere_at_all", vec![]), BOUNDS)
+        .await;
     assert!(matches!(missing, Err(SqlError::Invalid(_))), "{missing:?}");
 }
 
@@ -185,7 +190,11 @@ async fn injection(db: Backend, p: String) {
     )
     .await;
     let read = exec(&db, &format!("SELECT title FROM {p}_posts"), vec![]).await;
-    assert_eq!(read.rows, [vec![text(&hostile)]], "the table is still there");
+    assert_eq!(
+        read.rows,
+        [vec![text(&hostile)]],
+        "the table is still there"
+    );
 }
 
 async fn batch_rolls_back(db: Backend, p: String) {
@@ -243,7 +252,12 @@ async fn returning(db: Backend, p: String) {
     let made = exec(
         &db,
         &format!("INSERT INTO {p}_t (id, title) VALUES ($1, $2), ($3, $4) RETURNING id, title"),
-        vec![SqlValue::Integer(7), text("a"), SqlValue::Integer(8), text("b")],
+        vec![
+            SqlValue::Integer(7),
+            text("a"),
+            SqlValue::Integer(8),
+            text("b"),
+        ],
     )
     .await;
     assert_eq!(made.columns, ["id", "title"]);
@@ -255,7 +269,12 @@ async fn returning(db: Backend, p: String) {
         ]
     );
     assert_eq!(made.rows_affected, 2);
-    let updated = exec(&db, &format!("UPDATE {p}_t SET title = $1"), vec![text("c")]).await;
+    let updated = exec(
+        &db,
+        &format!("UPDATE {p}_t SET title = $1"),
+        vec![text("c")],
+    )
+    .await;
     assert_eq!(updated.rows_affected, 2);
     let deleted = exec(
         &db,
@@ -280,7 +299,10 @@ async fn constraints(db: Backend, p: String) {
         vec![SqlValue::Integer(2), SqlValue::Null],
     ] {
         let refused = db.query(st(&insert, params), BOUNDS).await;
-        assert!(matches!(refused, Err(SqlError::Constraint(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(SqlError::Constraint(_))),
+            "{refused:?}"
+        );
     }
 }
 
@@ -321,7 +343,9 @@ async fn result_limits(db: Backend, p: String) {
 async fn timeout(db: Backend, _p: String) {
     let slow = match db.kind() {
         "postgres" => "SELECT pg_sleep(30)",
-        _ => "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+        _ => {
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+        }
     };
     let bounds = Bounds {
         timeout: Duration::from_millis(300),
@@ -378,7 +402,10 @@ async fn migrations(db: Backend, p: String) {
     ];
     let applied = db.migrate(&database, &first).await.unwrap();
     assert_eq!(applied, ["001_posts.sql", "002_title.sql"]);
-    assert!(db.migrate(&database, &first).await.unwrap().is_empty(), "applied once");
+    assert!(
+        db.migrate(&database, &first).await.unwrap().is_empty(),
+        "applied once"
+    );
     let read = exec(&db, &format!("SELECT id, title FROM {p}_posts"), vec![]).await;
     assert_eq!(read.rows, [vec![text("seed"), SqlValue::Null]]);
 
@@ -421,7 +448,10 @@ async fn migrations(db: Backend, p: String) {
         &format!("ALTER TABLE {p}_posts ADD COLUMN title TEXT NOT NULL;"),
     );
     let err = db.migrate(&database, &edited).await.unwrap_err();
-    assert!(err.contains("002_title.sql") && err.contains("has changed"), "{err}");
+    assert!(
+        err.contains("002_title.sql") && err.contains("has changed"),
+        "{err}"
+    );
     let err = db.migrate(&database, &first[..1]).await.unwrap_err();
     assert!(err.contains("002_title.sql was applied"), "{err}");
 

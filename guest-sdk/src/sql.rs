@@ -175,7 +175,9 @@ fn to_json(value: Value) -> serde_json::Value {
     match value {
         Value::Null => serde_json::Value::Null,
         Value::Integer(n) => n.into(),
-        Value::Real(x) => serde_json::Number::from_f64(x).map_or(serde_json::Value::Null, Into::into),
+        Value::Real(x) => {
+            serde_json::Number::from_f64(x).map_or(serde_json::Value::Null, Into::into)
+        }
         Value::Text(text) => text.into(),
         Value::Blob(blob) => blob.into(),
     }

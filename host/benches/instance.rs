@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
         SqlDatabases::new(data.path().join("sql"), Default::default()),
         settings,
     )
-        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let table = runtime.load(&manifest)?;
     let (route, params) = table
         .lookup(path)?

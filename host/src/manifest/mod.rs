@@ -41,8 +41,8 @@ mod validate;
 pub use error::{ManifestError, ManifestErrors};
 pub use fleet::FleetSpec;
 pub use kv::{KvBackendKind, KvStoreSpec};
-pub use sql::{SqlBackendKind, SqlDatabaseSpec};
 pub use limits::{Limits, ServerLimits};
+pub use sql::{SqlBackendKind, SqlDatabaseSpec};
 
 use crate::capabilities::outbound::AllowedHost;
 use crate::router::Pattern;
@@ -638,6 +638,7 @@ max_concurrency = 3
                 },
                 component: &|written| Some(dir.path().join(written)),
                 discover: &|_, _| Ok(Vec::new()),
+                migrations: &|_| Ok(Vec::new()),
             },
         )
         .unwrap_err()

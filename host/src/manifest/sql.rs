@@ -197,7 +197,10 @@ mod tests {
     #[test]
     fn badly_named_or_ambiguous_migrations_are_refused() {
         let bad = migrations_from("m", files(&["create.sql"])).unwrap_err();
-        assert!(bad.contains("m/create.sql: a migration is named NNN_name.sql"), "{bad}");
+        assert!(
+            bad.contains("m/create.sql: a migration is named NNN_name.sql"),
+            "{bad}"
+        );
         let same = migrations_from("m", files(&["1_a.sql", "001_b.sql"])).unwrap_err();
         assert!(same.contains("have the same number"), "{same}");
     }
@@ -242,12 +245,10 @@ mod tests {
 
     #[test]
     fn postgres_urls_come_from_the_environment() {
-        let m = manifest(
-            "[sql.main]\nbackend = \"postgres\"\nurl_env = \"DB\"\n\n[sql.local]\n",
-        )
-        .unwrap();
-        let configs = database_configs(&m, &|v| (v == "DB").then(|| "postgres://u@h/db".into()))
+        let m = manifest("[sql.main]\nbackend = \"postgres\"\nurl_env = \"DB\"\n\n[sql.local]\n")
             .unwrap();
+        let configs =
+            database_configs(&m, &|v| (v == "DB").then(|| "postgres://u@h/db".into())).unwrap();
         assert_eq!(
             configs["main"],
             DatabaseConfig::Postgres {

@@ -127,7 +127,11 @@ impl Runtime {
             if spec.migrations.is_empty() {
                 continue;
             }
-            match self.sql.migrate(name, &spec.migrations, &self.metrics).await {
+            match self
+                .sql
+                .migrate(name, &spec.migrations, &self.metrics)
+                .await
+            {
                 Ok(applied) if applied.is_empty() => {}
                 Ok(applied) => tracing::info!(
                     database = %name,

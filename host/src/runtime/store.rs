@@ -5,8 +5,8 @@
 
 use super::cpu::{CpuMeter, CpuTimeExceeded};
 use crate::capabilities::kv::{KvAccess, KvView};
-use crate::capabilities::sql::{SqlAccess, SqlView};
 use crate::capabilities::outbound::{OutboundHooks, OutboundPolicy};
+use crate::capabilities::sql::{SqlAccess, SqlView};
 use crate::capabilities::stdio::{GuestLog, Stream};
 use crate::wit::bindings::edge::route::types;
 use std::sync::Arc;

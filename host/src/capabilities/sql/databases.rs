@@ -27,7 +27,9 @@ static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
 pub enum DatabaseConfig {
     /// A file under the data dir (the default).
     Sqlite,
-    Postgres { url: String },
+    Postgres {
+        url: String,
+    },
 }
 
 impl DatabaseConfig {
@@ -146,11 +148,15 @@ impl SqlBackend for NoSql {
     }
 
     async fn query(&self, _: Statement, _: Bounds) -> Result<RowSet, SqlError> {
-        Err(SqlError::Failed("databases are not opened by this command".into()))
+        Err(SqlError::Failed(
+            "databases are not opened by this command".into(),
+        ))
     }
 
     async fn batch(&self, _: Vec<Statement>, _: Bounds) -> Result<Vec<RowSet>, SqlError> {
-        Err(SqlError::Failed("databases are not opened by this command".into()))
+        Err(SqlError::Failed(
+            "databases are not opened by this command".into(),
+        ))
     }
 
     async fn migrate(&self, _: &str, _: &[Migration]) -> Result<Vec<String>, String> {

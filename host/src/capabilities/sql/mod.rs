@@ -147,14 +147,21 @@ pub trait SqlBackend: Send + Sync {
     /// returns the names applied. Refuses (changing nothing) when one
     /// fails, or when an applied one's file changed or is gone: the reason
     /// names the file and, when the database says, the line.
-    async fn migrate(&self, database: &str, migrations: &[Migration])
-        -> Result<Vec<String>, String>;
+    async fn migrate(
+        &self,
+        database: &str,
+        migrations: &[Migration],
+    ) -> Result<Vec<String>, String>;
 }
 
 /// The line (1-based) of byte `offset` in `text`.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// Checks what was applied against the files: every applied migration's

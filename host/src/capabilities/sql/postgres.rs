@@ -396,7 +396,14 @@ fn cannot(reason: String) -> BoxError {
 
 /// Text types, by name (`citext` is an extension's, with no fixed oid).
 fn is_text(ty: &Type) -> bool {
-    [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME, Type::UNKNOWN].contains(ty)
+    [
+        Type::TEXT,
+        Type::VARCHAR,
+        Type::BPCHAR,
+        Type::NAME,
+        Type::UNKNOWN,
+    ]
+    .contains(ty)
         || ty.name() == "citext"
 }
 

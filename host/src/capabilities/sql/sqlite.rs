@@ -160,6 +160,11 @@ fn refusal(action: &AuthAction<'_>, host_statement: bool) -> Option<String> {
         | AuthAction::Delete { table_name }
         | AuthAction::DropTable { table_name }
         | AuthAction::AlterTable { table_name, .. }
+        | AuthAction::CreateTable { table_name }
+        | AuthAction::CreateTempTable { table_name }
+        | AuthAction::CreateIndex { table_name, .. }
+        | AuthAction::CreateTrigger { table_name, .. }
+        | AuthAction::CreateTempTrigger { table_name, .. }
             if own_table(table_name) =>
         {
             Some(format!("{MIGRATIONS_TABLE} belongs to the host"))
@@ -250,7 +255,10 @@ impl SqlBackend for SqliteDb {
         let read = self
             .readers
             .run(bounds.timeout, move |g| {
-                let prepared = g.conn.prepare_cached(&sql).map_err(|err| map_error(g, err))?;
+                let prepared = g
+                    .conn
+                    .prepare_cached(&sql)
+                    .map_err(|err| map_error(g, err))?;
                 if !prepared.readonly() {
                     return Ok(Read::Writes);
                 }
@@ -352,6 +360,7 @@ fn run(
 }
 
 fn run_statement(g: &Guarded, statement: &Statement, bounds: Bounds) -> Result<RowSet, SqlError> {
+    *g.denied.lock().unwrap_or_else(|p| p.into_inner()) = None;
     let mut prepared = g
         .conn
         .prepare_cached(&statement.sql)
@@ -443,20 +452,21 @@ fn map_error(g: &Guarded, err: rusqlite::Error) -> SqlError {
         rusqlite::Error::SqliteFailure(e, Some(msg)) => format!("{msg} ({:?})", e.code),
         rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
         rusqlite::Error::MultipleStatement => {
-            return SqlError::Invalid(
-                "one statement per query; run several as a batch".into(),
-            )
+            return SqlError::Invalid("one statement per query; run several as a batch".into())
         }
         other => other.to_string(),
     };
+    // A refusal of the authorizer shows as SQLITE_AUTH, or (for a
+    // function) as a plain error saying "not authorized".
+    if let Some(reason) = denied {
+        return SqlError::Refused(reason);
+    }
     match code {
-        Some(ErrorCode::AuthorizationForStatementDenied) => {
-            SqlError::Refused(denied.unwrap_or(message))
-        }
+        Some(ErrorCode::AuthorizationForStatementDenied) => SqlError::Refused(message),
         Some(ErrorCode::ConstraintViolation) => SqlError::Constraint(message),
-        Some(ErrorCode::OperationInterrupted) => SqlError::Unavailable(
-            "stopped at the route's sql_timeout".into(),
-        ),
+        Some(ErrorCode::OperationInterrupted) => {
+            SqlError::Unavailable("stopped at the route's sql_timeout".into())
+        }
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             SqlError::Unavailable(format!("the database is busy: {message}"))
         }
@@ -487,7 +497,11 @@ fn migrate(path: &Path, database: &str, migrations: &[Migration]) -> Result<Vec<
     result
 }
 
-fn apply(conn: &Connection, database: &str, migrations: &[Migration]) -> Result<Vec<String>, String> {
+fn apply(
+    conn: &Connection,
+    database: &str,
+    migrations: &[Migration],
+) -> Result<Vec<String>, String> {
     let failed = |err: rusqlite::Error| format!("database {database}: {err}");
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
@@ -520,7 +534,9 @@ fn apply(conn: &Connection, database: &str, migrations: &[Migration]) -> Result<
         conn.execute_batch(&migration.sql)
             .map_err(|err| migration_error(migration, database, &err))?;
         conn.execute(
-            &format!("INSERT INTO {MIGRATIONS_TABLE} (database, name, checksum) VALUES (?1, ?2, ?3)"),
+            &format!(
+                "INSERT INTO {MIGRATIONS_TABLE} (database, name, checksum) VALUES (?1, ?2, ?3)"
+            ),
             [database, &migration.name, &migration.checksum],
         )
         .map_err(failed)?;
@@ -533,7 +549,9 @@ fn apply(conn: &Connection, database: &str, migrations: &[Migration]) -> Result<
 fn migration_error(migration: &Migration, database: &str, err: &rusqlite::Error) -> String {
     let line = match err {
         // `sql` is the rest of the file from the statement that failed on.
-        rusqlite::Error::SqlInputError { sql, offset, .. } if migration.sql.ends_with(sql.as_str()) => {
+        rusqlite::Error::SqlInputError { sql, offset, .. }
+            if migration.sql.ends_with(sql.as_str()) =>
+        {
             let start = migration.sql.len() - sql.len();
             usize::try_from(*offset)
                 .ok()

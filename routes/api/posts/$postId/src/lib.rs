@@ -17,8 +17,10 @@ fn post_id(req: &Request) -> Result<&str, Error> {
 
 fn get(req: Request) -> Result<Response, Error> {
     let db = Database::open("main")?;
-    let rows: Vec<Stored> =
-        db.query_as("SELECT body FROM posts WHERE id = $1", &[post_id(&req)?.into()])?;
+    let rows: Vec<Stored> = db.query_as(
+        "SELECT body FROM posts WHERE id = $1",
+        &[post_id(&req)?.into()],
+    )?;
     let Some(row) = rows.first() else {
         return Err(Error::not_found("Not found"));
     };

@@ -38,7 +38,11 @@ fn post(req: Request) -> Result<Response, Error> {
     let body = Value::Object(post);
     Database::open("main")?.execute(
         "INSERT INTO posts (id, created_at, body) VALUES ($1, $2, $3)",
-        &[id.clone().into(), created_at.into(), body.to_string().into()],
+        &[
+            id.clone().into(),
+            created_at.into(),
+            body.to_string().into(),
+        ],
     )?;
     Ok(Response::json(&body)
         .with_status(201)
