@@ -391,6 +391,25 @@ def main():
             shared_pid = json.load(r)["id"]
         targets[key] = (shared, f"/api/posts/{shared_pid}")
         shared_hosts[backend] = shared
+    # The example app's posts routes, on SQL: SQLite (the default) and the
+    # same private PostgreSQL server.
+    sql_posts = os.path.join(WASM, "api_posts.wasm")
+    sql_post_id = os.path.join(WASM, "api_posts_postid.wasm")
+    migrations = os.path.join(ROOT, "migrations", "main")
+    for key, table in (("post-sqlite", ""),
+                       ("post-sql-postgres", 'backend = "postgres"\nurl_env = "DATABASE_URL"\n')):
+        manifest = os.path.join(work, f"{key}.toml")
+        with open(manifest, "w") as f:
+            f.write(f'[sql.main]\n{table}migrations = "{migrations}"\n\n'
+                    f'[[route]]\npath = "/api/posts"\ncomponent = "{sql_posts}"\nsql = ["main"]\n\n'
+                    f'[[route]]\npath = "/api/posts/$postId"\ncomponent = "{sql_post_id}"\nsql = ["main"]\n')
+        sql_host = host(manifest, os.path.join(work, key), {"DATABASE_URL": postgres.url()}, admin=True)
+        wait_for_200(sql_host.url("/api/posts"), proc=sql_host.proc)
+        req = urllib.request.Request(sql_host.url("/api/posts"), data=b'{"title":"bench"}', method="POST")
+        with urllib.request.urlopen(req) as r:
+            sql_pid = json.load(r)["id"]
+        targets[key] = (sql_host, f"/api/posts/{sql_pid}")
+        shared_hosts[key] = sql_host
     cmp = None
     if args.compare_host:
         cmp = host(main_manifest, os.path.join(work, "compare-data"), binary=args.compare_host)
@@ -414,7 +433,8 @@ def main():
     results = {key: {c: median_run(runs[key][c]) for c in (1, 32)} for key in targets}
     kv = {"embedded": kv_latency(metrics(srv), "posts")}
     for backend, shared in shared_hosts.items():
-        kv[backend] = kv_latency(metrics(shared), "posts")
+        if not backend.startswith("post-"):
+            kv[backend] = kv_latency(metrics(shared), "posts")
         shared.stop()
     redis.stop()
     postgres.stop()
@@ -494,9 +514,12 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv):
              "wasmtime": f"`wasmtime serve` {WASMTIME_VERSION}, same wasi:http component, tuned",
              "post-redis": "edgehost `GET /api/posts/$postId`, posts on Redis",
              "post-postgres": "edgehost `GET /api/posts/$postId`, posts on PostgreSQL",
+             "post-sqlite": "edgehost `GET /api/posts/$postId`, posts in SQL on SQLite",
+             "post-sql-postgres": "edgehost `GET /api/posts/$postId`, posts in SQL on PostgreSQL",
              "compare-hello": "`--compare-host` binary, hello route",
              "compare-post": "`--compare-host` binary, `GET /api/posts/$postId`"}
-    for key in ("native", "hello", "post", "post-redis", "post-postgres", "wasi-http", "wasmtime",
+    for key in ("native", "hello", "post", "post-redis", "post-postgres", "post-sqlite",
+                "post-sql-postgres", "wasi-http", "wasmtime",
                 "compare-hello", "compare-post"):
         if key not in r:
             continue
