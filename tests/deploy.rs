@@ -563,13 +563,15 @@ fn limits_lists_every_limit_with_its_default() {
         "| `max_body` | `\"1MiB\"` | 413",
         "| `max_concurrency` | `64` |",
         "| `drain_timeout` (`[server]` only) | `\"30s\"` |",
+        "| `sql_timeout` | `\"5s\"` |",
+        "| `max_sql_rows` | `10000` |",
     ] {
         assert!(table.contains(row), "no {row} in\n{table}");
     }
     assert_eq!(
         table.lines().count(),
-        2 + 18,
-        "a header and 18 limits:\n{table}"
+        2 + 23,
+        "a header and 23 limits:\n{table}"
     );
 }
 
