@@ -53,7 +53,7 @@ fn hostile_manifest(dir: &Path, extra: &str) -> std::path::PathBuf {
 #[test]
 fn a_hostile_route_reaches_only_its_own_tables_and_stays_within_its_limits() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = hostile_manifest(dir.path(), "");
+    let manifest = hostile_manifest(dir.path(), "\n[sql.main]\nmax_size = \"256KiB\"\n");
     let host = start(dir.path(), &manifest, vec![], false);
 
     let made = sql(&host, "main", "CREATE TABLE posts (title TEXT)", json!([]));
@@ -78,6 +78,8 @@ fn a_hostile_route_reaches_only_its_own_tables_and_stays_within_its_limits() {
         "PRAGMA journal_mode = DELETE".to_string(),
         "BEGIN".to_string(),
         "SAVEPOINT s".to_string(),
+        // It would outlive the call on a shared connection.
+        "CREATE TEMP TABLE posts (title TEXT)".to_string(),
         // A route cannot forge the record of applied migrations.
         "CREATE TABLE edgehost_migrations (database TEXT, name TEXT, checksum TEXT)".to_string(),
     ];
@@ -123,6 +125,38 @@ fn a_hostile_route_reaches_only_its_own_tables_and_stays_within_its_limits() {
     );
     let after = sql(&host, "main", "SELECT count(*) AS n FROM posts", json!([]));
     assert_eq!(after.json()["rows"], json!([[{ "integer": 1 }]]));
+
+    // The file cannot grow past max_size: a megabyte is refused, the disk
+    // is not filled, and small writes still go in.
+    sql(&host, "main", "CREATE TABLE big (b BLOB)", json!([]));
+    let huge = sql(
+        &host,
+        "main",
+        "INSERT INTO big VALUES (zeroblob(1000000))",
+        json!([]),
+    );
+    assert_eq!(
+        (huge.status, kind(&huge)),
+        (403, "refused".into()),
+        "{}",
+        huge.text()
+    );
+    assert!(
+        huge.text().contains("the database is full"),
+        "{}",
+        huge.text()
+    );
+    let size = std::fs::metadata(dir.path().join("data/sql/main.db"))
+        .unwrap()
+        .len();
+    assert!(size <= 256 * 1024, "the file grew to {size} bytes");
+    let small = sql(
+        &host,
+        "main",
+        "INSERT INTO big VALUES (zeroblob(100))",
+        json!([]),
+    );
+    assert_eq!(small.status, 200, "{}", small.text());
 
     // A unique key taken is a constraint the route can answer 409 for.
     sql(
@@ -178,6 +212,15 @@ fn migrations_apply_once_and_a_broken_one_refuses_the_deploy() {
             (403, "refused".into()),
             "{statement}"
         );
+    }
+    // Counted per database, by kind and result.
+    let metrics = host.admin_request("GET", "/metrics", TOKEN, b"").text();
+    for line in [
+        "edgehost_sql_queries_total{database=\"main\",backend=\"sqlite\",op=\"query\",result=\"ok\"} 1",
+        "edgehost_sql_queries_total{database=\"main\",backend=\"sqlite\",op=\"query\",result=\"refused\"} 3",
+        "edgehost_sql_query_duration_seconds_count{database=\"main\",backend=\"sqlite\"} 4",
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
     }
 
     // A deploy whose new migration fails on its third line is refused,

@@ -40,6 +40,9 @@ const CASES: &[(&str, Case)] = &[
         Box::pin(timeout(db, p))
     }),
     ("migrations", |db, p| Box::pin(migrations(db, p))),
+    ("a call leaves nothing behind on its connection", |db, p| {
+        Box::pin(nothing_left_behind(db, p))
+    }),
 ];
 
 const BOUNDS: Bounds = Bounds {
@@ -66,7 +69,8 @@ fn run_all(open: &dyn Fn(&str) -> Backend) {
 fn the_sqlite_backend_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
     run_all(&|prefix| {
-        Arc::new(SqliteDb::open(&dir.path().join(format!("{prefix}.db"))).unwrap()) as Backend
+        Arc::new(SqliteDb::open(&dir.path().join(format!("{prefix}.db")), 1 << 30).unwrap())
+            as Backend
     });
 }
 
@@ -462,4 +466,53 @@ async fn migrations(db: Backend, p: String) {
         &format!("CREATE TABLE {p}_other_posts (id TEXT);"),
     )];
     assert_eq!(db.migrate(&other, &mine).await.unwrap(), ["001_posts.sql"]);
+}
+
+async fn nothing_left_behind(db: Backend, p: String) {
+    exec(&db, &format!("CREATE TABLE {p}_t (a TEXT)"), vec![]).await;
+    // (Block comments nest on PostgreSQL only.)
+    let nested = if db.kind() == "postgres" {
+        "/* /* */ SELECT */ BEGIN"
+    } else {
+        "/* SELECT */ BEGIN"
+    };
+    for statement in ["BEGIN", "; BEGIN", nested, "SAVEPOINT s"] {
+        let refused = db.query(st(statement, vec![]), BOUNDS).await;
+        assert!(
+            matches!(refused, Err(SqlError::Refused(_))),
+            "{statement}: {refused:?}"
+        );
+    }
+    if db.kind() == "postgres" {
+        // Settings and temporary tables made through functions are reset
+        // before the connection serves again.
+        exec(
+            &db,
+            "SELECT set_config('search_path', 'nowhere', false) AS s",
+            vec![],
+        )
+        .await;
+        let path = exec(&db, "SELECT current_setting('search_path') AS s", vec![]).await;
+        assert_eq!(path.rows, [vec![text("\"$user\", public")]]);
+        // It would shadow the table of the same name, holding a row.
+        exec(
+            &db,
+            &format!("CREATE TEMP TABLE {p}_t AS SELECT 'mine'::text AS a"),
+            vec![],
+        )
+        .await;
+        let seen = exec(&db, &format!("SELECT a FROM {p}_t"), vec![]).await;
+        assert!(
+            seen.rows.is_empty(),
+            "the temporary table outlived its call"
+        );
+    } else {
+        let temp = db
+            .query(
+                st(format!("CREATE TEMP TABLE {p}_t (a TEXT)"), vec![]),
+                BOUNDS,
+            )
+            .await;
+        assert!(matches!(temp, Err(SqlError::Refused(_))), "{temp:?}");
+    }
 }

@@ -27,6 +27,9 @@ pub(crate) struct Deployer {
     /// The deployment `serve --resume` brings back.
     record: Record,
     collector: Collector,
+    /// One admin deploy at a time, from its migrations to its swap: two
+    /// racing deploys cannot migrate in one order and swap in the other.
+    applying: tokio::sync::Mutex<()>,
 }
 
 /// A deployment made, with warnings about settings that need a restart.
@@ -77,6 +80,7 @@ impl Deployer {
             host,
             deploy_secrets: Arc::new(deploy_secrets),
             requests: Mutex::new(BTreeMap::new()),
+            applying: tokio::sync::Mutex::new(()),
             record: Record::new(data_dir.join("deployment.json")),
         }
     }
@@ -139,6 +143,7 @@ impl Deployer {
     /// Checks `request` against the uploaded components and the deploy
     /// secrets, swaps it in and records it.
     async fn apply(&self, request: DeployRequest) -> Result<Deployed, Vec<String>> {
+        let _one_at_a_time = self.applying.lock().await;
         let prepared = self.prepare(request).await?;
         let id = prepared.request.id.clone();
         Ok(self.activate(prepared, id).await)

@@ -164,11 +164,11 @@ fn restart_only_changes(running: &Manifest, new: &Manifest) -> Vec<String> {
         }
     }
     // A database on another backend is refused when it loads; a new URL
-    // variable for the same backend waits for a restart.
+    // variable or size for the same backend waits for a restart.
     for (database, spec) in &new.sql {
         if let Some(running) = running.sql.get(database) {
             if running.backend == spec.backend && !running.same_backend(spec) {
-                changed.push(format!("[sql.{database}] url_env"));
+                changed.push(format!("[sql.{database}]"));
             }
         }
     }

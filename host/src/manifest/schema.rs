@@ -58,6 +58,7 @@ pub(crate) struct RawSqlDatabase {
     pub(crate) backend: Option<Spanned<String>>,
     pub(crate) url_env: Option<Spanned<String>>,
     pub(crate) migrations: Option<Spanned<String>>,
+    pub(crate) max_size: Option<Spanned<Quantity>>,
 }
 
 /// `[admin]`: the deploy and metrics API, off unless this table (or `serve

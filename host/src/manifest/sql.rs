@@ -50,6 +50,8 @@ pub struct SqlDatabaseSpec {
     pub(crate) url_env: Option<String>,
     /// Its migrations, in the order they apply.
     pub(crate) migrations: Vec<Migration>,
+    /// The largest a SQLite file may grow, in bytes.
+    pub(crate) max_size: u64,
     /// The table's line, for error messages.
     pub(crate) line: usize,
 }
@@ -58,7 +60,9 @@ impl SqlDatabaseSpec {
     /// Whether two manifests put the database on the same backend (a
     /// restart-only setting).
     pub(crate) fn same_backend(&self, other: &SqlDatabaseSpec) -> bool {
-        self.backend == other.backend && self.url_env == other.url_env
+        self.backend == other.backend
+            && self.url_env == other.url_env
+            && self.max_size == other.max_size
     }
 }
 
@@ -150,7 +154,12 @@ pub(crate) fn database_configs(
         };
         match (spec.backend, &spec.url_env) {
             (SqlBackendKind::Sqlite, _) => {
-                configs.insert(database.clone(), DatabaseConfig::Sqlite);
+                configs.insert(
+                    database.clone(),
+                    DatabaseConfig::Sqlite {
+                        max_size: spec.max_size,
+                    },
+                );
             }
             (SqlBackendKind::Postgres, Some(var)) => match env(var) {
                 Some(url) if !url.is_empty() => match PostgresKv::check_url(&url) {
@@ -233,6 +242,11 @@ mod tests {
                 "[sql.main]\nmigrations = \"nowhere\"\n",
                 "m.toml:1: [sql.main]: migrations: cannot read the folder",
             ),
+            (
+                "[sql.main]\nbackend = \"postgres\"\nurl_env = \"X\"\nmax_size = \"1GiB\"\n",
+                "m.toml:1: [sql.main]: max_size is for the sqlite backend",
+            ),
+            ("[sql.main]\nmax_size = \"lots\"\n", "[sql.main]: max_size:"),
         ];
         for (text, expected) in cases {
             let error = manifest(text).unwrap_err();
@@ -255,7 +269,12 @@ mod tests {
                 url: "postgres://u@h/db".into()
             }
         );
-        assert_eq!(configs["local"], DatabaseConfig::Sqlite);
+        assert_eq!(
+            configs["local"],
+            DatabaseConfig::Sqlite {
+                max_size: crate::capabilities::sql::DEFAULT_MAX_SIZE
+            }
+        );
         let missing = database_configs(&m, &|_| None).unwrap_err().to_string();
         assert!(
             missing.contains("m.toml:1: [sql.main]: DB is not set in the host's environment"),

@@ -370,6 +370,20 @@ impl Checker<'_> {
                 }
                 _ => {}
             }
+            let max_size = match (&table.max_size, backend) {
+                (None, _) => crate::capabilities::sql::DEFAULT_MAX_SIZE,
+                (Some(_), SqlBackendKind::Postgres) => {
+                    fail(self, "max_size is for the sqlite backend (a PostgreSQL server has its own quotas)".into());
+                    continue;
+                }
+                (Some(value), SqlBackendKind::Sqlite) => match Kind::Size.parse(value.get_ref()) {
+                    Ok(bytes) => bytes,
+                    Err(reason) => {
+                        fail(self, format!("max_size: {reason}"));
+                        continue;
+                    }
+                },
+            };
             let migrations_dir = table.migrations.as_ref().map(|d| d.get_ref().clone());
             let migrations = match &migrations_dir {
                 None => Vec::new(),
@@ -389,6 +403,7 @@ impl Checker<'_> {
                     backend,
                     url_env,
                     migrations,
+                    max_size,
                     line,
                 },
             );

@@ -81,7 +81,7 @@ impl PostgresKv {
     /// checks the URL, connects at first use.
     pub fn connect(url: &str) -> Result<PostgresKv, KvError> {
         Ok(PostgresKv {
-            pool: connection_pool(url).map_err(KvError::Failed)?,
+            pool: connection_pool(url, RecyclingMethod::Fast, None).map_err(KvError::Failed)?,
             table: OnceCell::new(),
         })
     }
@@ -136,16 +136,26 @@ impl PostgresKv {
 }
 
 /// A pool of at most [`MAX_CONNECTIONS`] connections to the database at
-/// `url`, opened as needed (the SQL databases' pools are made alike).
-pub(crate) fn connection_pool(url: &str) -> Result<Pool, String> {
-    let config: tokio_postgres::Config = url
+/// `url`, opened as needed (the SQL databases' pools are made alike):
+/// each connection checked by `recycling` before it is reused, and opened
+/// with the server settings `options` (`-c name=value ...`) when given.
+pub(crate) fn connection_pool(
+    url: &str,
+    recycling: RecyclingMethod,
+    options: Option<&str>,
+) -> Result<Pool, String> {
+    let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|err| format!("not a PostgreSQL URL: {err}"))?;
+    if let Some(options) = options {
+        let given = config.get_options().unwrap_or_default().to_string();
+        config.options(format!("{given} {options}").trim());
+    }
     let manager = Manager::from_config(
         config,
         NoTls,
         ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+            recycling_method: recycling,
         },
     );
     Pool::builder(manager)

@@ -25,8 +25,11 @@ static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
 /// the host's environment.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseConfig {
-    /// A file under the data dir (the default).
-    Sqlite,
+    /// A file under the data dir (the default), of at most `max_size`
+    /// bytes.
+    Sqlite {
+        max_size: u64,
+    },
     Postgres {
         url: String,
     },
@@ -35,7 +38,7 @@ pub enum DatabaseConfig {
 impl DatabaseConfig {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            DatabaseConfig::Sqlite => "sqlite",
+            DatabaseConfig::Sqlite { .. } => "sqlite",
             DatabaseConfig::Postgres { .. } => "postgres",
         }
     }
@@ -94,7 +97,9 @@ impl SqlDatabases {
         self.configured
             .get(name)
             .cloned()
-            .unwrap_or(DatabaseConfig::Sqlite)
+            .unwrap_or(DatabaseConfig::Sqlite {
+                max_size: super::DEFAULT_MAX_SIZE,
+            })
     }
 
     /// The database `name`, opened if it is not yet.
@@ -109,8 +114,8 @@ impl SqlDatabases {
         }
         let backend: Arc<dyn SqlBackend> = match (&self.dir, self.config(name)) {
             (None, _) => Arc::new(NoSql),
-            (Some(dir), DatabaseConfig::Sqlite) => {
-                Arc::new(SqliteDb::open(&dir.join(format!("{name}.db")))?)
+            (Some(dir), DatabaseConfig::Sqlite { max_size }) => {
+                Arc::new(SqliteDb::open(&dir.join(format!("{name}.db")), max_size)?)
             }
             (Some(_), DatabaseConfig::Postgres { url }) => Arc::new(PostgresDb::connect(&url)?),
         };

@@ -34,6 +34,10 @@ use std::time::Duration;
 /// Statements one batch may hold.
 pub(crate) const MAX_BATCH_STATEMENTS: usize = 100;
 
+/// The largest a SQLite database may grow unless `[sql.NAME] max_size`
+/// says.
+pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
+
 /// The table that records applied migrations, in every database.
 pub(crate) const MIGRATIONS_TABLE: &str = "edgehost_migrations";
 
@@ -208,6 +212,12 @@ impl Budget {
 
     /// Takes one more row, or refuses it.
     pub(crate) fn take(&mut self, row: &[SqlValue]) -> Result<(), SqlError> {
+        self.row()?;
+        row.iter().try_for_each(|value| self.value(value.size()))
+    }
+
+    /// Counts one more row, or refuses it.
+    pub(crate) fn row(&mut self) -> Result<(), SqlError> {
         self.rows += 1;
         if self.rows > self.bounds.max_rows {
             return Err(SqlError::Refused(format!(
@@ -215,7 +225,12 @@ impl Budget {
                 self.bounds.max_rows
             )));
         }
-        self.bytes += row.iter().map(SqlValue::size).sum::<usize>();
+        Ok(())
+    }
+
+    /// Counts a value of `size` bytes before it is copied, or refuses it.
+    pub(crate) fn value(&mut self, size: usize) -> Result<(), SqlError> {
+        self.bytes = self.bytes.saturating_add(size);
         if self.bytes > self.bounds.max_bytes {
             return Err(SqlError::Refused(format!(
                 "the query returns more than the route's max_sql_result of {} bytes",

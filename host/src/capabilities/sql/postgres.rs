@@ -22,7 +22,7 @@ use super::{
 use crate::capabilities::kv::{connection_pool, postgres_unreachable};
 use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
-use deadpool_postgres::{GenericClient, Pool, PoolError};
+use deadpool_postgres::{GenericClient, Pool, PoolError, RecyclingMethod};
 use futures_util::{pin_mut, StreamExt};
 use std::collections::BTreeMap;
 use std::error::Error as _;
@@ -54,6 +54,22 @@ const SESSION_STATEMENTS: [&str; 19] = [
     "COPY",
 ];
 
+/// Run on a connection before it is reused: whatever a route left on it
+/// (an open transaction, settings, temporary tables, advisory locks,
+/// listeners) is gone; prepared statements stay.
+const RECYCLE: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+    UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;";
+
+/// Server-side bounds of every connection, behind the host's own
+/// `sql_timeout`: a lock wait, an idle transaction and a statement cannot
+/// last longer than these whatever a route does.
+const SESSION_BOUNDS: &str = "-c lock_timeout=10s -c idle_in_transaction_session_timeout=30s \
+    -c statement_timeout=60s";
+
+/// How long migrations may wait for another host's (the advisory lock)
+/// and run.
+const MIGRATION_TIMEOUT: &str = "10min";
+
 /// A database on a PostgreSQL server.
 pub struct PostgresDb {
     pool: Pool,
@@ -64,7 +80,11 @@ impl PostgresDb {
     /// first use.
     pub fn connect(url: &str) -> Result<PostgresDb, String> {
         Ok(PostgresDb {
-            pool: connection_pool(url)?,
+            pool: connection_pool(
+                url,
+                RecyclingMethod::Custom(RECYCLE.to_string()),
+                Some(SESSION_BOUNDS),
+            )?,
         })
     }
 
@@ -103,17 +123,28 @@ fn finish<T>(
     bounds: Bounds,
 ) -> Result<T, SqlError> {
     match result {
+        // A result refused part way (too many rows or bytes) may still be
+        // running on the server: stopped like one that ran out of time.
+        Ok(Err(SqlError::Refused(reason))) => {
+            stop(client);
+            Err(SqlError::Refused(reason))
+        }
         Ok(result) => result,
         Err(_) => {
-            let cancel = client.cancel_token();
-            let detached = deadpool_postgres::Object::take(client);
-            tokio::spawn(async move {
-                let _ = cancel.cancel_query(NoTls).await;
-                drop(detached);
-            });
+            stop(client);
             Err(late(bounds))
         }
     }
+}
+
+/// Cancels what `client` runs and closes it, out of the pool.
+fn stop(client: deadpool_postgres::Object) {
+    let cancel = client.cancel_token();
+    let detached = deadpool_postgres::Object::take(client);
+    tokio::spawn(async move {
+        let _ = cancel.cancel_query(NoTls).await;
+        drop(detached);
+    });
 }
 
 /// Runs `statements` on `client` as one transaction.
@@ -184,7 +215,9 @@ impl SqlBackend for PostgresDb {
         // One host migrates at a time; the others then find it done.
         transaction
             .batch_execute(&format!(
-                "SELECT pg_advisory_xact_lock(hashtext('{MIGRATIONS_TABLE}'));
+                "SET LOCAL lock_timeout = '{MIGRATION_TIMEOUT}';
+                SET LOCAL statement_timeout = '{MIGRATION_TIMEOUT}';
+                SELECT pg_advisory_xact_lock(hashtext('{MIGRATIONS_TABLE}'));
                 CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
                     database text NOT NULL,
                     name text NOT NULL,
@@ -273,11 +306,12 @@ fn check_statement(sql: &str) -> Result<(), SqlError> {
 fn first_word(sql: &str) -> &str {
     let mut rest = sql;
     loop {
-        let trimmed = rest.trim_start();
+        // Empty statements (`;`) are dropped by the server: skipped too.
+        let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ';');
         if let Some(after) = trimmed.strip_prefix("--") {
             rest = after.split_once('\n').map_or("", |(_, next)| next);
         } else if let Some(after) = trimmed.strip_prefix("/*") {
-            rest = after.split_once("*/").map_or("", |(_, next)| next);
+            rest = past_comment(after);
         } else {
             let end = trimmed
                 .find(|c: char| !c.is_ascii_alphabetic())
@@ -285,6 +319,31 @@ fn first_word(sql: &str) -> &str {
             return &trimmed[..end];
         }
     }
+}
+
+/// What follows a block comment whose `/*` came just before `text`:
+/// PostgreSQL's block comments nest.
+fn past_comment(text: &str) -> &str {
+    let mut depth = 1;
+    let mut at = 0;
+    let bytes = text.as_bytes();
+    while at + 1 < bytes.len() {
+        match (bytes[at], bytes[at + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                at += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                at += 2;
+                if depth == 0 {
+                    return &text[at..];
+                }
+            }
+            _ => at += 1,
+        }
+    }
+    ""
 }
 
 /// Runs one statement on `client`, reading at most what `bounds` allows.
@@ -363,13 +422,20 @@ fn database(err: &tokio_postgres::Error) -> SqlError {
     };
     let code = db.code();
     let class = &code.code()[..2.min(code.code().len())];
-    if postgres_unreachable(err) || *code == SqlState::QUERY_CANCELED {
+    // 40: deadlock or serialization failure, 53: out of resources, 55P03:
+    // a lock not got in time; each worth retrying.
+    if postgres_unreachable(err)
+        || *code == SqlState::QUERY_CANCELED
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+        || class == "40"
+        || class == "53"
+    {
         SqlError::Unavailable(reason)
     } else if class == "23" {
         SqlError::Constraint(reason)
     } else if class == "42" || class == "22" {
         SqlError::Invalid(reason)
-    } else if class == "54" || class == "53" {
+    } else if class == "54" {
         SqlError::Refused(reason)
     } else {
         SqlError::Failed(reason)
@@ -525,6 +591,9 @@ mod tests {
         assert_eq!(first_word("  select 1"), "select");
         assert_eq!(first_word("-- a\n/* b */ BEGIN;"), "BEGIN");
         assert_eq!(first_word("/* unclosed"), "");
+        assert_eq!(first_word("; ;\n BEGIN"), "BEGIN");
+        assert_eq!(first_word("/* /* */ SELECT */ BEGIN"), "BEGIN");
+        assert_eq!(first_word("/* a */* b */ x"), "");
         assert!(check_statement(" -- x\n begin").is_err());
         assert!(check_statement("set search_path = evil").is_err());
         assert!(check_statement("SELECT 'BEGIN'").is_ok());

@@ -14,6 +14,7 @@ use super::{
     Statement, MIGRATIONS_TABLE,
 };
 use async_trait::async_trait;
+use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -36,6 +37,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// runaway `group_concat` stop here, not in the host's memory).
 const MAX_VALUE_BYTES: i32 = 64 * 1024 * 1024;
 
+/// Memory all SQLite connections of the host may hold together; past it a
+/// statement fails as out of memory instead of the host growing.
+const HEAP_LIMIT: i64 = 512 * 1024 * 1024;
+
+/// The write-ahead log is truncated back to this after a checkpoint.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
 /// Schema inspection pragmas a guest may run (read-only).
 const READ_PRAGMAS: [&str; 6] = [
     "table_info",
@@ -53,6 +61,9 @@ struct Guarded {
     host_statement: Arc<AtomicBool>,
     /// What the authorizer last refused, for the error message.
     denied: Arc<Mutex<Option<String>>>,
+    /// Set when the call ran out of time: a batch stops before its next
+    /// statement (an interrupt between statements is lost).
+    cancelled: Arc<AtomicBool>,
 }
 
 /// Connections of one kind and a gate as wide as there are connections, so
@@ -70,17 +81,20 @@ pub struct SqliteDb {
 }
 
 impl SqliteDb {
-    /// Opens (creating it and its folder if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<SqliteDb, String> {
+    /// Opens (creating it and its folder if needed) the database at
+    /// `path`, which routes can grow to at most `max_size` bytes: past it a
+    /// write fails as refused, the disk is not filled.
+    pub fn open(path: &Path, max_size: u64) -> Result<SqliteDb, String> {
         let shown = path.display();
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|err| format!("cannot create {}: {err}", parent.display()))?;
         }
-        let writer = open_connection(path, false).map_err(|err| format!("{shown}: {err}"))?;
+        let writer =
+            open_connection(path, Some(max_size)).map_err(|err| format!("{shown}: {err}"))?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            readers.push(open_connection(path, true).map_err(|err| format!("{shown}: {err}"))?);
+            readers.push(open_connection(path, None).map_err(|err| format!("{shown}: {err}"))?);
         }
         Ok(SqliteDb {
             path: path.to_path_buf(),
@@ -91,8 +105,10 @@ impl SqliteDb {
 }
 
 /// Opens a guest's connection to `path`: WAL, a busy timeout, the limits
-/// and the authorizer.
-fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Guarded> {
+/// and the authorizer; the writer (given the database's `max_size`) or a
+/// read-only one.
+fn open_connection(path: &Path, max_size: Option<u64>) -> rusqlite::Result<Guarded> {
+    let read_only = max_size.is_none();
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -100,13 +116,27 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Guarded> {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
+    static HEAP: std::sync::Once = std::sync::Once::new();
+    // SAFETY: sets a process-wide limit; SQLite allows the call at any time
+    // from any thread (it takes its own mutex).
+    HEAP.call_once(|| unsafe {
+        rusqlite::ffi::sqlite3_hard_heap_limit64(HEAP_LIMIT);
+    });
     let mut conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let page: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+        let max = i64::try_from(max_size.unwrap_or(super::DEFAULT_MAX_SIZE)).unwrap_or(i64::MAX);
+        conn.pragma_update(None, "max_page_count", (max / page.max(1)).max(1))?;
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // No writing the schema table by hand, no functions with side effects
+    // run from a schema a route wrote (views, triggers).
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
     conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
     conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)?;
     let host_statement = Arc::new(AtomicBool::new(false));
@@ -126,6 +156,7 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Guarded> {
         conn,
         host_statement,
         denied,
+        cancelled: Arc::new(AtomicBool::new(false)),
     })
 }
 
@@ -150,6 +181,16 @@ fn refusal(action: &AuthAction<'_>, host_statement: bool) -> Option<String> {
         {
             Some("load_extension is not allowed".into())
         }
+        // Temporary objects would outlive the call on a shared connection
+        // (a temporary table shadowing another route's, a trigger firing on
+        // its writes).
+        AuthAction::CreateTempTable { .. }
+        | AuthAction::CreateTempIndex { .. }
+        | AuthAction::CreateTempTrigger { .. }
+        | AuthAction::CreateTempView { .. } => Some(
+            "temporary tables, indexes, views and triggers are not allowed: they would outlive the call"
+                .into(),
+        ),
         AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } if !host_statement => Some(
             "transaction statements are not allowed: run the statements as one batch, which is a transaction"
                 .into(),
@@ -161,10 +202,8 @@ fn refusal(action: &AuthAction<'_>, host_statement: bool) -> Option<String> {
         | AuthAction::DropTable { table_name }
         | AuthAction::AlterTable { table_name, .. }
         | AuthAction::CreateTable { table_name }
-        | AuthAction::CreateTempTable { table_name }
         | AuthAction::CreateIndex { table_name, .. }
         | AuthAction::CreateTrigger { table_name, .. }
-        | AuthAction::CreateTempTrigger { table_name, .. }
             if own_table(table_name) =>
         {
             Some(format!("{MIGRATIONS_TABLE} belongs to the host"))
@@ -199,38 +238,65 @@ impl Pool {
             .await
             .map_err(|_| late())?
             .map_err(|_| SqlError::Failed("the database is closed".into()))?;
-        let mut guarded = self
+        let guarded = self
             .conns
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop()
             .ok_or_else(|| SqlError::Failed("no connection to the database is left".into()))?;
         let interrupt = guarded.conn.get_interrupt_handle();
+        guarded.cancelled.store(false, Ordering::Relaxed);
+        let cancelled = Arc::clone(&guarded.cancelled);
         // Set once `work` is over: an interrupt sent after it could hit the
         // next request's statement on the same connection.
         let finished = Arc::new(Mutex::new(false));
         let done = Arc::clone(&finished);
-        let pool = Arc::clone(self);
+        let returned = Returned {
+            pool: Arc::clone(self),
+            guarded: Some(guarded),
+            _permit: permit,
+        };
         let task = tokio::task::spawn_blocking(move || {
-            let result = work(&mut guarded);
+            let mut returned = returned;
+            let result = match returned.guarded.as_mut() {
+                Some(guarded) => work(guarded),
+                None => Err(SqlError::Failed("no connection".into())),
+            };
             *done.lock().unwrap_or_else(|p| p.into_inner()) = true;
-            pool.conns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(guarded);
-            drop(permit);
             result
         });
         match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(err)) => Err(SqlError::Failed(format!("the query stopped: {err}"))),
             Err(_) => {
+                // A batch between two statements is stopped by the flag.
+                cancelled.store(true, Ordering::Relaxed);
                 let finished = finished.lock().unwrap_or_else(|p| p.into_inner());
                 if !*finished {
                     interrupt.interrupt();
                 }
                 Err(late())
             }
+        }
+    }
+}
+
+/// A connection taken from its pool, put back when dropped (also when the
+/// work on it panicked), with the gate's permit.
+struct Returned {
+    pool: Arc<Pool>,
+    guarded: Option<Guarded>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        if let Some(guarded) = self.guarded.take() {
+            self.pool
+                .conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(guarded);
         }
     }
 }
@@ -287,6 +353,12 @@ impl SqlBackend for SqliteDb {
                 host_statement(g, "BEGIN IMMEDIATE")?;
                 let mut results = Vec::with_capacity(statements.len());
                 for (i, statement) in statements.iter().enumerate() {
+                    if g.cancelled.load(Ordering::Relaxed) {
+                        let _ = host_statement(g, "ROLLBACK");
+                        return Err(SqlError::Unavailable(
+                            "stopped at the route's sql_timeout".into(),
+                        ));
+                    }
                     match run(g, statement, bounds, true) {
                         Ok(rows) => results.push(rows),
                         Err(err) => {
@@ -374,9 +446,17 @@ fn run_statement(g: &Guarded, statement: &Statement, bounds: Bounds) -> Result<R
     let mut out = Vec::new();
     let mut rows = prepared.raw_query();
     while let Some(row) = rows.next().map_err(|err| map_error(g, err))? {
+        budget.row()?;
         let mut values = Vec::with_capacity(columns.len());
         for i in 0..columns.len() {
             let value = row.get_ref(i).map_err(|err| map_error(g, err))?;
+            // Counted before it is copied: a row of huge blobs is refused,
+            // not allocated.
+            budget.value(match value {
+                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => bytes.len(),
+                ValueRef::Null => 1,
+                _ => 8,
+            })?;
             values.push(match value {
                 ValueRef::Null => SqlValue::Null,
                 ValueRef::Integer(n) => SqlValue::Integer(n),
@@ -385,7 +465,6 @@ fn run_statement(g: &Guarded, statement: &Statement, bounds: Bounds) -> Result<R
                 ValueRef::Blob(blob) => SqlValue::Blob(blob.to_vec()),
             });
         }
-        budget.take(&values)?;
         out.push(values);
     }
     Ok(RowSet {
@@ -471,6 +550,12 @@ fn map_error(g: &Guarded, err: rusqlite::Error) -> SqlError {
             SqlError::Unavailable(format!("the database is busy: {message}"))
         }
         Some(ErrorCode::TooBig) => SqlError::Refused(message),
+        Some(ErrorCode::DiskFull) => SqlError::Refused(format!(
+            "the database is full: it is at its max_size, or the disk is ({message})"
+        )),
+        Some(ErrorCode::OutOfMemory) => {
+            SqlError::Refused(format!("the statement needs too much memory ({message})"))
+        }
         Some(ErrorCode::Unknown | ErrorCode::TypeMismatch | ErrorCode::ParameterOutOfRange) => {
             SqlError::Invalid(message)
         }
@@ -483,9 +568,28 @@ fn map_error(g: &Guarded, err: rusqlite::Error) -> SqlError {
 /// guest's sandbox).
 fn migrate(path: &Path, database: &str, migrations: &[Migration]) -> Result<Vec<String>, String> {
     let shown = path.display();
-    let conn = Connection::open(path).map_err(|err| format!("cannot open {shown}: {err}"))?;
+    let mut conn = Connection::open(path).map_err(|err| format!("cannot open {shown}: {err}"))?;
     conn.busy_timeout(Duration::from_secs(30))
         .map_err(|err| format!("{shown}: {err}"))?;
+    // The operator's SQL may do anything, but a trigger or view a route
+    // made may not touch the record of applied migrations.
+    conn.authorizer(Some(|context: AuthContext<'_>| {
+        let record = match context.action {
+            AuthAction::Insert { table_name }
+            | AuthAction::Update { table_name, .. }
+            | AuthAction::Delete { table_name }
+            | AuthAction::Read { table_name, .. } => {
+                table_name.eq_ignore_ascii_case(MIGRATIONS_TABLE)
+            }
+            _ => false,
+        };
+        if record && context.accessor.is_some() {
+            Authorization::Deny
+        } else {
+            Authorization::Allow
+        }
+    }))
+    .map_err(|err| format!("{shown}: {err}"))?;
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|err| format!("{shown}: cannot begin the migrations: {err}"))?;
     let result = apply(&conn, database, migrations);
@@ -533,6 +637,12 @@ fn apply(
     for migration in migrations.iter().filter(|m| !applied.contains_key(&m.name)) {
         conn.execute_batch(&migration.sql)
             .map_err(|err| migration_error(migration, database, &err))?;
+        if conn.is_autocommit() {
+            return Err(format!(
+                "{}: database {database}: a migration may not end its transaction (COMMIT, END or ROLLBACK): each run is one transaction",
+                migration.shown
+            ));
+        }
         conn.execute(
             &format!(
                 "INSERT INTO {MIGRATIONS_TABLE} (database, name, checksum) VALUES (?1, ?2, ?3)"
