@@ -13,7 +13,9 @@
 //! or from what a deploy uploaded) and applied before its routes serve.
 
 use super::error::{ManifestError, ManifestErrors};
-use super::Manifest;
+use super::limits::Kind;
+use super::schema::RawSqlDatabase;
+use super::{Lookup, Manifest};
 use crate::capabilities::kv::PostgresKv;
 use crate::capabilities::sql::{DatabaseConfig, Migration};
 use sha2::{Digest, Sha256};
@@ -135,6 +137,117 @@ pub(crate) fn migrations_from(
         }
     }
     Ok(numbered.into_iter().map(|(_, m)| m).collect())
+}
+
+/// Each `[sql.NAME]` table: a database name, a known backend, a
+/// `url_env` exactly for postgres, and migrations that read and are
+/// named well.
+pub(super) fn check_tables(
+    raw: &BTreeMap<String, toml::Spanned<RawSqlDatabase>>,
+    lookup: &Lookup<'_>,
+    file: &str,
+    line_of: &dyn Fn(usize) -> usize,
+    is_name: &dyn Fn(&str) -> bool,
+    errors: &mut Vec<ManifestError>,
+) -> BTreeMap<String, SqlDatabaseSpec> {
+    let mut databases = BTreeMap::new();
+    for (name, table) in raw {
+        let line = line_of(table.span().start);
+        let mut fail = |reason: String| {
+            errors.push(ManifestError::SqlDatabase {
+                file: file.to_string(),
+                line,
+                database: name.clone(),
+                reason,
+            });
+        };
+        if !is_name(name) {
+            fail(
+                    "not a valid database name (letters, digits, `_` and `-`, not starting with a digit)"
+                        .into(),
+                );
+            continue;
+        }
+        let table = table.get_ref();
+        let backend = match &table.backend {
+            None => SqlBackendKind::Sqlite,
+            Some(written) => match SqlBackendKind::NAMES
+                .iter()
+                .find(|(spelled, _)| *spelled == written.get_ref())
+            {
+                Some((_, kind)) => *kind,
+                None => {
+                    let names: Vec<&str> = SqlBackendKind::NAMES.iter().map(|(n, _)| *n).collect();
+                    fail(format!(
+                        "backend {:?} is not one of {}",
+                        written.get_ref(),
+                        names.join(", ")
+                    ));
+                    continue;
+                }
+            },
+        };
+        let url_env = table.url_env.as_ref().map(|v| v.get_ref().clone());
+        match (backend, &url_env) {
+            (SqlBackendKind::Sqlite, Some(_)) => {
+                fail("url_env is for the postgres backend".into());
+                continue;
+            }
+            (SqlBackendKind::Postgres, None) => {
+                fail(
+                        "the postgres backend needs url_env, the host environment variable holding its URL"
+                            .into(),
+                    );
+                continue;
+            }
+            (_, Some(var)) if !is_name(var) => {
+                fail(format!("url_env {var:?} is not a variable name"));
+                continue;
+            }
+            _ => {}
+        }
+        let max_size = match (&table.max_size, backend) {
+            (None, _) => crate::capabilities::sql::DEFAULT_MAX_SIZE,
+            (Some(_), SqlBackendKind::Postgres) => {
+                fail(
+                    "max_size is for the sqlite backend (a PostgreSQL server has its own quotas)"
+                        .into(),
+                );
+                continue;
+            }
+            (Some(value), SqlBackendKind::Sqlite) => match Kind::Size.parse(value.get_ref()) {
+                Ok(bytes) => bytes,
+                Err(reason) => {
+                    fail(format!("max_size: {reason}"));
+                    continue;
+                }
+            },
+        };
+        let migrations_dir = table.migrations.as_ref().map(|d| d.get_ref().clone());
+        let migrations = match &migrations_dir {
+            None => Vec::new(),
+            Some(dir) => {
+                match (lookup.migrations)(dir).and_then(|files| migrations_from(dir, files)) {
+                    Ok(migrations) => migrations,
+                    Err(reason) => {
+                        fail(format!("migrations: {reason}"));
+                        continue;
+                    }
+                }
+            }
+        };
+        databases.insert(
+            name.clone(),
+            SqlDatabaseSpec {
+                backend,
+                url_env,
+                migrations,
+                max_size,
+                line,
+            },
+        );
+    }
+    databases
 }
 
 /// The backend of every database `manifest` configures, each URL read with

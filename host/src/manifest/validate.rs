@@ -8,10 +8,7 @@ use super::folders::FolderRoute;
 use super::kv::{KvBackendKind, KvStoreSpec};
 use super::limits::{Kind, Limits, ServerLimits};
 use super::mount::mount_folder_routes;
-use super::schema::{
-    RawAdmin, RawKvStore, RawManifest, RawRoute, RawServer, RawSqlDatabase, WrittenLimits,
-};
-use super::sql::{SqlBackendKind, SqlDatabaseSpec};
+use super::schema::{RawAdmin, RawKvStore, RawManifest, RawRoute, RawServer, WrittenLimits};
 use super::{
     base_of, AdminSettings, Lookup, Manifest, RouteSpec, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
 };
@@ -47,7 +44,17 @@ pub(crate) fn check(
     // 4. `[admin]`, `[kv.NAME]` and `[sql.NAME]` (its migrations read).
     let admin = raw.admin.as_ref().map(|admin| checker.admin(admin));
     let kv = checker.kv_stores(&raw.kv);
-    let sql = checker.sql_databases(&raw.sql, lookup);
+    let sql = {
+        let text = checker.text;
+        super::sql::check_tables(
+            &raw.sql,
+            lookup,
+            &checker.file,
+            &|offset| line_of(text, offset),
+            &is_name,
+            &mut checker.errors,
+        )
+    };
     let fleet =
         raw.fleet.as_ref().and_then(
             |table| match super::fleet::check(table.get_ref(), &is_name) {
@@ -298,117 +305,6 @@ impl Checker<'_> {
             );
         }
         stores
-    }
-
-    /// Each `[sql.NAME]` table: a database name, a known backend, a
-    /// `url_env` exactly for postgres, and migrations that read and are
-    /// named well.
-    fn sql_databases(
-        &mut self,
-        raw: &BTreeMap<String, toml::Spanned<RawSqlDatabase>>,
-        lookup: &Lookup<'_>,
-    ) -> BTreeMap<String, SqlDatabaseSpec> {
-        let mut databases = BTreeMap::new();
-        for (name, table) in raw {
-            let line = self.line(table.span().start);
-            let fail = |checker: &mut Self, reason: String| {
-                checker.errors.push(ManifestError::SqlDatabase {
-                    file: checker.file.clone(),
-                    line,
-                    database: name.clone(),
-                    reason,
-                });
-            };
-            if !is_name(name) {
-                fail(
-                    self,
-                    "not a valid database name (letters, digits, `_` and `-`, not starting with a digit)"
-                        .into(),
-                );
-                continue;
-            }
-            let table = table.get_ref();
-            let backend = match &table.backend {
-                None => SqlBackendKind::Sqlite,
-                Some(written) => match SqlBackendKind::NAMES
-                    .iter()
-                    .find(|(spelled, _)| *spelled == written.get_ref())
-                {
-                    Some((_, kind)) => *kind,
-                    None => {
-                        let names: Vec<&str> =
-                            SqlBackendKind::NAMES.iter().map(|(n, _)| *n).collect();
-                        fail(
-                            self,
-                            format!(
-                                "backend {:?} is not one of {}",
-                                written.get_ref(),
-                                names.join(", ")
-                            ),
-                        );
-                        continue;
-                    }
-                },
-            };
-            let url_env = table.url_env.as_ref().map(|v| v.get_ref().clone());
-            match (backend, &url_env) {
-                (SqlBackendKind::Sqlite, Some(_)) => {
-                    fail(self, "url_env is for the postgres backend".into());
-                    continue;
-                }
-                (SqlBackendKind::Postgres, None) => {
-                    fail(
-                        self,
-                        "the postgres backend needs url_env, the host environment variable holding its URL"
-                            .into(),
-                    );
-                    continue;
-                }
-                (_, Some(var)) if !is_name(var) => {
-                    fail(self, format!("url_env {var:?} is not a variable name"));
-                    continue;
-                }
-                _ => {}
-            }
-            let max_size = match (&table.max_size, backend) {
-                (None, _) => crate::capabilities::sql::DEFAULT_MAX_SIZE,
-                (Some(_), SqlBackendKind::Postgres) => {
-                    fail(self, "max_size is for the sqlite backend (a PostgreSQL server has its own quotas)".into());
-                    continue;
-                }
-                (Some(value), SqlBackendKind::Sqlite) => match Kind::Size.parse(value.get_ref()) {
-                    Ok(bytes) => bytes,
-                    Err(reason) => {
-                        fail(self, format!("max_size: {reason}"));
-                        continue;
-                    }
-                },
-            };
-            let migrations_dir = table.migrations.as_ref().map(|d| d.get_ref().clone());
-            let migrations = match &migrations_dir {
-                None => Vec::new(),
-                Some(dir) => match (lookup.migrations)(dir)
-                    .and_then(|files| super::sql::migrations_from(dir, files))
-                {
-                    Ok(migrations) => migrations,
-                    Err(reason) => {
-                        fail(self, format!("migrations: {reason}"));
-                        continue;
-                    }
-                },
-            };
-            databases.insert(
-                name.clone(),
-                SqlDatabaseSpec {
-                    backend,
-                    url_env,
-                    migrations,
-                    max_size,
-                    line,
-                },
-            );
-        }
-        databases
     }
 
     /// One route checked; `None` when its path or component is unusable

@@ -249,7 +249,7 @@ impl SqlAccess {
             statements
                 .iter()
                 .enumerate()
-                .try_for_each(|(i, s)| self.check(s).map_err(|e| super::sqlite::in_batch(i, e)))
+                .try_for_each(|(i, s)| self.check(s).map_err(|e| super::in_batch(i, e)))
         };
         let result = match checked {
             Ok(()) => db.backend.batch(statements, self.bounds()).await,

@@ -13,6 +13,7 @@
 //! | --- | --- |
 //! | `mod.rs` | the [`SqlBackend`] interface, values, errors, migrations as read |
 //! | `sqlite.rs` | the SQLite backend: one writer, a few readers, the sandbox's authorizer |
+//! | `sqlite_migrations.rs` | applying migrations to a SQLite file |
 //! | `postgres.rs` | the PostgreSQL backend: a bounded pool, parameters typed by the statement |
 //! | `databases.rs` | which backend each database has; per-route grants, limits, metrics |
 //! | `guest.rs` | the `edge:sql` interface a guest imports |
@@ -21,6 +22,7 @@ mod databases;
 mod guest;
 mod postgres;
 mod sqlite;
+mod sqlite_migrations;
 
 pub(crate) use databases::SqlAccess;
 pub use databases::{DatabaseConfig, SqlDatabases};
@@ -156,6 +158,18 @@ pub trait SqlBackend: Send + Sync {
         database: &str,
         migrations: &[Migration],
     ) -> Result<Vec<String>, String>;
+}
+
+/// Says which statement of a batch failed.
+pub(crate) fn in_batch(index: usize, err: SqlError) -> SqlError {
+    let at = |reason: String| format!("statement {} of the batch: {reason}", index + 1);
+    match err {
+        SqlError::Unavailable(r) => SqlError::Unavailable(at(r)),
+        SqlError::Refused(r) => SqlError::Refused(at(r)),
+        SqlError::Constraint(r) => SqlError::Constraint(at(r)),
+        SqlError::Invalid(r) => SqlError::Invalid(at(r)),
+        SqlError::Failed(r) => SqlError::Failed(at(r)),
+    }
 }
 
 /// The line (1-based) of byte `offset` in `text`.

@@ -159,7 +159,7 @@ async fn batch_on(
         // Dropping the transaction rolls it back.
         let rows = run(&transaction, statement, bounds)
             .await
-            .map_err(|err| super::sqlite::in_batch(i, err))?;
+            .map_err(|err| super::in_batch(i, err))?;
         results.push(rows);
     }
     transaction.commit().await.map_err(|e| database(&e))?;
@@ -186,7 +186,7 @@ impl SqlBackend for PostgresDb {
         bounds: Bounds,
     ) -> Result<Vec<RowSet>, SqlError> {
         for (i, statement) in statements.iter().enumerate() {
-            check_statement(&statement.sql).map_err(|err| super::sqlite::in_batch(i, err))?;
+            check_statement(&statement.sql).map_err(|err| super::in_batch(i, err))?;
         }
         let deadline = tokio::time::Instant::now() + bounds.timeout;
         let mut client = self.checkout(deadline, bounds).await?;
