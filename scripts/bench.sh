@@ -20,5 +20,6 @@ fi
 # Same package set everywhere, so features unify and wasmtime compiles once.
 cargo build --release -p edgehost -p bench-native
 cargo bench --no-run -p edgehost -p bench-native --bench instance
-./target/release/edgehost build routes bench/routes
+# The key-value posts routes the key-value runs use are test fixtures.
+./target/release/edgehost build routes bench/routes tests/fixtures
 exec python3 bench/run.py "$@"
