@@ -15,6 +15,7 @@ fn start(data_dir: &std::path::Path) -> Host {
         "api_health",
         "api_posts",
         "api_posts_postid",
+        "api_views_postid",
         "api_webhooks_stripe",
         "api_data",
     ] {
@@ -52,6 +53,28 @@ fn health_reports_ok_and_the_time() {
     // Trailing slash and case of static segments do not matter.
     assert_eq!(host.get("/api/health/").status, 200);
     assert_eq!(host.get("/API/Health").status, 200);
+}
+
+#[test]
+fn views_count_atomically_in_the_key_value_store() {
+    let data = tempfile::tempdir().unwrap();
+    let host = start(data.path());
+    assert_eq!(
+        host.get("/api/views/p1").json(),
+        json!({ "postId": "p1", "views": 0 })
+    );
+    // Counted from many connections at once: none is lost.
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..5 {
+                    assert_eq!(host.post("/api/views/p1", "").status, 200);
+                }
+            });
+        }
+    });
+    assert_eq!(host.get("/api/views/p1").json()["views"], 40);
+    assert_eq!(host.get("/api/views/p2").json()["views"], 0);
 }
 
 #[test]

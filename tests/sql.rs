@@ -44,7 +44,7 @@ fn hostile_manifest(dir: &Path, extra: &str) -> std::path::PathBuf {
     write_manifest(
         dir,
         &format!(
-            "[[route]]\npath = \"/sql/$db\"\ncomponent = {:?}\nsql = [\"main\"]\nsql_timeout = \"500ms\"\nmax_sql_statement = \"2KiB\"\n{extra}",
+            "[[route]]\npath = \"/sql/$db\"\ncomponent = {:?}\nsql = [\"main\"]\nsql_timeout = \"500ms\"\nmax_sql_statement = \"2KiB\"\nmax_sql_params = 3\nmax_sql_rows = 50\n{extra}",
             component("fixture_sql")
         ),
     )
@@ -110,6 +110,30 @@ fn a_hostile_route_reaches_only_its_own_tables_and_stays_within_its_limits() {
         reply.text().contains("max_sql_statement"),
         "{}",
         reply.text()
+    );
+    let params = sql(
+        &host,
+        "main",
+        "SELECT $1, $2, $3, $4",
+        json!([{ "integer": 1 }, { "integer": 2 }, { "integer": 3 }, { "integer": 4 }]),
+    );
+    assert_eq!((params.status, kind(&params)), (403, "refused".into()));
+    assert!(
+        params.text().contains("max_sql_params of 3"),
+        "{}",
+        params.text()
+    );
+    let rows = sql(
+        &host,
+        "main",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 51) SELECT x FROM c",
+        json!([]),
+    );
+    assert_eq!((rows.status, kind(&rows)), (403, "refused".into()));
+    assert!(
+        rows.text().contains("max_sql_rows of 50"),
+        "{}",
+        rows.text()
     );
     let slow = sql(
         &host,
