@@ -14,6 +14,7 @@
 //! | `mod.rs` | the [`SqlBackend`] interface, values, errors, migrations as read |
 //! | `sqlite.rs` | the SQLite backend: one writer, a few readers, the sandbox's authorizer |
 //! | `sqlite_migrations.rs` | applying migrations to a SQLite file |
+//! | `sqlite_pool.rs` | a SQLite file's connections, and where work on them runs (async worker, blocking pool) |
 //! | `postgres.rs` | the PostgreSQL backend: a bounded pool, parameters typed by the statement |
 //! | `databases.rs` | which backend each database has; per-route grants, limits, metrics |
 //! | `guest.rs` | the `edge:sql` interface a guest imports |
@@ -23,6 +24,7 @@ mod guest;
 mod postgres;
 mod sqlite;
 mod sqlite_migrations;
+mod sqlite_pool;
 
 pub(crate) use databases::SqlAccess;
 pub use databases::{DatabaseConfig, SqlDatabases};
