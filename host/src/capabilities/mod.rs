@@ -1,8 +1,10 @@
 //! What a route may import beyond its request: one module per capability.
 //! Each is granted per route by the manifest; nothing here reaches the host's
-//! files, sockets or environment on a guest's behalf.
+//! files, sockets or environment on a guest's behalf. `log_throttle.rs`
+//! keeps a failing backend's log lines to one per interval.
 
 pub mod kv;
+mod log_throttle;
 pub(crate) mod outbound;
 pub mod sql;
 pub(crate) mod stdio;

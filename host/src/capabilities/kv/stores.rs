@@ -5,30 +5,18 @@
 //! cannot be reached said so in the log once, not per request.
 
 use super::{KvBackend, KvError, PostgresKv, RedisKv};
+use crate::capabilities::log_throttle::{now_ns, LogThrottle, FAILURE_LOG_INTERVAL};
 use crate::metrics::{KvMetrics, KvOp, KvResult, Metrics};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Keys one batch call may name: a batch read of that many values at the
 /// default `max_kv_value` is 100 MiB, as much as a guest may hold. The SDK
 /// splits larger batches. (Workers KV reads at most 100 keys at a time.)
 pub(crate) const MAX_BATCH_KEYS: usize = 100;
-
-/// How often a store's failures other than unavailability are logged (a
-/// misconfigured store fails every request).
-const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// The origin of the stores' clock readings (ns after it; 0 means "never").
-static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-fn now_ns() -> u64 {
-    u64::try_from(ORIGIN.elapsed().as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(1)
-}
 
 /// A store's backend as the manifest names it, with its URL read from the
 /// host's environment.
@@ -60,12 +48,12 @@ pub(crate) struct StoreHandle {
     pub(crate) name: Arc<str>,
     pub(crate) backend: Arc<dyn KvBackend>,
     metrics: Arc<KvMetrics>,
-    /// Since when (ns after `ORIGIN`) the backend has been unreachable; 0
+    /// Since when (ns after the throttle's clock) the backend has been unreachable; 0
     /// while it answers. Only an operation begun after that time can say
     /// it is back, so one begun before it went cannot flip it back and forth.
     down_since: AtomicU64,
-    /// When a failure was last logged (ns after `ORIGIN`).
-    failure_logged: AtomicU64,
+    /// When a failure was last logged.
+    failure_logged: LogThrottle,
 }
 
 /// The backend of every store, for the whole life of the host: stores the
@@ -128,7 +116,7 @@ impl KvStores {
                 backend: Arc::clone(backend),
                 metrics: metrics.kv_store(name, backend.kind()),
                 down_since: AtomicU64::new(0),
-                failure_logged: AtomicU64::new(0),
+                failure_logged: LogThrottle::default(),
             })
         });
         Arc::clone(handle)
@@ -256,7 +244,7 @@ impl StoreHandle {
                     self.name
                 );
             }
-            Err(KvError::Failed(reason)) if self.failure_log_due() => {
+            Err(KvError::Failed(reason)) if self.failure_logged.due() => {
                 tracing::warn!(
                     store = %self.name,
                     backend = self.backend.kind(),
@@ -266,17 +254,5 @@ impl StoreHandle {
             }
             _ => {}
         }
-    }
-
-    /// Whether a failure may be logged now, marking it logged if so.
-    fn failure_log_due(&self) -> bool {
-        let now = now_ns();
-        let last = self.failure_logged.load(Ordering::Relaxed);
-        let interval = u64::try_from(FAILURE_LOG_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
-        (last == 0 || now.saturating_sub(last) >= interval)
-            && self
-                .failure_logged
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
     }
 }

@@ -8,18 +8,12 @@ use super::{
     Bounds, Migration, PostgresDb, RowSet, SqlBackend, SqlError, SqliteDb, Statement,
     MAX_BATCH_STATEMENTS,
 };
+use crate::capabilities::log_throttle::{LogThrottle, FAILURE_LOG_INTERVAL};
 use crate::metrics::{Metrics, SqlMetrics, SqlOp, SqlResult};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// How often a database's failures are logged (one that is down fails
-/// every request).
-const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// A database's backend as the manifest names it, with its URL read from
 /// the host's environment.
@@ -56,8 +50,8 @@ pub(crate) struct DatabaseHandle {
     pub(crate) name: Arc<str>,
     pub(crate) backend: Arc<dyn SqlBackend>,
     metrics: Arc<SqlMetrics>,
-    /// When a failure was last logged (ns after `ORIGIN`; 0: never).
-    failure_logged: AtomicU64,
+    /// When a failure was last logged.
+    failure_logged: LogThrottle,
 }
 
 /// The backend of every database, for the whole life of the host: those
@@ -123,7 +117,7 @@ impl SqlDatabases {
             name: Arc::from(name),
             metrics: metrics.sql_database(name, backend.kind()),
             backend,
-            failure_logged: AtomicU64::new(0),
+            failure_logged: LogThrottle::default(),
         });
         handles.insert(name.to_string(), Arc::clone(&handle));
         Ok(handle)
@@ -273,7 +267,7 @@ impl DatabaseHandle {
         };
         self.metrics.record(op, outcome, elapsed);
         if let Err(err @ (SqlError::Unavailable(_) | SqlError::Failed(_))) = result {
-            if self.failure_log_due() {
+            if self.failure_logged.due() {
                 tracing::warn!(
                     database = %self.name,
                     backend = self.backend.kind(),
@@ -282,18 +276,5 @@ impl DatabaseHandle {
                 );
             }
         }
-    }
-
-    fn failure_log_due(&self) -> bool {
-        let now = u64::try_from(ORIGIN.elapsed().as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let last = self.failure_logged.load(Ordering::Relaxed);
-        let interval = u64::try_from(FAILURE_LOG_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
-        (last == 0 || now.saturating_sub(last) >= interval)
-            && self
-                .failure_logged
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
     }
 }
