@@ -161,6 +161,28 @@ pub(crate) struct Lookup<'a> {
     pub(crate) migrations: &'a dyn Fn(&str) -> Result<Vec<sql::MigrationFile>, String>,
 }
 
+/// The backend a `[kv.NAME]` or `[sql.NAME]` table's `backend` names among
+/// `names` (`default` when it names none), or why it is not one of them.
+pub(crate) fn backend_named<K: Copy>(
+    written: Option<&str>,
+    default: K,
+    names: &[(&str, K)],
+) -> Result<K, String> {
+    let Some(written) = written else {
+        return Ok(default);
+    };
+    match names.iter().find(|(spelled, _)| *spelled == written) {
+        Some((_, kind)) => Ok(*kind),
+        None => {
+            let names: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+            Err(format!(
+                "backend {written:?} is not one of {}",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
 /// The folder a manifest file is in.
 pub(crate) fn base_of(file: &Path) -> &Path {
     file.parent().unwrap_or(Path::new("."))

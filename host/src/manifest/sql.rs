@@ -169,24 +169,15 @@ pub(super) fn check_tables(
             continue;
         }
         let table = table.get_ref();
-        let backend = match &table.backend {
-            None => SqlBackendKind::Sqlite,
-            Some(written) => match SqlBackendKind::NAMES
-                .iter()
-                .find(|(spelled, _)| *spelled == written.get_ref())
-            {
-                Some((_, kind)) => *kind,
-                None => {
-                    let names: Vec<&str> = SqlBackendKind::NAMES.iter().map(|(n, _)| *n).collect();
-                    fail(format!(
-                        "backend {:?} is not one of {}",
-                        written.get_ref(),
-                        names.join(", ")
-                    ));
+        let written = table.backend.as_ref().map(|b| b.get_ref().as_str());
+        let backend =
+            match super::backend_named(written, SqlBackendKind::Sqlite, &SqlBackendKind::NAMES) {
+                Ok(backend) => backend,
+                Err(reason) => {
+                    fail(reason);
                     continue;
                 }
-            },
-        };
+            };
         let url_env = table.url_env.as_ref().map(|v| v.get_ref().clone());
         match (backend, &url_env) {
             (SqlBackendKind::Sqlite, Some(_)) => {

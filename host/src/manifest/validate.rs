@@ -246,30 +246,16 @@ impl Checker<'_> {
                 continue;
             }
             let table = table.get_ref();
-            let backend = match &table.backend {
-                None => KvBackendKind::Embedded,
-                Some(written) => {
-                    let known = KvBackendKind::NAMES
-                        .iter()
-                        .find(|(spelled, _)| *spelled == written.get_ref());
-                    match known {
-                        Some((_, kind)) => *kind,
-                        None => {
-                            let names: Vec<&str> =
-                                KvBackendKind::NAMES.iter().map(|(n, _)| *n).collect();
-                            fail(
-                                self,
-                                format!(
-                                    "backend {:?} is not one of {}",
-                                    written.get_ref(),
-                                    names.join(", ")
-                                ),
-                            );
-                            continue;
-                        }
+            let written = table.backend.as_ref().map(|b| b.get_ref().as_str());
+            let backend =
+                match super::backend_named(written, KvBackendKind::Embedded, &KvBackendKind::NAMES)
+                {
+                    Ok(backend) => backend,
+                    Err(reason) => {
+                        fail(self, reason);
+                        continue;
                     }
-                }
-            };
+                };
             let url_env = table.url_env.as_ref().map(|v| v.get_ref().clone());
             match (backend, &url_env) {
                 (KvBackendKind::Embedded, Some(_)) => {
