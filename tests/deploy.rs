@@ -570,8 +570,8 @@ fn limits_lists_every_limit_with_its_default() {
     }
     assert_eq!(
         table.lines().count(),
-        2 + 23,
-        "a header and 23 limits:\n{table}"
+        2 + 29,
+        "a header and 29 limits:\n{table}"
     );
 }
 

@@ -17,6 +17,10 @@ const BUSY: &str = "The route is busy; try again shortly";
 pub(crate) enum HostAnswer {
     NotFound,
     BadPath(String),
+    /// An HTTP/1.1 request without exactly one valid `Host` (RFC 9112 3.2).
+    BadHost(&'static str),
+    /// A method the host never routes (`CONNECT`, `TRACE`).
+    MethodNotServed(http::Method),
     MethodNotAllowed(String),
     BodyTooLarge(usize),
     BadBody(String),
@@ -56,6 +60,16 @@ impl HostAnswer {
             HostAnswer::BadPath(reason) => (
                 StatusCode::BAD_REQUEST,
                 serde_json::json!({ "error": format!("Bad request: {reason}") }),
+                None,
+            ),
+            HostAnswer::BadHost(reason) => (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": format!("Bad request: {reason}") }),
+                None,
+            ),
+            HostAnswer::MethodNotServed(method) => (
+                StatusCode::NOT_IMPLEMENTED,
+                serde_json::json!({ "error": format!("{method} is not served here") }),
                 None,
             ),
             HostAnswer::MethodNotAllowed(allow) => (

@@ -13,8 +13,8 @@ use super::listener::{self, HeadLimits};
 use super::request_id::RequestIds;
 use super::{proxy, sdk};
 use crate::control::Host;
-use http::header::HeaderValue;
-use http::{Request, Response};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::sync::Arc;
@@ -75,8 +75,15 @@ async fn handle(public: &Public, req: Request<Incoming>, client: &str) -> Respon
     let path = req.uri().path().to_owned();
     let runtime = &public.host.runtime;
     let deployment = public.host.deployments.current();
-    let (route, answer) = match deployment.table.lookup(&path) {
-        Err(err) => (None, Err(HostAnswer::BadPath(err.to_string()))),
+    let lookup = match refusal(&req) {
+        Some(answer) => Err(answer),
+        None => deployment
+            .table
+            .lookup(&path)
+            .map_err(|err| HostAnswer::BadPath(err.to_string())),
+    };
+    let (route, answer) = match lookup {
+        Err(answer) => (None, Err(answer)),
         Ok(None) => (None, Err(HostAnswer::NotFound)),
         Ok(Some((route, params))) => {
             let build_error = public
@@ -122,4 +129,38 @@ async fn handle(public: &Public, req: Request<Incoming>, client: &str) -> Respon
         started,
     };
     access.attach(response, elapsed)
+}
+
+/// What the host refuses before looking for a route: an HTTP/1.1 request
+/// without exactly one valid `Host` (RFC 9112 section 3.2 says 400), and
+/// the methods no route is ever given (`CONNECT` would tunnel, `TRACE`
+/// would echo credentials back).
+fn refusal(req: &Request<Incoming>) -> Option<HostAnswer> {
+    if req.method() == Method::CONNECT || req.method() == Method::TRACE {
+        return Some(HostAnswer::MethodNotServed(req.method().clone()));
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Some(HostAnswer::BadHost("more than one Host header"));
+    }
+    match first {
+        None if req.version() == Version::HTTP_11 => {
+            Some(HostAnswer::BadHost("an HTTP/1.1 request needs a Host header"))
+        }
+        None => None,
+        Some(value) => (!valid_host(value.as_bytes()))
+            .then_some(HostAnswer::BadHost("the Host header is not a host[:port]")),
+    }
+}
+
+/// `host[:port]` as RFC 9110 section 7.2 allows it: a name, an IPv4 address
+/// or a bracketed IPv6 literal, no user info, no path.
+fn valid_host(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    !text.is_empty()
+        && !text.contains(['@', '/', '?', '#'])
+        && text.parse::<http::uri::Authority>().is_ok()
 }

@@ -7,16 +7,12 @@
 //! keys), the `edgehost routes` listing and the README's limits table (a
 //! test renders it and compares).
 
-use serde::Deserialize;
+pub(crate) use super::quantity::{size, Kind, Quantity};
 use std::time::Duration;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
-/// The largest count a limit may be (concurrency, instances, headers,
-/// outbound requests): far above any real need, far below what would
-/// overflow a semaphore or a pool.
-const MAX_COUNT: u64 = 1_000_000;
 
 /// Limits that apply to each route. The defaults are here; `[server]` may
 /// change them for every route, and a route's own keys change them for it.
@@ -118,6 +114,29 @@ pub struct ServerLimits {
     pub(crate) max_headers: usize,
     /// On shutdown, how long in-flight requests may take to finish.
     pub(crate) drain_timeout: Duration,
+    /// Client connections open at once; past it a new one gets a 503 and
+    /// is closed. 768 stays under the usual limit of 1024 open files, with
+    /// room for the host's own files and backend connections; a 2-core host
+    /// serves its throughput over far fewer.
+    pub(crate) max_connections: usize,
+    /// Connections open at once from one client address: a browser opens
+    /// 6, so 64 leaves room for a few users behind one NAT without letting
+    /// one client hold every connection.
+    pub(crate) max_connections_per_client: usize,
+    /// How long a kept-alive connection may wait for its next request
+    /// before it is closed (Node's and Apache's 5 s): idle connections
+    /// count against `max_connections`.
+    pub(crate) keep_alive_timeout: Duration,
+    /// How long a client may accept none of its response's bytes before
+    /// the connection is dropped, with the guest and its slot.
+    pub(crate) write_timeout: Duration,
+    /// Granularity of the clocks guests read (monotonic and wall), the
+    /// timer defence Workers uses against timing side channels.
+    pub(crate) clock_resolution: Duration,
+    /// Time to compile one uploaded or changed component; past it the
+    /// deploy is refused. A 13 MB JavaScript component takes 9 to 17 s on
+    /// 2 cores.
+    pub(crate) compile_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -129,28 +148,14 @@ impl Default for ServerLimits {
             max_header_bytes: 64 * KIB,
             max_headers: 100,
             drain_timeout: Duration::from_secs(30),
+            max_connections: 768,
+            max_connections_per_client: 64,
+            keep_alive_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            clock_resolution: Duration::from_millis(1),
+            compile_timeout: Duration::from_secs(60),
         }
     }
-}
-
-/// A limit as written: a number, or a string with a unit (`"64MiB"`, `"5s"`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum Quantity {
-    Number(u64),
-    Text(String),
-}
-
-/// What unit a limit is in. Values are carried as `u64`: milliseconds,
-/// bytes or a count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// Milliseconds; written `"500ms"`, `"10s"`, `"2m"`.
-    Duration,
-    /// Bytes; written as a number or `"64KiB"`, `"16MiB"`, `"1GiB"` (or KB/MB/GB, powers of 1000).
-    Size,
-    /// A plain positive number.
-    Count,
 }
 
 /// Where a limit may be set.
@@ -196,7 +201,7 @@ fn count(value: u64) -> usize {
 }
 
 /// Every limit, in the order the README lists them.
-pub(crate) const LIMITS: [LimitSpec; 23] = [
+pub(crate) const LIMITS: [LimitSpec; 29] = [
     LimitSpec {
         key: "timeout",
         kind: Kind::Duration,
@@ -427,6 +432,66 @@ pub(crate) const LIMITS: [LimitSpec; 23] = [
         when_hit: "how long in-flight requests may finish on shutdown",
         listed: false,
     },
+    LimitSpec {
+        key: "max_connections",
+        kind: Kind::Count,
+        field: Field::Server {
+            get: |s| s.max_connections as u64,
+            set: |s, v| s.max_connections = count(v),
+        },
+        when_hit: "client connections open at once; past it a new one gets 503 (written without reading the request) and is closed",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_connections_per_client",
+        kind: Kind::Count,
+        field: Field::Server {
+            get: |s| s.max_connections_per_client as u64,
+            set: |s, v| s.max_connections_per_client = count(v),
+        },
+        when_hit: "connections open at once from one client address; past it the same 503",
+        listed: false,
+    },
+    LimitSpec {
+        key: "keep_alive_timeout",
+        kind: Kind::Duration,
+        field: Field::Server {
+            get: |s| millis(s.keep_alive_timeout),
+            set: |s, v| s.keep_alive_timeout = Duration::from_millis(v),
+        },
+        when_hit: "an idle kept-alive connection waiting for its next request is closed",
+        listed: false,
+    },
+    LimitSpec {
+        key: "write_timeout",
+        kind: Kind::Duration,
+        field: Field::Server {
+            get: |s| millis(s.write_timeout),
+            set: |s, v| s.write_timeout = Duration::from_millis(v),
+        },
+        when_hit: "a client that accepts none of its response for this long is dropped; a guest still streaming to it is stopped",
+        listed: false,
+    },
+    LimitSpec {
+        key: "clock_resolution",
+        kind: Kind::Duration,
+        field: Field::Server {
+            get: |s| millis(s.clock_resolution),
+            set: |s, v| s.clock_resolution = Duration::from_millis(v),
+        },
+        when_hit: "guests read the monotonic and wall clocks rounded down to this step",
+        listed: false,
+    },
+    LimitSpec {
+        key: "compile_timeout",
+        kind: Kind::Duration,
+        field: Field::Server {
+            get: |s| millis(s.compile_timeout),
+            set: |s, v| s.compile_timeout = Duration::from_millis(v),
+        },
+        when_hit: "compiling one component of a deploy takes longer: the deploy is refused, and the current routes keep serving",
+        listed: false,
+    },
 ];
 
 impl std::fmt::Debug for LimitSpec {
@@ -476,70 +541,6 @@ impl LimitSpec {
             Kind::Count => value.to_string(),
         }
     }
-}
-
-/// A byte count in the largest binary unit that divides it.
-pub(crate) fn size(bytes: u64) -> String {
-    for (unit, factor) in [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= factor && bytes.is_multiple_of(factor) {
-            return format!("{}{unit}", bytes / factor);
-        }
-    }
-    format!("{bytes}B")
-}
-
-impl Kind {
-    /// A value as written, in this kind's unit; the reason when it is not one.
-    pub(crate) fn parse(self, value: &Quantity) -> Result<u64, String> {
-        let parsed = match (self, value) {
-            (Kind::Duration, Quantity::Number(_)) => {
-                return Err("give a unit, for example \"500ms\" or \"10s\"".into())
-            }
-            (_, Quantity::Number(n)) => Some(*n),
-            (Kind::Count, Quantity::Text(_)) => None,
-            (Kind::Duration, Quantity::Text(text)) => {
-                with_unit(text, &[("ms", 1), ("s", 1000), ("m", 60_000)])
-            }
-            (Kind::Size, Quantity::Text(text)) => with_unit(
-                text,
-                &[
-                    ("B", 1),
-                    ("KiB", 1 << 10),
-                    ("MiB", 1 << 20),
-                    ("GiB", 1 << 30),
-                    ("KB", 1000),
-                    ("MB", 1_000_000),
-                    ("GB", 1_000_000_000),
-                    ("", 1),
-                ],
-            ),
-        };
-        let what = match self {
-            Kind::Duration => "a duration such as \"500ms\", \"10s\" or \"2m\"",
-            Kind::Size => "a size such as 65536, \"64KiB\" or \"16MiB\"",
-            Kind::Count => "a whole number",
-        };
-        match parsed {
-            Some(0) => Err(format!("must be more than zero; expected {what}")),
-            Some(n) if matches!(self, Kind::Count) && n > MAX_COUNT => {
-                Err(format!("at most {MAX_COUNT}"))
-            }
-            Some(n) => Ok(n),
-            None => Err(format!("expected {what}")),
-        }
-    }
-}
-
-/// `"<number><unit>"` with one of `units` (longest suffix wins).
-fn with_unit(text: &str, units: &[(&str, u64)]) -> Option<u64> {
-    let text = text.trim();
-    units.iter().find_map(|(unit, factor)| {
-        let number = text.strip_suffix(unit)?.trim();
-        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        number.parse::<u64>().ok()?.checked_mul(*factor)
-    })
 }
 
 /// The README's limits table, rendered from [`LIMITS`] and the defaults.

@@ -21,6 +21,7 @@
 //! | `schema.rs` | the manifest as written (serde types, spans) |
 //! | `validate.rs` | the pipeline from text to a checked [`Manifest`], step by step |
 //! | `limits.rs` | every limit once: key, unit, scope, default, what happens when hit |
+//! | `quantity.rs` | counts, sizes and durations as written (`"64KiB"`, `"10s"`) |
 //! | `kv.rs` | `[kv.NAME]`: each key-value store's backend |
 //! | `sql.rs` | `[sql.NAME]`: each SQL database's backend, its migrations read |
 //! | `fleet.rs` | `[fleet]`: the fleet a host takes its deployments from |
@@ -34,6 +35,7 @@ pub(crate) mod folders;
 pub(crate) mod kv;
 pub(crate) mod limits;
 mod mount;
+mod quantity;
 mod schema;
 pub(crate) mod sql;
 mod validate;

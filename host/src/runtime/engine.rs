@@ -13,7 +13,9 @@ use crate::wit::earlier::wasi::keyvalue0_2_0_draft::store as earlier_store;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, WasmFeatures,
+};
 
 /// How often the epoch ticks. A running guest yields to the scheduler at each
 /// tick, so a busy guest cannot starve other requests on its thread, and a
@@ -80,6 +82,8 @@ pub(crate) fn engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
         .max_memory_size(settings.max_memory)
         .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
         .table_keep_resident(KEEP_RESIDENT_TABLE)
+        // Only effective with `async_stack_zeroing` below: the kept part is
+        // zeroed with memset, the rest returned to the kernel.
         .async_stack_keep_resident(KEEP_RESIDENT_STACK)
         // Reset only the pages the last instance dirtied (Linux 6.7 and later).
         .pagemap_scan(Enabled::Auto);
@@ -91,6 +95,11 @@ pub(crate) fn engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
     // far less than fuel, and are enough for wall-time limits.
     config.epoch_interruption(true);
     config.max_wasm_stack(MAX_WASM_STACK);
+    // A pooled stack is reused by another route's instance: zero it, so that
+    // a compiler bug reading a slot before writing it cannot see a
+    // neighbour's data.
+    config.async_stack_zeroing(true);
+    set_wasm_features(&mut config);
     let engine = Engine::new(&config)?;
 
     let ticker = engine.weak();
@@ -104,6 +113,67 @@ pub(crate) fn engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
             }
         })?;
     Ok(engine)
+}
+
+/// Every WebAssembly feature, set here rather than left to wasmtime's
+/// defaults or its Cargo features, each with its reason: what `wasm32`
+/// components built by rustc and clang use is on, the rest is off, so a
+/// component that needs more fails to load with the feature's name.
+const WASM_FEATURES: [(WasmFeatures, bool); 42] = [
+    // On: the WebAssembly 2.0 core that rustc and clang emit for wasm32.
+    (WasmFeatures::MUTABLE_GLOBAL, true), // WebAssembly 1.0 (the stack pointer)
+    (WasmFeatures::SATURATING_FLOAT_TO_INT, true), // rustc's `as` casts
+    (WasmFeatures::SIGN_EXTENSION, true), // rustc's default
+    (WasmFeatures::MULTI_VALUE, true), // several results; rustc's default
+    (WasmFeatures::BULK_MEMORY, true), // memory.copy/fill; rustc's default
+    (WasmFeatures::BULK_MEMORY_OPT, true), // the same, as LLVM names it
+    (WasmFeatures::REFERENCE_TYPES, true), // rustc's call_indirect encoding
+    (WasmFeatures::CALL_INDIRECT_OVERLONG, true), // the same encoding
+    (WasmFeatures::FLOATS, true), // f32/f64: WebAssembly 1.0
+    (WasmFeatures::SIMD, true), // fixed-width SIMD: deterministic, tier 1
+    (WasmFeatures::TAIL_CALL, true), // WebAssembly 3.0, tier 1; compilers may emit return_call
+    (WasmFeatures::EXTENDED_CONST, true), // constant expressions in globals, tier 1
+    (WasmFeatures::COMPONENT_MODEL, true), // every route is a component
+    // Off: no wasm32 route needs them, and each widens what can go wrong.
+    (WasmFeatures::MEMORY64, false), // 64-bit memories and tables: where recent pooling-allocator advisories hit
+    (WasmFeatures::RELAXED_SIMD, false), // results differ from one CPU to another
+    (WasmFeatures::THREADS, false), // shared memory would outlive the request's instance
+    (WasmFeatures::SHARED_EVERYTHING_THREADS, false), // the same, wider
+    (WasmFeatures::GC, false), // a second, garbage-collected heap: more runtime for no route
+    (WasmFeatures::GC_TYPES, false), // the types of the same
+    (WasmFeatures::FUNCTION_REFERENCES, false), // typed references: only useful with GC
+    (WasmFeatures::EXCEPTIONS, false), // needs the GC runtime in wasmtime
+    (WasmFeatures::LEGACY_EXCEPTIONS, false), // the pre-standard form of the same
+    (WasmFeatures::STACK_SWITCHING, false), // unfinished in wasmtime (tier 3)
+    (WasmFeatures::WIDE_ARITHMETIC, false), // 128-bit arithmetic: new, unneeded
+    (WasmFeatures::CUSTOM_PAGE_SIZES, false), // pages other than 64 KiB: new, unneeded
+    (WasmFeatures::MEMORY_CONTROL, false), // unfinished proposal
+    (WasmFeatures::MULTI_MEMORY, false), // toolchains emit one memory per module; each is a pool slot
+    (WasmFeatures::CUSTOM_DESCRIPTORS, false), // unfinished proposal
+    (WasmFeatures::COMPACT_IMPORTS, false), // an encoding no toolchain we build with emits
+    (WasmFeatures::CM_ASYNC, false), // component-model async (WASI 0.3): not served yet
+    (WasmFeatures::CM_ASYNC_STACKFUL, false), // the same
+    (WasmFeatures::CM_MORE_ASYNC_BUILTINS, false), // the same
+    (WasmFeatures::CM_THREADING, false), // component-model threads: unfinished
+    (WasmFeatures::CM_ERROR_CONTEXT, false), // belongs to component-model async
+    (WasmFeatures::CM_FIXED_LENGTH_LISTS, false), // new WIT types no interface here uses
+    (WasmFeatures::CM_MAP, false), // the same
+    (WasmFeatures::CM64, false), // 64-bit component memories: see MEMORY64
+    (WasmFeatures::CM_GC, false), // GC-typed lifting: see GC
+    (WasmFeatures::CM_IMPLEMENTS, false), // new, unneeded
+    (WasmFeatures::CM_VALUES, false), // component start values: unfinished
+    (WasmFeatures::CM_NESTED_NAMES, false), // unfinished naming extension
+    (WasmFeatures::CM_CANON_NAMES, false), // the same
+];
+
+fn set_wasm_features(config: &mut Config) {
+    for (feature, enabled) in WASM_FEATURES {
+        config.wasm_features(feature, enabled);
+    }
+    // Were relaxed SIMD ever turned on, the same results on every CPU.
+    config.relaxed_simd_deterministic(true);
+    // No component-model async runtime in the stores (see CM_ASYNC).
+    config.concurrency_support(false);
 }
 
 /// Every import a route may use. What each reaches is set per request.
