@@ -145,9 +145,9 @@ fn refusal(req: &Request<Incoming>) -> Option<HostAnswer> {
         return Some(HostAnswer::BadHost("more than one Host header"));
     }
     match first {
-        None if req.version() == Version::HTTP_11 => {
-            Some(HostAnswer::BadHost("an HTTP/1.1 request needs a Host header"))
-        }
+        None if req.version() == Version::HTTP_11 => Some(HostAnswer::BadHost(
+            "an HTTP/1.1 request needs a Host header",
+        )),
         None => None,
         Some(value) => (!valid_host(value.as_bytes()))
             .then_some(HostAnswer::BadHost("the Host header is not a host[:port]")),

@@ -13,7 +13,6 @@ use std::time::Duration;
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
-
 /// Limits that apply to each route. The defaults are here; `[server]` may
 /// change them for every route, and a route's own keys change them for it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -92,4 +92,3 @@ fn with_unit(text: &str, units: &[(&str, u64)]) -> Option<u64> {
         number.parse::<u64>().ok()?.checked_mul(*factor)
     })
 }
-

@@ -39,7 +39,8 @@ pub(crate) fn compile_cached(
     cache_dir: Option<&Path>,
     bytes: &[u8],
 ) -> Result<Compiled, String> {
-    let compile = || Component::new(engine, bytes).map_err(|err| format!("{err:#}"));
+    let compile =
+        || Component::new(engine, bytes).map_err(|err| with_feature_hint(format!("{err:#}")));
     let Some(dir) = cache_dir else {
         return Ok(Compiled {
             component: compile()?,
@@ -84,6 +85,44 @@ pub(crate) fn compile_cached(
         cached: false,
         entry: Some(entry),
     })
+}
+
+/// What the validator says when a component uses a feature the engine
+/// has off (see `WASM_FEATURES` in `engine.rs`), and the feature's name.
+const REFUSED_FEATURES: [(&str, &str); 11] = [
+    ("memory64", "memory64"),
+    ("shared memor", "threads"),
+    ("threads", "threads"),
+    ("multiple memories", "multi-memory"),
+    ("relaxed simd", "relaxed SIMD"),
+    ("wide arithmetic", "wide arithmetic"),
+    ("gc feature", "GC"),
+    ("exception", "exceptions"),
+    ("custom page", "custom page sizes"),
+    ("stack switching", "stack switching"),
+    ("async", "component-model async (WASI 0.3)"),
+];
+
+/// A compile error, with the refused feature named when that is its cause.
+fn with_feature_hint(error: String) -> String {
+    let lower = error.to_ascii_lowercase();
+    let refused = [
+        "not enabled",
+        "must be enabled",
+        "without the",
+        "requires the",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
+        || lower.contains("multiple memories");
+    if !refused {
+        return error;
+    }
+    let feature = REFUSED_FEATURES
+        .iter()
+        .find(|(needle, _)| lower.contains(needle))
+        .map_or("a WebAssembly feature", |(_, name)| name);
+    format!("{error}: this host refuses {feature} (the README's \"Engine features\" lists what routes may use)")
 }
 
 /// Content hash of the component plus everything about the engine that

@@ -124,22 +124,22 @@ const WASM_FEATURES: [(WasmFeatures, bool); 42] = [
     (WasmFeatures::MUTABLE_GLOBAL, true), // WebAssembly 1.0 (the stack pointer)
     (WasmFeatures::SATURATING_FLOAT_TO_INT, true), // rustc's `as` casts
     (WasmFeatures::SIGN_EXTENSION, true), // rustc's default
-    (WasmFeatures::MULTI_VALUE, true), // several results; rustc's default
-    (WasmFeatures::BULK_MEMORY, true), // memory.copy/fill; rustc's default
+    (WasmFeatures::MULTI_VALUE, true),    // several results; rustc's default
+    (WasmFeatures::BULK_MEMORY, true),    // memory.copy/fill; rustc's default
     (WasmFeatures::BULK_MEMORY_OPT, true), // the same, as LLVM names it
     (WasmFeatures::REFERENCE_TYPES, true), // rustc's call_indirect encoding
     (WasmFeatures::CALL_INDIRECT_OVERLONG, true), // the same encoding
-    (WasmFeatures::FLOATS, true), // f32/f64: WebAssembly 1.0
-    (WasmFeatures::SIMD, true), // fixed-width SIMD: deterministic, tier 1
-    (WasmFeatures::TAIL_CALL, true), // WebAssembly 3.0, tier 1; compilers may emit return_call
+    (WasmFeatures::FLOATS, true),         // f32/f64: WebAssembly 1.0
+    (WasmFeatures::SIMD, true),           // fixed-width SIMD: deterministic, tier 1
+    (WasmFeatures::TAIL_CALL, true),      // WebAssembly 3.0, tier 1; compilers may emit return_call
     (WasmFeatures::EXTENDED_CONST, true), // constant expressions in globals, tier 1
     (WasmFeatures::COMPONENT_MODEL, true), // every route is a component
     // Off: no wasm32 route needs them, and each widens what can go wrong.
     (WasmFeatures::MEMORY64, false), // 64-bit memories and tables: where recent pooling-allocator advisories hit
     (WasmFeatures::RELAXED_SIMD, false), // results differ from one CPU to another
-    (WasmFeatures::THREADS, false), // shared memory would outlive the request's instance
+    (WasmFeatures::THREADS, false),  // shared memory would outlive the request's instance
     (WasmFeatures::SHARED_EVERYTHING_THREADS, false), // the same, wider
-    (WasmFeatures::GC, false), // a second, garbage-collected heap: more runtime for no route
+    (WasmFeatures::GC, false),       // a second, garbage-collected heap: more runtime for no route
     (WasmFeatures::GC_TYPES, false), // the types of the same
     (WasmFeatures::FUNCTION_REFERENCES, false), // typed references: only useful with GC
     (WasmFeatures::EXCEPTIONS, false), // needs the GC runtime in wasmtime
@@ -151,17 +151,17 @@ const WASM_FEATURES: [(WasmFeatures, bool); 42] = [
     (WasmFeatures::MULTI_MEMORY, false), // toolchains emit one memory per module; each is a pool slot
     (WasmFeatures::CUSTOM_DESCRIPTORS, false), // unfinished proposal
     (WasmFeatures::COMPACT_IMPORTS, false), // an encoding no toolchain we build with emits
-    (WasmFeatures::CM_ASYNC, false), // component-model async (WASI 0.3): not served yet
+    (WasmFeatures::CM_ASYNC, false),     // component-model async (WASI 0.3): not served yet
     (WasmFeatures::CM_ASYNC_STACKFUL, false), // the same
     (WasmFeatures::CM_MORE_ASYNC_BUILTINS, false), // the same
     (WasmFeatures::CM_THREADING, false), // component-model threads: unfinished
     (WasmFeatures::CM_ERROR_CONTEXT, false), // belongs to component-model async
     (WasmFeatures::CM_FIXED_LENGTH_LISTS, false), // new WIT types no interface here uses
-    (WasmFeatures::CM_MAP, false), // the same
-    (WasmFeatures::CM64, false), // 64-bit component memories: see MEMORY64
-    (WasmFeatures::CM_GC, false), // GC-typed lifting: see GC
+    (WasmFeatures::CM_MAP, false),       // the same
+    (WasmFeatures::CM64, false),         // 64-bit component memories: see MEMORY64
+    (WasmFeatures::CM_GC, false),        // GC-typed lifting: see GC
     (WasmFeatures::CM_IMPLEMENTS, false), // new, unneeded
-    (WasmFeatures::CM_VALUES, false), // component start values: unfinished
+    (WasmFeatures::CM_VALUES, false),    // component start values: unfinished
     (WasmFeatures::CM_NESTED_NAMES, false), // unfinished naming extension
     (WasmFeatures::CM_CANON_NAMES, false), // the same
 ];

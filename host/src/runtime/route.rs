@@ -313,4 +313,30 @@ mod tests {
         .unwrap();
         assert!(error.contains("exports no method handler"), "{error}");
     }
+
+    #[test]
+    fn a_component_needing_a_refused_feature_fails_to_load_naming_it() {
+        for (core, feature) in [
+            ("(memory i64 1)", "memory64"),
+            ("(memory 1 1 shared)", "threads"),
+            ("(memory 1) (memory 1)", "multi-memory"),
+            (
+                "(func (param v128) (result v128) local.get 0 local.get 0 i8x16.relaxed_swizzle)",
+                "relaxed SIMD",
+            ),
+            ("(func (param i64 i64 i64 i64) (result i64 i64) local.get 0 local.get 1 local.get 2 local.get 3 i64.add128)", "wide arithmetic"),
+            ("(type (struct))", "gc"),
+        ] {
+            let error = compile(&format!(
+                r#"(component (core module $x {core}) {LIFTED_NOTHING})"#
+            ))
+            .err()
+            .unwrap();
+            assert!(error.contains("refuses"), "{feature}: {error}");
+            assert!(
+                error.to_lowercase().contains(&feature.to_lowercase()),
+                "{feature}: {error}"
+            );
+        }
+    }
 }
