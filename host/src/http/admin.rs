@@ -19,6 +19,7 @@
 
 use super::answer::json;
 use super::body::{read_limited, BodyError};
+use super::connections::{ConnectionLimits, Connections};
 use super::listener::{self, HeadLimits};
 use crate::control::{DeployRequest, Deployer, Deployment, UploadError};
 use crate::manifest::AdminSettings;
@@ -36,6 +37,15 @@ use tokio::net::TcpListener;
 
 /// Time an admin client has to send a request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The admin API serves operators and deploy tools, a few at a time; an
+/// upload may be large, so a slow link has a minute per stalled write.
+const ADMIN_CONNECTIONS: ConnectionLimits = ConnectionLimits {
+    max_total: 64,
+    max_per_client: 64,
+    keep_alive: Duration::from_secs(30),
+    write_timeout: Duration::from_secs(60),
+};
 
 /// The admin API: who may call it and what it drives.
 pub(crate) struct Admin {
@@ -103,6 +113,7 @@ pub(crate) async fn serve(
             max_bytes: None,
             max_headers: None,
         },
+        Connections::new(ADMIN_CONNECTIONS, Arc::default()),
         move |req, _client| {
             let admin = Arc::clone(&admin);
             async move { handle(&admin, req).await }

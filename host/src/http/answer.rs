@@ -9,6 +9,40 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
+/// Bounds on a guest's response head: the ones a request's head has
+/// (`max_headers`, `max_header_bytes`), so a route cannot send a client
+/// more than the host would take from one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadBound {
+    pub(crate) max_headers: usize,
+    pub(crate) max_bytes: usize,
+}
+
+impl HeadBound {
+    /// Why a head of these (name, value) lengths is over the bound, if it is.
+    /// Each line counts its name, its value and the four bytes of `: ` and
+    /// CRLF.
+    pub(crate) fn check(&self, lines: impl Iterator<Item = (usize, usize)>) -> Result<(), String> {
+        let (count, bytes) = lines.fold((0usize, 0usize), |(count, bytes), (name, value)| {
+            let line = name.saturating_add(value).saturating_add(4);
+            (count + 1, bytes.saturating_add(line))
+        });
+        if count > self.max_headers {
+            return Err(format!(
+                "its {count} headers are over max_headers ({})",
+                self.max_headers
+            ));
+        }
+        if bytes > self.max_bytes {
+            return Err(format!(
+                "its head of {bytes} bytes is over max_header_bytes ({})",
+                self.max_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What a client told to retry is told.
 const BUSY: &str = "The route is busy; try again shortly";
 

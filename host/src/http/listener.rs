@@ -4,6 +4,7 @@
 //! wait for the open ones to finish what they are doing.
 
 use super::body::BoxError;
+use super::connections::{Activity, Connections, Deadlines, Tracked};
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
@@ -39,13 +40,14 @@ pub(crate) async fn serve<H, F, B>(
     name: &'static str,
     listener: TcpListener,
     limits: HeadLimits,
+    connections: Arc<Connections>,
     handle: H,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) where
     H: Fn(Request<Incoming>, Arc<str>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
-    B: Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
@@ -65,13 +67,28 @@ pub(crate) async fn serve<H, F, B>(
             },
             () = &mut shutdown => break,
         };
+        let admitted = match connections.admit(client) {
+            Ok(admitted) => admitted,
+            Err(limit) => {
+                tracing::debug!(%client, "{name}: connection refused ({limit:?})");
+                Connections::refuse(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let handle = Arc::clone(&handle);
         // Formatted once per connection, not per request.
         let client_addr: Arc<str> = Arc::from(client.to_string());
+        let activity = Arc::new(Activity::default());
+        let io = Deadlines::new(stream, admitted, Arc::clone(&activity));
         let service = service_fn(move |req| {
+            // Busy from the head until the response body is done with.
+            let busy = activity.request_started();
             let answer = handle(req, Arc::clone(&client_addr));
-            async move { Ok::<_, std::convert::Infallible>(answer.await) }
+            async move {
+                let response = answer.await.map(|body| Tracked::new(body, busy));
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         let mut builder = http1::Builder::new();
         builder
@@ -83,7 +100,7 @@ pub(crate) async fn serve<H, F, B>(
         if let Some(max_headers) = limits.max_headers {
             builder.max_headers(max_headers);
         }
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(%client, "{name}: connection ended: {err}");

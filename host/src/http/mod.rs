@@ -11,12 +11,14 @@
 //! | `request_id.rs` | `x-request-id` |
 //! | `access_log.rs` | the per-request `access` line |
 //! | `listener.rs` | the accept loop both listeners use, with its graceful drain |
+//! | `connections.rs` | connections in number (per listener, per client) and in time (idle, writes) |
 //! | `admin.rs` | the admin API's endpoints |
 
 pub(crate) mod access_log;
 pub(crate) mod admin;
 mod answer;
 mod body;
+mod connections;
 mod listener;
 mod proxy;
 mod request_id;

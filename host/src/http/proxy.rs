@@ -3,7 +3,7 @@
 //! out (within `max_response`) while the guest runs; the host adds the
 //! matched params, the route and the client's address as headers.
 
-use super::answer::HostAnswer;
+use super::answer::{HeadBound, HostAnswer};
 use super::body::{declares_more_than, BoxError, HostBody};
 use crate::metrics::Event;
 use crate::runtime::{CompiledRoute, GuestError, ProxyDone, Runtime};
@@ -32,6 +32,7 @@ pub(crate) async fn run(
     req: Request<Incoming>,
     client: &str,
     id: &Arc<str>,
+    head: HeadBound,
 ) -> Result<Response<HostBody>, HostAnswer> {
     let limits = &route.limits;
     let count = |event: Event| route.metrics.count(event);
@@ -86,6 +87,18 @@ pub(crate) async fn run(
         .call_proxy(route, Request::from_parts(parts, body), id, slot)
         .await
         .map_err(|err| HostAnswer::guest_failed(route, id, &path, err))?;
+    let lines = response
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str().len(), value.len()));
+    if let Err(reason) = head.check(lines) {
+        return Err(HostAnswer::guest_failed(
+            route,
+            id,
+            &path,
+            GuestError::Trap(format!("the guest's answer is too large: {reason}")),
+        ));
+    }
     let status = response.status().as_u16();
     if status < 200 {
         // 1xx (101 above all) would change the connection under a proxy.

@@ -3,7 +3,7 @@
 //! within `max_body`, one instance called with the request record, and its
 //! response record checked and sent.
 
-use super::answer::HostAnswer;
+use super::answer::{HeadBound, HostAnswer};
 use super::body::{read_limited, BodyError};
 use crate::metrics::Event;
 use crate::runtime::{CompiledRoute, Runtime};
@@ -16,10 +16,18 @@ use hyper::body::{Body, Incoming};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What the public listener bounds for every SDK request.
+pub(crate) struct Bounds {
+    /// Time a client has to send a whole request body.
+    pub(crate) body_timeout: Duration,
+    /// The guest's response head.
+    pub(crate) head: HeadBound,
+}
+
 /// A matched request: method, body, instance, response.
 pub(crate) async fn run(
     runtime: &Runtime,
-    body_timeout: Duration,
+    bounds: &Bounds,
     route: &CompiledRoute,
     params: Vec<(String, String)>,
     req: Request<Incoming>,
@@ -43,7 +51,7 @@ pub(crate) async fn run(
         read_request(req, params, client, limits.max_body).await
     } else {
         tokio::time::timeout(
-            body_timeout,
+            bounds.body_timeout,
             read_request(req, params, client, limits.max_body),
         )
         .await
@@ -63,7 +71,7 @@ pub(crate) async fn run(
         .await
         .map_err(|err| HostAnswer::guest_failed(route, id, uri.path(), err))?;
     drop(slot);
-    into_http(response, strip_body, limits.max_response).map_err(|reason| {
+    into_http(response, strip_body, limits.max_response, bounds.head).map_err(|reason| {
         count(Event::InvalidResponse);
         tracing::error!(
             request_id = %id,
@@ -145,7 +153,14 @@ fn into_http(
     guest: GuestResponse,
     strip_body: bool,
     max_response: usize,
+    head: HeadBound,
 ) -> Result<Response<Full<Bytes>>, String> {
+    head.check(
+        guest
+            .headers
+            .iter()
+            .map(|(name, value)| (name.len(), value.len())),
+    )?;
     if guest.body.len() > max_response {
         return Err(format!(
             "body of {} bytes is over the route's max_response of {max_response}",

@@ -7,8 +7,9 @@
 //! the snapshot it started with until it is answered.
 
 use super::access_log::AccessLine;
-use super::answer::{build_failed, HostAnswer};
+use super::answer::{build_failed, HeadBound, HostAnswer};
 use super::body::{boxed, HostBody};
+use super::connections::{ConnectionLimits, Connections};
 use super::listener::{self, HeadLimits};
 use super::request_id::RequestIds;
 use super::{proxy, sdk};
@@ -18,15 +19,15 @@ use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::net::TcpListener;
 
 /// What every request on the public listener shares.
 struct Public {
     host: Arc<Host>,
     ids: RequestIds,
-    /// Time a client has to send a whole request body.
-    body_timeout: Duration,
+    /// What an SDK request may take (the proxy ones take the head bound).
+    bounds: sdk::Bounds,
 }
 
 /// Serves the routes of `host` on `listener` until `shutdown` resolves;
@@ -41,8 +42,23 @@ pub(crate) async fn serve(
     let public = Arc::new(Public {
         host: Arc::clone(&host),
         ids: RequestIds::new(),
-        body_timeout: limits.body_timeout,
+        bounds: sdk::Bounds {
+            body_timeout: limits.body_timeout,
+            head: HeadBound {
+                max_headers: limits.max_headers,
+                max_bytes: limits.max_header_bytes,
+            },
+        },
     });
+    let connections = Connections::new(
+        ConnectionLimits {
+            max_total: limits.max_connections,
+            max_per_client: limits.max_connections_per_client,
+            keep_alive: limits.keep_alive_timeout,
+            write_timeout: limits.write_timeout,
+        },
+        Arc::clone(&host.metrics().connections),
+    );
     let shutdown = async move {
         shutdown.await;
         host.begin_shutdown();
@@ -55,6 +71,7 @@ pub(crate) async fn serve(
             max_bytes: Some(limits.max_header_bytes),
             max_headers: Some(limits.max_headers),
         },
+        connections,
         move |req, client| {
             let public = Arc::clone(&public);
             async move { handle(&public, req, &client).await }
@@ -94,11 +111,12 @@ async fn handle(public: &Public, req: Request<Incoming>, client: &str) -> Respon
             let answer = match build_error {
                 Some(text) => Ok(boxed(build_failed(&text))),
                 None if route.is_proxy() => {
-                    proxy::run(runtime, route, params, req, client, &id).await
+                    proxy::run(runtime, route, params, req, client, &id, public.bounds.head)
+                        .await
                 }
                 None => sdk::run(
                     runtime,
-                    public.body_timeout,
+                    &public.bounds,
                     route,
                     params,
                     req,

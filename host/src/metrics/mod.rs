@@ -8,12 +8,14 @@
 //! database's in a [`SqlMetrics`] (`sql.rs`); latencies go to
 //! a [`Histogram`] of atomics (`histogram.rs`).
 
+mod connections;
 mod histogram;
 mod kv;
 mod sql;
 
 use crate::wit::Method;
 use histogram::{Histogram, REQUEST_BUCKETS};
+pub(crate) use connections::{ConnectionMetrics, Refusal};
 pub(crate) use kv::{KvMetrics, KvOp, KvResult};
 pub(crate) use sql::{SqlMetrics, SqlOp, SqlResult};
 use std::collections::BTreeMap;
@@ -146,6 +148,8 @@ pub(crate) struct Metrics {
     kv: Mutex<BTreeMap<Arc<str>, Arc<KvMetrics>>>,
     /// SQL databases' counters, by database name.
     sql: Mutex<BTreeMap<Arc<str>, Arc<SqlMetrics>>>,
+    /// The public listener's connections.
+    pub(crate) connections: Arc<ConnectionMetrics>,
 }
 
 /// The `route` label of requests that matched no route.
@@ -162,6 +166,7 @@ impl Default for Metrics {
             deployment: Mutex::default(),
             kv: Mutex::default(),
             sql: Mutex::default(),
+            connections: Arc::default(),
         }
     }
 }
@@ -313,6 +318,8 @@ impl Metrics {
                 }
             }
         }
+
+        self.connections.render(&mut out);
 
         header(
             &mut out,
