@@ -895,3 +895,32 @@ fn while_requests_drain_on_shutdown_the_admin_api_says_not_ready() {
         "the admin API stopped with the host"
     );
 }
+
+#[test]
+fn a_deploy_whose_compile_passes_compile_timeout_is_refused_and_the_old_routes_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first start compiles the routes under the default timeout; the
+    // data folder keeps the compiled code.
+    let first = manifest_in(dir.path(), "first", &versioned("1"));
+    drop(start_with_admin(dir.path(), &first, &[]));
+    // Restarted with a 1 ms deadline, the cached code loads without a compile.
+    let strict = format!("[server]\ncompile_timeout = \"1ms\"\n\n{}", versioned("2"));
+    let strict = manifest_in(dir.path(), "strict", &strict);
+    let host = start_with_admin(dir.path(), &strict, &[]);
+    wait_for_version(&host, "2");
+    // A component never compiled here cannot compile in 1 ms.
+    let hostile = component("fixture_hostile");
+    let next = format!(
+        "{}\n[[route]]\npath = \"/hostile/$mode\"\ncomponent = {hostile:?}\n",
+        versioned("3")
+    );
+    let out = deploy(&host, &manifest_in(dir.path(), "next", &next));
+    assert!(!out.status.success(), "the deploy was refused");
+    assert!(
+        stderr(&out).contains("compile_timeout of 1ms"),
+        "the refusal names the limit: {}",
+        stderr(&out)
+    );
+    assert_eq!(served_version(&host), Ok("2".to_string()));
+    assert_eq!(host.get("/hostile/calls").status, 404);
+}

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use support::{component, request, send_raw, write_manifest, Host, Reply, Start};
+use support::{component, connect_from, request, send_raw, write_manifest, Host, Reply, Start};
 
 fn manifest_text() -> String {
     format!(
@@ -132,6 +132,8 @@ fn guest_failures_are_500_without_internals() {
         "huge-response",
         "bad-header",
         "bad-status",
+        "big-header",
+        "many-headers",
         "memory",
         "memory",
         "memory",
@@ -158,6 +160,9 @@ fn guest_failures_are_500_without_internals() {
         ("huge-response", "max_response"),
         ("bad-header", "header name"),
         ("bad-status", "not a final HTTP status"),
+        // The manifest's [server] allows 16 KiB and 50 headers.
+        ("big-header", "over max_header_bytes (16384)"),
+        ("many-headers", "headers are over max_headers (50)"),
     ] {
         let path = format!("path=/hostile/{mode}");
         assert!(
@@ -168,6 +173,47 @@ fn guest_failures_are_500_without_internals() {
     assert!(
         log.contains("hostile panic"),
         "the guest's panic message is logged"
+    );
+}
+
+#[test]
+fn a_guest_cannot_write_terminal_controls_into_the_host_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+    assert_eq!(host.get("/hostile/log-escape").status, 200);
+    let log = host.wait_for_log("forged line");
+    let line = log.lines().find(|l| l.contains("forged line")).unwrap();
+    assert!(
+        line.contains(r"\u{1b}[2J\rforged line\u{7}\u{202e}reversed"),
+        "the controls are shown escaped: {line:?}"
+    );
+    assert!(
+        !log.contains(['\u{1b}', '\r', '\u{7}', '\u{202e}']),
+        "no raw control reaches the log: {log:?}"
+    );
+}
+
+#[test]
+fn guests_read_clocks_no_finer_than_clock_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let reply = host.get("/slow/clock");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    let read = |key: &str| -> u128 { body[key].as_str().unwrap().parse().unwrap() };
+    // The default clock_resolution is 1 ms: no two readings differ by less.
+    assert!(read("monotonic_step_ns") >= 1_000_000, "{body}");
+    assert!(read("wall_step_ns") >= 1_000_000, "{body}");
+    assert_eq!(read("wall_ns") % 1_000_000, 0, "{body}");
+    // The wall clock is still the real time, only coarser.
+    let wall = read("wall_ns");
+    assert!(
+        wall + 1_000_000 >= before && wall < before + 60_000_000_000,
+        "{body}"
     );
 }
 
@@ -396,9 +442,11 @@ fn slow_and_stalled_clients_are_cut_off() {
     let reply = support::parse_response(&answer, false);
     assert_eq!(reply.status, 408);
 
-    // Hundreds of idle connections do not stop the host from serving.
-    let idle: Vec<TcpStream> = (0..300)
-        .map(|_| TcpStream::connect(host.addr).unwrap())
+    // Hundreds of idle connections, from five clients (each under
+    // max_connections_per_client), do not stop the host from serving.
+    let addr = host.addr;
+    let idle: Vec<TcpStream> = (2..7)
+        .flat_map(|client| (0..60).map(move |_| connect_from([127, 0, 0, client], addr)))
         .collect();
     assert_healthy(&host);
     drop(idle);

@@ -18,7 +18,7 @@ use support::{component, write_manifest, Host, Start};
 /// | `/redirect?to=URL` | 302 to URL |
 /// | `/big?kib=N` | 200 with N KiB |
 /// | `/hang` | reads the request, never answers |
-/// | anything else | 200 JSON naming the path and the `accept` header |
+/// | anything else | 200 JSON naming the path and the `accept` and `host` headers |
 struct Upstream {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
@@ -76,6 +76,14 @@ fn answer(mut stream: TcpStream, seen: &Mutex<Vec<String>>) {
         })
         .unwrap_or("")
         .to_string();
+    let host = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("host: ")
+                .or_else(|| l.strip_prefix("Host: "))
+        })
+        .unwrap_or("")
+        .to_string();
     seen.lock().unwrap().push(target.clone());
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let param = |name: &str| {
@@ -107,7 +115,8 @@ fn answer(mut stream: TcpStream, seen: &Mutex<Vec<String>>) {
             return;
         }
         _ => {
-            let body = serde_json::json!({ "path": target, "accept": accept }).to_string();
+            let body =
+                serde_json::json!({ "path": target, "accept": accept, "host": host }).to_string();
             format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
@@ -241,6 +250,69 @@ fn unlisted_origins_are_refused_before_any_connection() {
         log.contains("the route has no allowed_outbound_hosts"),
         "{log}"
     );
+}
+
+#[test]
+fn a_listed_name_resolving_to_an_internal_address_is_refused_unless_the_route_allows_it() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let by_name = format!("http://localhost:{}", upstream.addr.port());
+    let listed =
+        format!("env = {{ UPSTREAM_URL = {by_name:?} }}\nallowed_outbound_hosts = [{by_name:?}]");
+    let host = start(
+        dir.path(),
+        &[
+            // Listed by name, but the name is loopback.
+            route("/inward/$", "api_proxy", &listed),
+            // The same, with the route's explicit permission.
+            route(
+                "/permitted/$",
+                "api_proxy",
+                &format!("{listed}\nallow_private_networks = true"),
+            ),
+            // An entry that names the address itself means it.
+            route(
+                "/literal/$",
+                "api_proxy",
+                &format!(
+                    "env = {{ UPSTREAM_URL = {url:?} }}\nallowed_outbound_hosts = [{url:?}]",
+                    url = upstream.url()
+                ),
+            ),
+            // The cloud metadata address, reached through a wildcard entry.
+            route(
+                "/metadata/$",
+                "api_proxy",
+                "env = { UPSTREAM_URL = \"http://169.254.169.254\" }\nallowed_outbound_hosts = [\"http://*.254.169.254\"]",
+            ),
+        ],
+    );
+    for path in ["/inward/x", "/metadata/latest/meta-data"] {
+        let reply = host.get(path);
+        assert_eq!(reply.status, 502, "{path}: {}", reply.text());
+        assert!(
+            reply.text().contains("denied by the host"),
+            "{}",
+            reply.text()
+        );
+    }
+    assert_eq!(upstream.connections(), 0, "a refused request connected");
+    let log = host.wait_for_log("resolves to");
+    assert!(
+        log.contains("a loopback address; set allow_private_networks = true"),
+        "{log}"
+    );
+    host.wait_for_log("169.254.169.254 is a link-local address");
+
+    for path in ["/permitted/x", "/literal/x"] {
+        let reply = host.get(path);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        assert_eq!(reply.json()["path"], "/x");
+    }
+    // Connected to the checked address, the request still names its host.
+    let reply = host.get("/permitted/named");
+    assert_eq!(reply.json()["host"], by_name.trim_start_matches("http://"));
+    assert_eq!(upstream.connections(), 3);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 pub mod backends;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -388,6 +388,27 @@ fn decode_chunked(mut raw: &[u8]) -> Vec<u8> {
         body.extend_from_slice(&raw[start..start + size]);
         raw = &raw[start + size + 2..];
     }
+}
+
+/// A connection to `to` from the loopback address `from` (all of 127/8 is
+/// this machine), so one test can be several clients.
+pub fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = runtime
+        .block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(IpAddr::from(from), 0))?;
+            socket.connect(to).await?.into_std()
+        })
+        .unwrap_or_else(|err| panic!("connect from {from:?}: {err}"));
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
 }
 
 /// Writes a manifest into `dir` and returns its path.

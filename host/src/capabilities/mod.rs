@@ -3,6 +3,8 @@
 //! files, sockets or environment on a guest's behalf. `log_throttle.rs`
 //! keeps a failing backend's log lines to one per interval.
 
+pub(crate) mod clocks;
+mod destinations;
 pub mod kv;
 mod log_throttle;
 pub(crate) mod outbound;

@@ -3,6 +3,7 @@
 //! outbound limits. A refused request fails in the guest with
 //! `HTTP-request-denied` before any connection is made, and is logged.
 
+use super::destinations;
 use http::uri::Scheme;
 use http_body_util::BodyExt;
 use std::fmt;
@@ -104,27 +105,43 @@ pub(crate) struct OutboundPolicy {
     pub(crate) max_requests: usize,
     /// Largest outbound response body; larger fails in the guest.
     pub(crate) max_response: usize,
+    /// Allowed names may resolve to non-public addresses.
+    pub(crate) allow_private_networks: bool,
 }
 
 impl OutboundPolicy {
     /// Why `uri` may not be fetched, if it may not.
-    pub(crate) fn refusal(&self, uri: &http::Uri) -> Option<String> {
+    #[cfg(test)]
+    fn refusal(&self, uri: &http::Uri) -> Option<String> {
+        self.target(uri).err()
+    }
+
+    /// Where `uri` goes if the allow-list lets it: its host, port, and
+    /// whether an entry names that host exactly (not by a wildcard).
+    fn target(&self, uri: &http::Uri) -> Result<Target, String> {
         let https = match uri.scheme() {
             Some(s) if *s == Scheme::HTTPS => true,
             Some(s) if *s == Scheme::HTTP => false,
-            _ => return Some("only http and https URLs can be fetched".into()),
+            _ => return Err("only http and https URLs can be fetched".into()),
         };
         let Some(host) = uri.host() else {
-            return Some("the URL has no host".into());
+            return Err("the URL has no host".into());
         };
         // A fully qualified name (`api.example.com.`) is the same host.
         let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        if self.allowed.iter().any(|a| a.allows(https, &host, port)) {
-            return None;
+        let matching = || self.allowed.iter().filter(|a| a.allows(https, &host, port));
+        if matching().next().is_some() {
+            let exact = matching().any(|a| !a.subdomains);
+            return Ok(Target {
+                https,
+                host,
+                port,
+                exact,
+            });
         }
         let scheme = if https { "https" } else { "http" };
-        Some(if self.allowed.is_empty() {
+        Err(if self.allowed.is_empty() {
             format!(
                 "{scheme}://{host}:{port} is not allowed: the route has no allowed_outbound_hosts"
             )
@@ -132,6 +149,16 @@ impl OutboundPolicy {
             format!("{scheme}://{host}:{port} is not in the route's allowed_outbound_hosts")
         })
     }
+}
+
+/// An allowed destination, before its name is resolved.
+struct Target {
+    https: bool,
+    /// Lower case, without a trailing dot; an IPv6 literal keeps its brackets.
+    host: String,
+    port: u16,
+    /// An allow-list entry names `host` itself, not by a wildcard.
+    exact: bool,
 }
 
 /// The per-request side of outbound HTTP: the policy, and what was used.
@@ -197,21 +224,47 @@ impl WasiHttpHooks for OutboundHooks {
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
         self.sent += 1;
-        if let Some(reason) = self.policy.refusal(&uri) {
-            self.refuse(&uri, &reason);
-            return Box::new(async { Err(Error::HttpRequestDenied) });
-        }
+        let target = match self.policy.target(&uri) {
+            Ok(target) => target,
+            Err(reason) => {
+                self.refuse(&uri, &reason);
+                return Box::new(async { Err(Error::HttpRequestDenied) });
+            }
+        };
         let timeout = self.policy.timeout;
         let max_response = self.policy.max_response;
-        let cap = |asked: Option<Duration>| Some(asked.map_or(timeout, |a| a.min(timeout)));
+        let allow_private = self.policy.allow_private_networks;
         let options = RequestOptions {
-            connect_timeout: cap(options.and_then(|o| o.connect_timeout)),
-            first_byte_timeout: cap(options.and_then(|o| o.first_byte_timeout)),
-            between_bytes_timeout: cap(options.and_then(|o| o.between_bytes_timeout)),
+            connect_timeout: capped(options.and_then(|o| o.connect_timeout), timeout),
+            first_byte_timeout: capped(options.and_then(|o| o.first_byte_timeout), timeout),
+            between_bytes_timeout: capped(options.and_then(|o| o.between_bytes_timeout), timeout),
         };
+        let (route, request_id) = (Arc::clone(&self.route), Arc::clone(&self.request_id));
         Box::new(async move {
-            let sent = wasmtime_wasi_http::default_send_request(request, Some(options));
-            let (response, io) = match tokio::time::timeout(timeout, sent).await {
+            let mut request = request;
+            let send = async {
+                let at =
+                    destinations::resolve(&target.host, target.port, allow_private, target.exact)
+                        .await
+                        .map_err(|reason| {
+                            tracing::warn!(
+                                target: "guest",
+                                %route,
+                                %request_id,
+                                "outbound request to {uri} refused: {reason}"
+                            );
+                            Error::HttpRequestDenied
+                        })?;
+                if !target.https {
+                    // Plain HTTP goes to the address just checked, so a second
+                    // lookup cannot point it elsewhere; its Host header keeps
+                    // the name. HTTPS connects by name: the server must then
+                    // prove it holds that name's certificate.
+                    *request.uri_mut() = at_address(request.uri(), at)?;
+                }
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await
+            };
+            let (response, io) = match tokio::time::timeout(timeout, send).await {
                 Ok(result) => result?,
                 Err(_) => return Err(Error::ConnectionTimeout),
             };
@@ -231,6 +284,27 @@ impl WasiHttpHooks for OutboundHooks {
     }
 }
 
+/// A guest's own timeout for one step of a request, within the route's
+/// `outbound_timeout`. Zero, which HTTP libraries often use for "no
+/// timeout", is the route's.
+fn capped(asked: Option<Duration>, timeout: Duration) -> Option<Duration> {
+    Some(match asked {
+        Some(asked) if !asked.is_zero() => asked.min(timeout),
+        _ => timeout,
+    })
+}
+
+/// `uri` with its authority replaced by `at`.
+fn at_address(uri: &http::Uri, at: std::net::SocketAddr) -> Result<http::Uri, Error> {
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(
+        at.to_string()
+            .parse()
+            .map_err(|_| Error::HttpRequestUriInvalid)?,
+    );
+    http::Uri::from_parts(parts).map_err(|_| Error::HttpRequestUriInvalid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,7 +318,20 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_requests: 1,
             max_response: 1,
+            allow_private_networks: false,
         }
+    }
+
+    /// A guest asks for shorter timeouts, never longer ones; zero is the
+    /// route's own.
+    #[test]
+    fn guest_timeouts_are_capped_and_zero_is_the_routes() {
+        let route = Duration::from_secs(10);
+        assert_eq!(capped(None, route), Some(route));
+        assert_eq!(capped(Some(Duration::ZERO), route), Some(route));
+        assert_eq!(capped(Some(Duration::from_secs(60)), route), Some(route));
+        let short = Duration::from_millis(5);
+        assert_eq!(capped(Some(short), route), Some(short));
     }
 
     #[test]

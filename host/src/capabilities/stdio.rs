@@ -115,7 +115,7 @@ impl LogState {
 
     fn emit(&self, stream: Stream, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        let text = text.trim_end_matches(['\n', '\r']);
+        let text = escape_controls(text.trim_end_matches(['\n', '\r']));
         match stream {
             Stream::Stdout => tracing::info!(
                 target: "guest",
@@ -133,6 +133,27 @@ impl LogState {
             ),
         }
     }
+}
+
+/// A guest's text as it may reach an operator's terminal: every control
+/// character (escape sequences, carriage returns, backspaces, bells) and
+/// every bidirectional override written as an escape (`\u{1b}`, `\r`),
+/// so a guest can neither repaint the screen nor forge a log line.
+pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let needs =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if needs(c) {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }
 
 /// The stdout or stderr of one request, as WASI sees it.
@@ -207,6 +228,18 @@ impl tokio::io::AsyncWrite for GuestLogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_controls("plain text, ünïcode"),
+            "plain text, ünïcode"
+        );
+        assert_eq!(
+            escape_controls("\u{1b}[2J\rforged\u{7}\tx\u{202e}"),
+            "\\u{1b}[2J\\rforged\\u{7}\\tx\\u{202e}"
+        );
+    }
 
     /// Everything `tracing` writes while `f` runs, as text.
     fn logged(f: impl FnOnce()) -> String {

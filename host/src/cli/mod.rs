@@ -29,7 +29,7 @@ pub use inspect::{check, limits, routes};
 pub use new::new_route;
 pub use serve::{serve, ServeOptions};
 
-use crate::capabilities::kv::{DiskKv, KvStores, NoKv};
+use crate::capabilities::kv::{DiskKv, KvStores, NoKv, DEFAULT_MAX_SIZE};
 use crate::capabilities::sql::SqlDatabases;
 use crate::manifest::{self, Manifest};
 use crate::runtime::{EngineSettings, RouteTable, Runtime};
@@ -103,8 +103,15 @@ fn load(
         Purpose::Serve => {
             let configs = manifest::kv::store_configs(&manifest, &env)?;
             let databases = manifest::sql::database_configs(&manifest, &env)?;
-            let embedded =
-                Arc::new(DiskKv::open(&data_dir).context("cannot open the key-value data")?);
+            let max_sizes = manifest
+                .kv
+                .iter()
+                .map(|(name, spec)| (name.clone(), spec.max_size))
+                .collect();
+            let embedded = DiskKv::open(&data_dir)
+                .context("cannot open the key-value data")?
+                .with_max_sizes(DEFAULT_MAX_SIZE, max_sizes);
+            let embedded = Arc::new(embedded);
             (
                 KvStores::open(embedded, &configs).context("cannot open the key-value stores")?,
                 SqlDatabases::new(data_dir.join("sql"), databases),

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 /// What a refused connection is told, before any of its request is read.
-const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 45\r\n\r\n{\"error\":\"Too many connections; try again\"}\n";
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 44\r\n\r\n{\"error\":\"Too many connections; try again\"}\n";
 
 /// A listener's bounds on its connections.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +50,6 @@ impl Connections {
             metrics,
         })
     }
-
 
     /// Counts a new connection from `client` in, or says why it may not be.
     pub(crate) fn admit(self: &Arc<Self>, client: SocketAddr) -> Result<Admitted, Refusal> {
@@ -196,7 +195,9 @@ impl Deadlines {
                 self.metrics.write_timed_out();
                 Poll::Ready(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("the client accepted none of its response for {limit:?} (write_timeout)"),
+                    format!(
+                        "the client accepted none of its response for {limit:?} (write_timeout)"
+                    ),
                 ))
             }
             Poll::Pending => Poll::Pending,
@@ -204,7 +205,11 @@ impl Deadlines {
     }
 
     /// What a write poll returned, with the write deadline kept.
-    fn track_write<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn track_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         match polled {
             Poll::Ready(result) => {
                 self.write = None;
@@ -321,5 +326,25 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::REFUSED;
+
+    /// The refusal's content-length is its body's length, so a client reads
+    /// one whole answer.
+    #[test]
+    fn the_refusal_is_one_well_framed_answer() {
+        let text = std::str::from_utf8(REFUSED).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert_eq!(length, body.len());
+        assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
     }
 }

@@ -111,20 +111,11 @@ async fn handle(public: &Public, req: Request<Incoming>, client: &str) -> Respon
             let answer = match build_error {
                 Some(text) => Ok(boxed(build_failed(&text))),
                 None if route.is_proxy() => {
-                    proxy::run(runtime, route, params, req, client, &id, public.bounds.head)
-                        .await
+                    proxy::run(runtime, route, params, req, client, &id, public.bounds.head).await
                 }
-                None => sdk::run(
-                    runtime,
-                    &public.bounds,
-                    route,
-                    params,
-                    req,
-                    client,
-                    &id,
-                )
-                .await
-                .map(boxed),
+                None => sdk::run(runtime, &public.bounds, route, params, req, client, &id)
+                    .await
+                    .map(boxed),
             };
             (Some(route), answer)
         }

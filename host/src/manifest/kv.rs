@@ -5,6 +5,7 @@
 //! [kv.posts]
 //! backend = "redis"          # "embedded" (the default), "redis" or "postgres"
 //! url_env = "REDIS_URL"      # the host environment variable holding its URL
+//! max_size = "1GiB"          # embedded only: the most bytes of keys and values
 //! ```
 //!
 //! The URL itself never appears in the manifest: it is read from the
@@ -46,6 +47,8 @@ pub struct KvStoreSpec {
     pub(crate) backend: KvBackendKind,
     /// The host environment variable holding the URL (network backends).
     pub(crate) url_env: Option<String>,
+    /// The most bytes of keys and values an embedded store may hold.
+    pub(crate) max_size: u64,
     /// The table's line, for error messages.
     pub(crate) line: usize,
 }
@@ -54,7 +57,9 @@ impl KvStoreSpec {
     /// Whether two manifests configure the store alike (a restart-only
     /// setting: a deploy that changes it warns).
     pub(crate) fn same_as(&self, other: &KvStoreSpec) -> bool {
-        self.backend == other.backend && self.url_env == other.url_env
+        self.backend == other.backend
+            && self.url_env == other.url_env
+            && self.max_size == other.max_size
     }
 }
 
@@ -151,6 +156,11 @@ mod tests {
                 "[kv.posts]\nbackend = \"redis\"\nurl = \"redis://x\"\n",
                 "unknown field `url`",
             ),
+            (
+                "[kv.posts]\nbackend = \"redis\"\nurl_env = \"X\"\nmax_size = \"1GiB\"\n",
+                "m.toml:1: [kv.posts]: max_size is for the embedded backend",
+            ),
+            ("[kv.posts]\nmax_size = \"lots\"\n", "[kv.posts]: max_size:"),
         ];
         for (text, expected) in cases {
             let error = manifest(text).unwrap_err();

@@ -131,6 +131,9 @@ pub struct RouteSpec {
     pub(crate) secrets: Vec<String>,
     /// Origins the route may send HTTP requests to; empty: none.
     pub(crate) allowed_outbound_hosts: Vec<AllowedHost>,
+    /// Names in `allowed_outbound_hosts` may resolve to loopback, private
+    /// and link-local addresses (`allow_private_networks = true`).
+    pub(crate) allow_private_networks: bool,
     pub(crate) limits: Limits,
 }
 

@@ -49,6 +49,7 @@ pub(crate) struct RawFleet {
 pub(crate) struct RawKvStore {
     pub(crate) backend: Option<Spanned<String>>,
     pub(crate) url_env: Option<Spanned<String>>,
+    pub(crate) max_size: Option<Spanned<Quantity>>,
 }
 
 /// `[sql.NAME]`.
@@ -117,6 +118,9 @@ pub(crate) struct RawRoute {
     pub(crate) secrets: Vec<String>,
     /// Origins the route may send HTTP requests to.
     pub(crate) allowed_outbound_hosts: Vec<Spanned<String>>,
+    /// Outbound requests may reach loopback, private and link-local
+    /// addresses by name (an IP literal entry always may).
+    pub(crate) allow_private_networks: bool,
     pub(crate) limits: WrittenLimits,
 }
 
@@ -131,6 +135,7 @@ impl RawRoute {
             env: BTreeMap::new(),
             secrets: Vec::new(),
             allowed_outbound_hosts: Vec::new(),
+            allow_private_networks: false,
             limits: Vec::new(),
         }
     }
@@ -156,6 +161,7 @@ enum RouteKey {
     Env,
     Secrets,
     AllowedOutboundHosts,
+    AllowPrivateNetworks,
 }
 
 const ROUTE_KEYS: &[(&str, RouteKey)] = &[
@@ -166,6 +172,7 @@ const ROUTE_KEYS: &[(&str, RouteKey)] = &[
     ("env", RouteKey::Env),
     ("secrets", RouteKey::Secrets),
     ("allowed_outbound_hosts", RouteKey::AllowedOutboundHosts),
+    ("allow_private_networks", RouteKey::AllowPrivateNetworks),
 ];
 
 /// A key of a table that takes limits: one of its own, or a limit.
@@ -270,6 +277,7 @@ impl<'de> Deserialize<'de> for RawRoute {
                 let mut env = BTreeMap::new();
                 let mut secrets = Vec::new();
                 let mut allowed_outbound_hosts = Vec::new();
+                let mut allow_private_networks = false;
                 let mut limits = Vec::new();
                 let seed = || KeySeed {
                     own: ROUTE_KEYS,
@@ -286,6 +294,9 @@ impl<'de> Deserialize<'de> for RawRoute {
                         Key::Own(RouteKey::AllowedOutboundHosts) => {
                             allowed_outbound_hosts = map.next_value()?
                         }
+                        Key::Own(RouteKey::AllowPrivateNetworks) => {
+                            allow_private_networks = map.next_value()?
+                        }
                         Key::Limit(spec) => limits.push((spec, map.next_value()?)),
                     }
                 }
@@ -297,6 +308,7 @@ impl<'de> Deserialize<'de> for RawRoute {
                     env,
                     secrets,
                     allowed_outbound_hosts,
+                    allow_private_networks,
                     limits,
                 })
             }

@@ -281,11 +281,30 @@ impl Checker<'_> {
                 }
                 _ => {}
             }
+            let max_size = match (&table.max_size, backend) {
+                (None, _) => crate::capabilities::kv::DEFAULT_MAX_SIZE,
+                (Some(_), KvBackendKind::Redis | KvBackendKind::Postgres) => {
+                    fail(
+                        self,
+                        "max_size is for the embedded backend (bound a Redis or PostgreSQL server with its own quotas, such as Redis's maxmemory)"
+                            .into(),
+                    );
+                    continue;
+                }
+                (Some(value), KvBackendKind::Embedded) => match Kind::Size.parse(value.get_ref()) {
+                    Ok(bytes) => bytes,
+                    Err(reason) => {
+                        fail(self, format!("max_size: {reason}"));
+                        continue;
+                    }
+                },
+            };
             stores.insert(
                 name.clone(),
                 KvStoreSpec {
                     backend,
                     url_env,
+                    max_size,
                     line,
                 },
             );
@@ -457,6 +476,7 @@ impl Checker<'_> {
             env,
             secrets,
             allowed_outbound_hosts,
+            allow_private_networks: raw.allow_private_networks,
             limits,
         })
     }

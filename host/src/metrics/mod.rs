@@ -14,8 +14,8 @@ mod kv;
 mod sql;
 
 use crate::wit::Method;
-use histogram::{Histogram, REQUEST_BUCKETS};
 pub(crate) use connections::{ConnectionMetrics, Refusal};
+use histogram::{Histogram, REQUEST_BUCKETS};
 pub(crate) use kv::{KvMetrics, KvOp, KvResult};
 pub(crate) use sql::{SqlMetrics, SqlOp, SqlResult};
 use std::collections::BTreeMap;

@@ -4,6 +4,8 @@
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
@@ -38,9 +40,9 @@ pub(crate) fn compile_cached(
     engine: &Engine,
     cache_dir: Option<&Path>,
     bytes: &[u8],
+    deadline: Duration,
 ) -> Result<Compiled, String> {
-    let compile =
-        || Component::new(engine, bytes).map_err(|err| with_feature_hint(format!("{err:#}")));
+    let compile = || compile_within(engine, bytes, deadline);
     let Some(dir) = cache_dir else {
         return Ok(Compiled {
             component: compile()?,
@@ -85,6 +87,37 @@ pub(crate) fn compile_cached(
         cached: false,
         entry: Some(entry),
     })
+}
+
+/// Held by the thread compiling a component: one compile at a time, so a
+/// compile that outlived its deadline (Cranelift cannot be stopped) delays
+/// the next ones rather than piling up threads and memory.
+static COMPILING: Mutex<()> = Mutex::new(());
+
+/// Compiles `bytes` on a thread of its own, giving up after `deadline`
+/// (waiting for an earlier compile to finish counts). A compile given up
+/// on runs to its end and is dropped.
+fn compile_within(engine: &Engine, bytes: &[u8], deadline: Duration) -> Result<Component, String> {
+    let (done, result) = mpsc::sync_channel(1);
+    let (engine, bytes) = (engine.clone(), bytes.to_vec());
+    std::thread::Builder::new()
+        .name("compile".into())
+        .spawn(move || {
+            let _turn = COMPILING.lock().unwrap_or_else(|p| p.into_inner());
+            let compiled = Component::new(&engine, &bytes)
+                .map_err(|err| with_feature_hint(format!("{err:#}")));
+            let _ = done.send(compiled);
+        })
+        .map_err(|err| format!("cannot start a compile thread: {err}"))?;
+    match result.recv_timeout(deadline) {
+        Ok(compiled) => compiled,
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "compiling took longer than the server's compile_timeout of {deadline:?}"
+        )),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err("the compile thread stopped without a result".into())
+        }
+    }
 }
 
 /// What the validator says when a component uses a feature the engine

@@ -44,6 +44,10 @@ pub struct EngineSettings {
     /// the pooling allocator's pool. Virtual address space is reserved for
     /// each slot, physical memory only for what instances touch.
     pub(crate) max_instances: usize,
+    /// The step of the clocks guests read.
+    pub(crate) clock_resolution: Duration,
+    /// Time one component may take to compile on a deploy.
+    pub(crate) compile_timeout: Duration,
 }
 
 impl EngineSettings {
@@ -63,6 +67,8 @@ impl EngineSettings {
                 .unwrap_or(0)
                 .max(Limits::default().memory),
             cache_dir: Some(data_dir.join("compiled")),
+            clock_resolution: manifest.server.clock_resolution,
+            compile_timeout: manifest.server.compile_timeout,
         }
     }
 }

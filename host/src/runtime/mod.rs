@@ -40,6 +40,7 @@ use crate::metrics::Metrics;
 use crate::router::Router;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use store::HostState;
 use wasmtime::component::Linker;
 use wasmtime::Engine;
@@ -52,6 +53,8 @@ pub struct Runtime {
     sql: SqlDatabases,
     cache_dir: Option<PathBuf>,
     max_memory: usize,
+    clock_resolution: Duration,
+    compile_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -73,6 +76,8 @@ impl Runtime {
             sql,
             cache_dir: settings.cache_dir,
             max_memory: settings.max_memory,
+            clock_resolution: settings.clock_resolution,
+            compile_timeout: settings.compile_timeout,
             metrics: Arc::default(),
         })
     }

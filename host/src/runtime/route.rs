@@ -101,8 +101,13 @@ impl Runtime {
             component,
             cached,
             entry,
-        } = compile_cached(&self.engine, self.cache_dir.as_deref(), &bytes)
-            .map_err(|err| format!("{file} does not compile: {err}"))?;
+        } = compile_cached(
+            &self.engine,
+            self.cache_dir.as_deref(),
+            &bytes,
+            self.compile_timeout,
+        )
+        .map_err(|err| format!("{file} does not compile: {err}"))?;
         let how = if cached {
             "loaded from the compile cache"
         } else {
@@ -194,12 +199,14 @@ impl Runtime {
                 },
                 outbound: Arc::new(OutboundPolicy {
                     allowed: spec.allowed_outbound_hosts.clone(),
+                    allow_private_networks: spec.allow_private_networks,
                     timeout: spec.limits.outbound_timeout,
                     max_requests: spec.limits.max_outbound_requests,
                     max_response: spec.limits.max_outbound_response,
                 }),
                 memory: spec.limits.memory,
                 cpu_time: spec.limits.cpu_time,
+                clock: self.clock_resolution,
             },
             limits: spec.limits.clone(),
             metrics: self.metrics.route(spec.pattern.as_str()),
@@ -231,6 +238,7 @@ mod tests {
     use crate::capabilities::kv::DiskKv;
     use crate::router::Pattern;
     use crate::runtime::EngineSettings;
+    use std::time::Duration;
 
     /// Compiles a component written in WAT as the route `/t`.
     fn compile(wat: &str) -> Result<CompiledRoute, String> {
@@ -242,6 +250,8 @@ mod tests {
             max_memory: Limits::default().memory,
             cache_dir: None,
             max_instances: 4,
+            clock_resolution: Duration::from_millis(1),
+            compile_timeout: Duration::from_secs(60),
         };
         let runtime = Runtime::new(
             crate::capabilities::kv::KvStores::new(Arc::new(kv)),
@@ -259,6 +269,7 @@ mod tests {
             env: Vec::new(),
             secrets: Vec::new(),
             allowed_outbound_hosts: Vec::new(),
+            allow_private_networks: false,
             limits: Limits::default(),
         })
     }

@@ -4,6 +4,7 @@
 //! its time limits.
 
 use super::cpu::{CpuMeter, CpuTimeExceeded};
+use crate::capabilities::clocks::{CoarseMonotonicClock, CoarseWallClock};
 use crate::capabilities::kv::{KvAccess, KvView};
 use crate::capabilities::outbound::{OutboundHooks, OutboundPolicy};
 use crate::capabilities::sql::{SqlAccess, SqlView};
@@ -22,6 +23,9 @@ const MAX_GUEST_RESOURCES: usize = 10_000;
 
 /// Bytes of one set of HTTP headers a guest may build (in memory form).
 const MAX_FIELDS_BYTES: usize = 128 * 1024;
+
+/// Bytes one `get-random-bytes` call may ask for; more traps.
+const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 /// A route is one component: a handful of instances, tables and memories,
 /// never thousands.
@@ -42,6 +46,8 @@ pub(crate) struct Grants {
     /// Its linear memories' limit, all together.
     pub(crate) memory: usize,
     pub(crate) cpu_time: Option<Duration>,
+    /// The step of the clocks it reads (`clock_resolution`).
+    pub(crate) clock: Duration,
 }
 
 /// The per-request state a guest's imports work on.
@@ -131,6 +137,7 @@ struct LazyWasi {
     env: Arc<[(String, String)]>,
     route: Arc<str>,
     request_id: Arc<str>,
+    clock: Duration,
 }
 
 impl LazyWasi {
@@ -140,6 +147,7 @@ impl LazyWasi {
             env,
             route,
             request_id,
+            clock,
         } = self;
         ctx.get_or_insert_with(|| {
             // Lines the guest leaves unfinished are logged when the store
@@ -149,6 +157,11 @@ impl LazyWasi {
                 .envs(env)
                 .stdout(log.writer(Stream::Stdout))
                 .stderr(log.writer(Stream::Stderr))
+                .wall_clock(CoarseWallClock::new(*clock))
+                .monotonic_clock(CoarseMonotonicClock::new(*clock))
+                // One call's random bytes are a host allocation: a route
+                // needs keys and nonces, not the default 64 MiB at once.
+                .max_random_size(MAX_RANDOM_BYTES)
                 .build()
         })
     }
@@ -189,6 +202,7 @@ pub(super) fn new_store(
         env: Arc::clone(&grants.env),
         route: Arc::clone(&grants.route),
         request_id: Arc::clone(request_id),
+        clock: grants.clock,
     };
     // Host-side resources a guest can create: bounded, like its memory.
     let mut table = ResourceTable::new();

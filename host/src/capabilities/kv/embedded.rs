@@ -4,21 +4,91 @@
 //! (a read of the file, usually from the page cache: a page of keys or a
 //! batch of at most 100 values); writes (a commit waits on the disk) run on
 //! the blocking pool.
+//!
+//! Each store holds at most its `max_size` bytes of keys and values: a
+//! write that would grow it past that is refused and changes nothing, while
+//! one that shrinks it always passes. Every write transaction keeps the
+//! store's total in a table of its own, so checking costs one lookup.
 
 use super::{add_to_counter, parse_counter, KvBackend, KvError, Swap};
 use async_trait::async_trait;
 use redb::{ReadableTable, TableDefinition, TableError};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The most bytes of keys and values one embedded store holds unless its
+/// `[kv.NAME] max_size` says otherwise.
+pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
+
 /// The embedded default backend.
 pub struct DiskKv {
     db: Arc<redb::Database>,
+    sizes: Arc<MaxSizes>,
+}
+
+/// Each store's `max_size`.
+#[derive(Debug, Clone)]
+struct MaxSizes {
+    default: u64,
+    stores: BTreeMap<String, u64>,
+}
+
+impl MaxSizes {
+    fn of(&self, store: &str) -> u64 {
+        self.stores.get(store).copied().unwrap_or(self.default)
+    }
 }
 
 fn table(store: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
     TableDefinition::new(store)
+}
+
+/// Bytes of keys and values per store. Store names are letters, digits,
+/// `_` and `-`, so no store's table can have this name.
+const USAGE: TableDefinition<'static, &'static str, u64> = TableDefinition::new("edgehost:usage");
+
+/// What one entry counts against its store's `max_size`.
+fn entry_size(key: &str, value_len: usize) -> i64 {
+    i64::try_from(key.len() + value_len).unwrap_or(i64::MAX)
+}
+
+/// A store's table within one write, counting how much the write grows it.
+struct Writing<'txn> {
+    table: redb::Table<'txn, &'static str, &'static [u8]>,
+    grown: i64,
+}
+
+impl Writing<'_> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        value_of(&self.table, key)
+    }
+
+    fn insert(&mut self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        let old = self.table.insert(key, value).map_err(failed)?;
+        let old = old.map_or(0, |old| entry_size(key, old.value().len()));
+        self.grown += entry_size(key, value.len()) - old;
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &str) -> Result<(), KvError> {
+        if let Some(old) = self.table.remove(key).map_err(failed)? {
+            self.grown -= entry_size(key, old.value().len());
+        }
+        Ok(())
+    }
+}
+
+/// The bytes `table` holds, counted entry by entry (once per store: then
+/// the usage table keeps the total).
+fn measure(table: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<i64, KvError> {
+    let mut total = 0i64;
+    for entry in table.iter().map_err(failed)? {
+        let (key, value) = entry.map_err(failed)?;
+        total = total.saturating_add(entry_size(key.value(), value.value().len()));
+    }
+    Ok(total)
 }
 
 fn failed(err: impl std::fmt::Display) -> KvError {
@@ -34,7 +104,20 @@ impl DiskKv {
         let file = dir.join("kv.redb");
         let db = redb::Database::create(&file)
             .map_err(|err| KvError::Failed(format!("cannot open {}: {err}", file.display())))?;
-        Ok(DiskKv { db: Arc::new(db) })
+        Ok(DiskKv {
+            db: Arc::new(db),
+            sizes: Arc::new(MaxSizes {
+                default: DEFAULT_MAX_SIZE,
+                stores: BTreeMap::new(),
+            }),
+        })
+    }
+
+    /// Bounds every store at `default` bytes, and those `stores` names at
+    /// theirs.
+    pub fn with_max_sizes(mut self, default: u64, stores: BTreeMap<String, u64>) -> DiskKv {
+        self.sizes = Arc::new(MaxSizes { default, stores });
+        self
     }
 
     /// Runs a write transaction on the blocking pool: a commit waits for
@@ -44,18 +127,37 @@ impl DiskKv {
     async fn write<T: Send + 'static>(
         &self,
         store: &str,
-        work: impl FnOnce(&mut redb::Table<&'static str, &'static [u8]>) -> Result<T, KvError>
-            + Send
-            + 'static,
+        work: impl FnOnce(&mut Writing<'_>) -> Result<T, KvError> + Send + 'static,
     ) -> Result<T, KvError> {
         let db = Arc::clone(&self.db);
         let store = store.to_string();
+        let max = i64::try_from(self.sizes.of(&store)).unwrap_or(i64::MAX);
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(failed)?;
-            let result = {
-                let mut t = txn.open_table(table(&store)).map_err(failed)?;
-                work(&mut t)?
+            let (result, grown, size) = {
+                let mut writing = Writing {
+                    table: txn.open_table(table(&store)).map_err(failed)?,
+                    grown: 0,
+                };
+                let result = work(&mut writing)?;
+                let mut usage = txn.open_table(USAGE).map_err(failed)?;
+                let known = usage.get(store.as_str()).map_err(failed)?.map(|v| v.value());
+                let size = match known {
+                    Some(before) => i64::try_from(before).unwrap_or(i64::MAX) + writing.grown,
+                    // Data from before sizes were kept: counted once.
+                    None => measure(&writing.table)?,
+                };
+                usage
+                    .insert(store.as_str(), u64::try_from(size.max(0)).unwrap_or(0))
+                    .map_err(failed)?;
+                (result, writing.grown, size)
             };
+            if grown > 0 && size > max {
+                txn.abort().map_err(failed)?;
+                return Err(KvError::Refused(format!(
+                    "the store `{store}` is full: this write would make it {size} bytes of keys and values, over its max_size of {max}; delete keys to make room"
+                )));
+            }
             txn.commit().map_err(failed)?;
             Ok(result)
         })
@@ -99,20 +201,12 @@ impl KvBackend for DiskKv {
 
     async fn set(&self, store: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
         let (key, value) = (key.to_string(), value.to_vec());
-        self.write(store, move |t| {
-            t.insert(key.as_str(), value.as_slice()).map_err(failed)?;
-            Ok(())
-        })
-        .await
+        self.write(store, move |t| t.insert(&key, &value)).await
     }
 
     async fn delete(&self, store: &str, key: &str) -> Result<(), KvError> {
         let key = key.to_string();
-        self.write(store, move |t| {
-            t.remove(key.as_str()).map_err(failed)?;
-            Ok(())
-        })
-        .await
+        self.write(store, move |t| t.remove(&key)).await
     }
 
     async fn exists(&self, store: &str, key: &str) -> Result<bool, KvError> {
@@ -140,13 +234,12 @@ impl KvBackend for DiskKv {
     async fn increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, KvError> {
         let key = key.to_string();
         self.write(store, move |t| {
-            let current = match value_of(t, &key)? {
+            let current = match t.get(&key)? {
                 Some(value) => parse_counter(&key, &value)?,
                 None => 0,
             };
             let new = add_to_counter(&key, current, delta)?;
-            t.insert(key.as_str(), new.to_string().as_bytes())
-                .map_err(failed)?;
+            t.insert(&key, new.to_string().as_bytes())?;
             Ok(new)
         })
         .await
@@ -165,11 +258,11 @@ impl KvBackend for DiskKv {
             value.to_vec(),
         );
         self.write(store, move |t| {
-            let current = value_of(t, &key)?;
+            let current = t.get(&key)?;
             if current != expected {
                 return Ok(Swap::Changed(current));
             }
-            t.insert(key.as_str(), value.as_slice()).map_err(failed)?;
+            t.insert(&key, &value)?;
             Ok(Swap::Done)
         })
         .await
@@ -189,7 +282,7 @@ impl KvBackend for DiskKv {
         let entries = entries.to_vec();
         self.write(store, move |t| {
             for (key, value) in &entries {
-                t.insert(key.as_str(), value.as_slice()).map_err(failed)?;
+                t.insert(key, value)?;
             }
             Ok(())
         })
@@ -200,7 +293,7 @@ impl KvBackend for DiskKv {
         let keys = keys.to_vec();
         self.write(store, move |t| {
             for key in &keys {
-                t.remove(key.as_str()).map_err(failed)?;
+                t.remove(key)?;
             }
             Ok(())
         })
@@ -308,6 +401,55 @@ mod tests {
                 kv.list_keys("empty", None, 3).await.unwrap(),
                 (vec![], false)
             );
+        });
+    }
+
+    /// A store at its max_size refuses writes that grow it, whole (a batch
+    /// changes nothing), and takes those that shrink it; its size survives
+    /// a restart and is counted for data written before sizes were kept.
+    #[test]
+    fn a_full_store_refuses_growth_and_takes_shrinking() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bounded = |max: u64| {
+            DiskKv::open(dir.path())
+                .unwrap()
+                .with_max_sizes(1 << 20, BTreeMap::from([("small".to_string(), max)]))
+        };
+        runtime.block_on(async {
+            {
+                let kv = bounded(100);
+                // 2 + 40 bytes, twice: 84 of 100.
+                kv.set("small", "k1", &[b'a'; 40]).await.unwrap();
+                kv.set("small", "k2", &[b'a'; 40]).await.unwrap();
+                let full = kv.set("small", "k3", &[b'a'; 40]).await.unwrap_err();
+                assert!(
+                    matches!(&full, KvError::Refused(m) if m.contains("`small` is full") && m.contains("max_size of 100")),
+                    "{full:?}"
+                );
+                assert!(!kv.exists("small", "k3").await.unwrap());
+                let batch = vec![
+                    ("k4".to_string(), vec![b'b'; 5]),
+                    ("k5".to_string(), vec![b'b'; 20]),
+                ];
+                assert!(kv.set_many("small", &batch).await.is_err());
+                assert!(
+                    !kv.exists("small", "k4").await.unwrap(),
+                    "a refused batch wrote nothing"
+                );
+                // Overwriting with a smaller value fits; so does one freed.
+                kv.set("small", "k1", &[b'c'; 10]).await.unwrap();
+                kv.set("small", "k3", &[b'a'; 10]).await.unwrap();
+                // Other stores have the default.
+                kv.set("other", "k", &[b'x'; 1000]).await.unwrap();
+            }
+            // Reopened with a smaller bound: over it, shrinking still works.
+            let kv = bounded(50);
+            assert!(kv.set("small", "k9", b"v").await.is_err());
+            kv.delete("small", "k2").await.unwrap();
+            kv.set("small", "k9", b"v").await.unwrap();
         });
     }
 

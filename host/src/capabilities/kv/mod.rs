@@ -24,8 +24,8 @@ mod postgres;
 mod redis;
 mod stores;
 
-pub use embedded::DiskKv;
 pub(crate) use embedded::NoKv;
+pub use embedded::{DiskKv, DEFAULT_MAX_SIZE};
 pub(crate) use guest::{KvData, KvView};
 pub use postgres::PostgresKv;
 pub(crate) use postgres::{connection_pool, unreachable as postgres_unreachable};
