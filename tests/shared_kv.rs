@@ -366,6 +366,44 @@ fn keys_and_values_over_the_route_limits_are_refused() {
 }
 
 #[test]
+fn a_guest_filling_an_embedded_store_is_refused_at_its_max_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[kv.small]\nmax_size = \"64KiB\"\n\n[[route]]\npath = \"/kv/$store/$op\"\ncomponent = {:?}\nkv = [\"small\", \"big\"]\n",
+        component("fixture_kv")
+    );
+    let manifest = write_manifest(dir.path(), &text);
+    let start = || {
+        Host::start(Start {
+            manifest: &manifest,
+            data_dir: &dir.path().join("data"),
+            env: vec![],
+        })
+    };
+    let host = start();
+    let post = |host: &Host, path: &str| request(host.addr, "POST", path, &[], b"");
+    // Fifteen values of 4 KiB (and a two-byte key) fit in 64 KiB...
+    for i in 10..25 {
+        let reply = post(&host, &format!("/kv/small/set?key=k{i}&size=4096"));
+        assert_eq!(reply.status, 204, "value {i}: {}", reply.text());
+    }
+    // ...the sixteenth does not: the guest's write fails and names the bound.
+    let full = post(&host, "/kv/small/set?key=k25&size=4096");
+    assert_eq!(full.status, 500, "{}", full.text());
+    assert!(full.text().contains("`small` is full"), "{}", full.text());
+    assert!(full.text().contains("max_size of 65536"), "{}", full.text());
+    assert_eq!(post(&host, "/kv/small/get?key=k25").status, 404);
+    // Another store has its own bound (1 GiB by default).
+    assert_eq!(post(&host, "/kv/big/set?key=k&size=65536").status, 204);
+    drop(host);
+    // After a restart the store is still full, until a key goes.
+    let host = start();
+    assert_eq!(post(&host, "/kv/small/set?key=k25&size=4096").status, 500);
+    assert_eq!(post(&host, "/kv/small/set?key=k10&size=1").status, 204);
+    assert_eq!(post(&host, "/kv/small/set?key=k25&size=4096").status, 204);
+}
+
+#[test]
 fn routes_shows_each_stores_backend_and_check_wants_its_url() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::Redis(RedisServer::start());
