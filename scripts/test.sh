@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: builds the test binaries and the host once, uses that host
 # to build the route and fixture components for wasm32-wasip2 (installing the
-# target if needed), then runs the unit, doc and end-to-end tests.
+# target if needed), then runs the unit, doc and end-to-end tests, the
+# dependency advisory check and a short fuzzing run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +26,12 @@ fi
 cargo test --workspace --no-run
 "${CARGO_TARGET_DIR:-target}/debug/edgehost" build routes tests/fixtures
 cargo test --workspace "$@"
+
+# Every crate in Cargo.lock against the RustSec advisories (the snapshot in
+# audit/; installs cargo-audit once), then a short fuzzing run of each parser
+# target (its own small build, without wasmtime). FUZZ_SECONDS sets its
+# length per target; 0 skips it.
+./scripts/audit.sh
+if [ "${FUZZ_SECONDS:-15}" -gt 0 ]; then
+    ./scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
+fi

@@ -214,3 +214,16 @@ fn a_request_without_a_host_is_a_400_not_a_guest_failure() {
     let reply = support::send_raw(host.addr, b"GET /px/1/info HTTP/1.0\r\n\r\n", false);
     assert_eq!(reply.status, 400, "{}", reply.text());
 }
+
+#[test]
+fn a_guest_asking_for_more_random_bytes_than_one_call_allows_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path(), "memory = \"64MiB\"");
+    let reply = host.get("/px/1/random?bytes=1048576");
+    assert_eq!((reply.status, reply.text().as_str()), (200, "1048576"));
+    // 32 MiB in one call would be a 32 MiB allocation in the host.
+    let reply = host.get("/px/1/random?bytes=33554432");
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    host.wait_for_log("requested len 33554432 exceeds limit 1048576");
+    assert_eq!(host.get("/px/1/random?bytes=16").text(), "16");
+}

@@ -3,95 +3,13 @@
 //! outbound limits. A refused request fails in the guest with
 //! `HTTP-request-denied` before any connection is made, and is logged.
 
+pub(crate) use super::allowed_host::AllowedHost;
 use super::destinations;
 use http::uri::Scheme;
 use http_body_util::BodyExt;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
-
-/// One `allowed_outbound_hosts` entry: `https://api.example.com`,
-/// `http://127.0.0.1:8080`, `https://*.example.com`, `https://host:*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AllowedHost {
-    https: bool,
-    /// Lower case; for a wildcard, the suffix after `*.`.
-    host: String,
-    /// `*.` before the host: any subdomain (not the domain itself).
-    subdomains: bool,
-    /// `None` for `:*` (any port).
-    port: Option<u16>,
-}
-
-impl AllowedHost {
-    /// Parses an entry; the reason says what a valid one looks like.
-    pub(crate) fn parse(text: &str) -> Result<AllowedHost, String> {
-        let expected = || {
-            format!(
-                "{text:?} is not an origin such as \"https://api.example.com\", \"http://127.0.0.1:8080\" or \"https://*.example.com\""
-            )
-        };
-        let (https, rest) = if let Some(rest) = text.strip_prefix("https://") {
-            (true, rest)
-        } else if let Some(rest) = text.strip_prefix("http://") {
-            (false, rest)
-        } else {
-            return Err(expected());
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        // An IPv6 literal keeps its brackets: [::1]:8080.
-        let (host, port) = match rest.rfind(':') {
-            Some(at) if !rest[at..].contains(']') => (&rest[..at], Some(&rest[at + 1..])),
-            _ => (rest, None),
-        };
-        let port = match port {
-            None => Some(if https { 443 } else { 80 }),
-            Some("*") => None,
-            Some(number) => Some(number.parse::<u16>().map_err(|_| expected())?),
-        };
-        let (subdomains, host) = match host.strip_prefix("*.") {
-            Some(suffix) => (true, suffix),
-            None => (false, host),
-        };
-        // `example.com.` (fully qualified) is `example.com`.
-        let host = host.strip_suffix('.').unwrap_or(host);
-        let valid = !host.is_empty()
-            && host.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':')
-            });
-        if !valid {
-            return Err(expected());
-        }
-        Ok(AllowedHost {
-            https,
-            host: host.to_ascii_lowercase(),
-            subdomains,
-            port,
-        })
-    }
-
-    fn allows(&self, https: bool, host: &str, port: u16) -> bool {
-        let host_matches = if self.subdomains {
-            host.strip_suffix(self.host.as_str())
-                .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.'))
-        } else {
-            host == self.host
-        };
-        self.https == https && host_matches && self.port.is_none_or(|p| p == port)
-    }
-}
-
-impl fmt::Display for AllowedHost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.https { "https" } else { "http" };
-        let star = if self.subdomains { "*." } else { "" };
-        match self.port {
-            Some(port) => write!(f, "{scheme}://{star}{}:{port}", self.host),
-            None => write!(f, "{scheme}://{star}{}:*", self.host),
-        }
-    }
-}
 
 /// What one route may send, from its manifest entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -132,7 +50,7 @@ impl OutboundPolicy {
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let matching = || self.allowed.iter().filter(|a| a.allows(https, &host, port));
         if matching().next().is_some() {
-            let exact = matching().any(|a| !a.subdomains);
+            let exact = matching().any(|a| !a.is_wildcard());
             return Ok(Target {
                 https,
                 host,
@@ -372,32 +290,5 @@ mod tests {
             .refusal(&"https://a.com/".parse().unwrap())
             .unwrap()
             .contains("no allowed_outbound_hosts"));
-    }
-
-    #[test]
-    fn entries_parse_or_say_why() {
-        for good in [
-            "https://a.com",
-            "http://a.com:81/",
-            "https://*.a.com:*",
-            "https://a.com.",
-            "http://[::1]:8080",
-        ] {
-            assert!(AllowedHost::parse(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "a.com",
-            "https://",
-            "https://a.com:port",
-            "https://a.com/path",
-            "*://a.com",
-            "https://a b",
-        ] {
-            assert!(AllowedHost::parse(bad).is_err(), "{bad}");
-        }
-        assert_eq!(
-            AllowedHost::parse("https://*.A.com").unwrap().to_string(),
-            "https://*.a.com:443"
-        );
     }
 }
