@@ -509,7 +509,7 @@ fn check_takes_the_manifest_as_an_argument_and_names_every_fault() {
 fn routes_prints_an_aligned_table() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "{}\n[[route]]\npath = \"/api/posts\"\ncomponent = {:?}\nkv = [\"posts\"]\ntimeout = \"2s\"\nallowed_outbound_hosts = [\"https://*.example.com\"]\n",
+        "{}\n[[route]]\npath = \"/api/posts\"\ncomponent = {:?}\nkv = [\"posts\"]\ntimeout = \"2s\"\nallowed_outbound_hosts = [\"https://*.example.com\"]\nallow_private_networks = true\n",
         versioned("1"),
         component("fixture_posts_kv")
     );
@@ -547,7 +547,8 @@ fn routes_prints_an_aligned_table() {
     );
     let posts = row("/api/posts ");
     assert!(
-        posts[starts[2]..].starts_with("kv:posts net:https://*.example.com:443"),
+        posts[starts[2]..]
+            .starts_with("kv:posts net:https://*.example.com:443 net:private-networks"),
         "{table}"
     );
     assert!(posts[starts[3]..].contains("timeout=2s"), "{table}");

@@ -57,6 +57,9 @@ pub fn routes(manifest_path: &Path) -> anyhow::Result<()> {
         for allowed in &spec.allowed_outbound_hosts {
             grants.push(format!("net:{allowed}"));
         }
+        if spec.allow_private_networks {
+            grants.push("net:private-networks".into());
+        }
         if grants.is_empty() {
             grants.push("-".into());
         }
