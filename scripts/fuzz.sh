@@ -20,7 +20,7 @@ for arg in "$@"; do
         *) targets+=("$arg") ;;
     esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(router allowed_host quantity stripe_signature)
+[ ${#targets[@]} -gt 0 ] || targets=(router allowed_host quantity stripe_signature request_id)
 
 # With --target, RUSTFLAGS reach the fuzzed crate and its dependencies but
 # not build scripts or proc macros, which must not be instrumented.

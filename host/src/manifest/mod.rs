@@ -753,6 +753,112 @@ max_concurrency = 3
                 );
                 let _ = check(&text);
             }
+
+            /// Manifests assembled from every table and key the schema
+            /// knows (and some it does not), each given any kind of value:
+            /// a manifest or errors, never a panic; every error names the
+            /// file; and checking is deterministic.
+            #[test]
+            fn assembled_manifests_check_cleanly(
+                tables in proptest::collection::vec(table(), 0..6),
+            ) {
+                let text: String = tables.concat();
+                let first = check(&text);
+                if let Err(errors) = &first {
+                    prop_assert!(errors.starts_with("<dir>/manifest.toml"), "{errors}");
+                }
+                prop_assert_eq!(first.map(|_| ()), check(&text).map(|_| ()));
+            }
+        }
+
+        /// One table: a header the schema knows (or not) and a few keys.
+        fn table() -> impl Strategy<Value = String> {
+            let header = prop_oneof![
+                Just("[server]".to_string()),
+                Just("[[route]]".to_string()),
+                Just("[routes]".to_string()),
+                Just("[admin]".to_string()),
+                Just("[fleet]".to_string()),
+                "[a-z_]{1,8}".prop_map(|name| format!("[kv.{name}]")),
+                "[a-z_]{1,8}".prop_map(|name| format!("[sql.{name}]")),
+                "\\PC{0,10}".prop_map(|name| format!("[{name}]")),
+            ];
+            (header, proptest::collection::vec((key(), value()), 0..8)).prop_map(
+                |(header, entries)| {
+                    let mut text = format!("\n{header}\n");
+                    for (key, value) in entries {
+                        text.push_str(&format!("{key} = {value}\n"));
+                    }
+                    text
+                },
+            )
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            let own = [
+                "path",
+                "component",
+                "kv",
+                "sql",
+                "env",
+                "secrets",
+                "allowed_outbound_hosts",
+                "allow_private_networks",
+                "listen",
+                "data_dir",
+                "dir",
+                "target_dir",
+                "backend",
+                "url_env",
+                "migrations",
+                "max_size",
+                "name",
+                "token_env",
+            ];
+            prop_oneof![
+                proptest::sample::select(own.to_vec()).prop_map(str::to_string),
+                proptest::sample::select(limits::LIMITS.iter().map(|l| l.key).collect::<Vec<_>>())
+                    .prop_map(str::to_string),
+                "[a-z_]{1,12}",
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                "\\PC{0,16}".prop_map(|text| format!("{text:?}")),
+                proptest::sample::select(vec![
+                    "\"10s\"",
+                    "\"0ms\"",
+                    "\"64KiB\"",
+                    "\"1GiB\"",
+                    "\"a.wasm\"",
+                    "\"/api/$id\"",
+                    "\"/$\"",
+                    "\"redis\"",
+                    "\"postgres\"",
+                    "\"embedded\"",
+                    "\"sqlite\"",
+                    "\"https://*.a.com\"",
+                    "\"127.0.0.1:0\"",
+                    "\"PRESENT\"",
+                    "1.5",
+                    "-1",
+                    "0",
+                ])
+                .prop_map(str::to_string),
+            ];
+            prop_oneof![
+                3 => leaf.clone(),
+                1 => proptest::collection::vec(leaf.clone(), 0..4)
+                    .prop_map(|items| format!("[{}]", items.join(", "))),
+                1 => proptest::collection::vec(("[A-Z_]{1,6}", leaf), 0..3).prop_map(|pairs| {
+                    let inner: Vec<String> =
+                        pairs.into_iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                    format!("{{ {} }}", inner.join(", "))
+                }),
+            ]
         }
     }
 }
