@@ -67,6 +67,8 @@ fi
 # .cargo/audit.toml lists the findings accepted, each with its reason.
 cargo audit --no-fetch --stale --db "$db" --file Cargo.lock
 # The fuzz targets' own dependencies, once fuzz.sh has locked them.
-if [ -f fuzz/Cargo.lock ]; then
-    cargo audit --no-fetch --stale --db "$db" --file fuzz/Cargo.lock
-fi
+for lock in fuzz/Cargo.lock fuzz/manifest/Cargo.lock; do
+    if [ -f "$lock" ]; then
+        cargo audit --no-fetch --stale --db "$db" --file "$lock"
+    fi
+done

@@ -213,7 +213,7 @@ pub(crate) fn load_with_secrets(
 
 /// Checks manifest `text` as if read from `file`, its components and route
 /// crates beside it; `secret` looks up a secret by name.
-pub(crate) fn parse(
+pub fn parse(
     file: &Path,
     text: &str,
     secret: &dyn Fn(&str) -> Option<String>,
