@@ -140,8 +140,21 @@ impl LogState {
 /// every bidirectional override written as an escape (`\u{1b}`, `\r`),
 /// so a guest can neither repaint the screen nor forge a log line.
 pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    let needs =
-        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let needs = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                // Bidirectional overrides, isolates and marks; line and
+                // paragraph separators (a new line to some viewers).
+                '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{200e}'
+                    | '\u{200f}'
+                    | '\u{061c}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+            )
+    };
     if !text.chars().any(needs) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -238,6 +251,10 @@ mod tests {
         assert_eq!(
             escape_controls("\u{1b}[2J\rforged\u{7}\tx\u{202e}"),
             "\\u{1b}[2J\\rforged\\u{7}\\tx\\u{202e}"
+        );
+        assert_eq!(
+            escape_controls("a\u{2028}b\u{200f}c"),
+            "a\\u{2028}b\\u{200f}c"
         );
     }
 

@@ -89,10 +89,19 @@ impl Connections {
     }
 }
 
-/// An IPv4 client reached over IPv6 is the same client.
+/// The client a connection counts against: an IPv4 address, or an IPv6
+/// /64, the block one subscriber or server is handed (counting single IPv6
+/// addresses would let one host pass `max_connections_per_client` with as
+/// many addresses as it likes). An IPv4 client reached over IPv6 is the
+/// IPv4 client.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
         v4 => v4,
     }
 }
@@ -335,6 +344,17 @@ mod tests {
 
     /// The refusal's content-length is its body's length, so a client reads
     /// one whole answer.
+    #[test]
+    fn one_client_is_an_ipv4_address_or_an_ipv6_64() {
+        let key = |ip: &str| super::canonical(ip.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("::1"), "::");
+    }
+
     #[test]
     fn the_refusal_is_one_well_framed_answer() {
         let text = std::str::from_utf8(REFUSED).unwrap();

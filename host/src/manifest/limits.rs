@@ -448,7 +448,7 @@ pub(crate) const LIMITS: [LimitSpec; 29] = [
             get: |s| s.max_connections_per_client as u64,
             set: |s, v| s.max_connections_per_client = count(v),
         },
-        when_hit: "connections open at once from one client address; past it the same 503",
+        when_hit: "connections open at once from one client (an IPv4 address, or an IPv6 /64); past it the same 503",
         listed: false,
     },
     LimitSpec {

@@ -96,14 +96,21 @@ static COMPILING: Mutex<()> = Mutex::new(());
 
 /// Compiles `bytes` on a thread of its own, giving up after `deadline`
 /// (waiting for an earlier compile to finish counts). A compile given up
-/// on runs to its end and is dropped.
+/// on while it waits its turn never starts; one given up on midway
+/// (Cranelift cannot be stopped) runs to its end and is dropped.
 fn compile_within(engine: &Engine, bytes: &[u8], deadline: Duration) -> Result<Component, String> {
     let (done, result) = mpsc::sync_channel(1);
     let (engine, bytes) = (engine.clone(), bytes.to_vec());
+    let give_up = std::time::Instant::now() + deadline;
     std::thread::Builder::new()
         .name("compile".into())
         .spawn(move || {
             let _turn = COMPILING.lock().unwrap_or_else(|p| p.into_inner());
+            // Given up on while it waited its turn: nobody wants the result,
+            // and the compiles queued behind it should not wait for it.
+            if std::time::Instant::now() >= give_up {
+                return;
+            }
             let compiled = Component::new(&engine, &bytes)
                 .map_err(|err| with_feature_hint(format!("{err:#}")));
             let _ = done.send(compiled);

@@ -68,13 +68,17 @@ impl Writing<'_> {
     fn insert(&mut self, key: &str, value: &[u8]) -> Result<(), KvError> {
         let old = self.table.insert(key, value).map_err(failed)?;
         let old = old.map_or(0, |old| entry_size(key, old.value().len()));
-        self.grown += entry_size(key, value.len()) - old;
+        self.grown = self
+            .grown
+            .saturating_add(entry_size(key, value.len()) - old);
         Ok(())
     }
 
     fn remove(&mut self, key: &str) -> Result<(), KvError> {
         if let Some(old) = self.table.remove(key).map_err(failed)? {
-            self.grown -= entry_size(key, old.value().len());
+            self.grown = self
+                .grown
+                .saturating_sub(entry_size(key, old.value().len()));
         }
         Ok(())
     }
@@ -143,7 +147,9 @@ impl DiskKv {
                 let mut usage = txn.open_table(USAGE).map_err(failed)?;
                 let known = usage.get(store.as_str()).map_err(failed)?.map(|v| v.value());
                 let size = match known {
-                    Some(before) => i64::try_from(before).unwrap_or(i64::MAX) + writing.grown,
+                    Some(before) => i64::try_from(before)
+                        .unwrap_or(i64::MAX)
+                        .saturating_add(writing.grown),
                     // Data from before sizes were kept: counted once.
                     None => measure(&writing.table)?,
                 };
