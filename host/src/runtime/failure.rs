@@ -4,6 +4,7 @@
 
 use super::cpu::CpuTimeExceeded;
 use super::store::HostState;
+use crate::capabilities::stdio::escape_controls;
 use crate::metrics::Event;
 use http::StatusCode;
 use std::time::Duration;
@@ -75,7 +76,11 @@ impl GuestError {
     /// the line is logged.
     pub(crate) fn log(&self, request_id: &str, route: &str, path: &str) {
         if !self.verdict().limit {
-            tracing::error!(request_id = %request_id, route = %route, path = %path, "{self}");
+            // A trap's backtrace names the guest's functions as the guest's
+            // own name section spells them: escaped like its output.
+            let text = self.to_string();
+            let text = escape_controls(&text);
+            tracing::error!(request_id = %request_id, route = %route, path = %path, "{text}");
             return;
         }
         match self {
