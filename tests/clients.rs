@@ -77,18 +77,28 @@ fn read_until_closed(mut stream: TcpStream) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// A response head read byte by byte, so nothing after it is taken.
+fn read_head(stream: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "closed before the head ended"
+        );
+        head.push(byte[0]);
+    }
+    head
+}
+
 /// One GET for `/api/health` on `stream`, kept alive; the status line.
 fn health_on(stream: &mut TcpStream) -> String {
     stream
         .write_all(b"GET /api/health HTTP/1.1\r\nhost: x\r\n\r\n")
         .unwrap();
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
     // The head, then the body its content-length names.
-    while !seen.ends_with(b"\r\n\r\n") {
-        assert_eq!(stream.read(&mut byte).unwrap(), 1, "connection closed");
-        seen.push(byte[0]);
-    }
+    let seen = read_head(stream);
     let reply = support::parse_response(&seen, true);
     let length: usize = reply.header("content-length").unwrap().parse().unwrap();
     let mut body = vec![0u8; length];
@@ -276,12 +286,7 @@ fn a_client_that_never_reads_is_dropped_and_its_slot_released() {
         .write_all(b"GET /px/stream?mib=128 HTTP/1.1\r\nhost: x\r\n\r\n")
         .unwrap();
     // Its answer has begun (the head is all it reads)...
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(stalled.read(&mut byte).unwrap(), 1, "the stream's head");
-        head.push(byte[0]);
-    }
+    let head = read_head(&mut stalled);
     assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
     // ...and while it holds the route's one slot, others are turned away...
     let other = raw(
