@@ -110,6 +110,18 @@ fn health_on(stream: &mut TcpStream) -> String {
         .to_string()
 }
 
+/// `count` kept-alive connections from `client`, each answered once.
+fn answered_from(client: [u8; 4], host: &Host, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| {
+            let mut stream = connect_from(client, host.addr);
+            let status = health_on(&mut stream);
+            assert!(status.contains("200"), "{client:?}: {status}");
+            stream
+        })
+        .collect()
+}
+
 fn raw(host: &Host, request: &str) -> Reply {
     send_raw(host.addr, request.as_bytes(), false)
 }
@@ -195,24 +207,14 @@ fn connections_past_the_limits_get_503_unread_and_other_clients_are_served() {
         "",
     );
     // Three kept-alive connections from one client, each answered.
-    let mut first: Vec<TcpStream> = (0..3)
-        .map(|_| connect_from([127, 0, 0, 2], host.addr))
-        .collect();
-    for stream in &mut first {
-        assert!(health_on(stream).contains("200"));
-    }
+    let first = answered_from([127, 0, 0, 2], &host, 3);
     // Its fourth is refused before it sends a byte.
     let fourth = read_until_closed(connect_from([127, 0, 0, 2], host.addr));
     assert!(fourth.starts_with("HTTP/1.1 503"), "{fourth:?}");
     assert!(fourth.contains("retry-after"), "{fourth:?}");
 
     // Another client still gets in, up to the host's total of six.
-    let mut second: Vec<TcpStream> = (0..3)
-        .map(|_| connect_from([127, 0, 0, 3], host.addr))
-        .collect();
-    for stream in &mut second {
-        assert!(health_on(stream).contains("200"));
-    }
+    let second = answered_from([127, 0, 0, 3], &host, 3);
     let seventh = read_until_closed(connect_from([127, 0, 0, 4], host.addr));
     assert!(seventh.starts_with("HTTP/1.1 503"), "{seventh:?}");
 

@@ -134,6 +134,18 @@ fn route(path: &str, component_name: &str, extra: &str) -> String {
     )
 }
 
+/// `path` is answered 502 by the proxy route because the host denied its
+/// outbound request.
+fn assert_denied(host: &Host, path: &str) {
+    let reply = host.get(path);
+    assert_eq!(reply.status, 502, "{path}: {}", reply.text());
+    assert!(
+        reply.text().contains("denied by the host"),
+        "{path}: {}",
+        reply.text()
+    );
+}
+
 fn start(dir: &Path, routes: &[String]) -> Host {
     let manifest = write_manifest(dir, &routes.concat());
     Host::start(Start {
@@ -221,21 +233,11 @@ fn unlisted_origins_are_refused_before_any_connection() {
         ],
     );
     for path in ["/by-name/x", "/other-port/x", "/nothing/x"] {
-        let reply = host.get(path);
-        assert_eq!(reply.status, 502, "{path}: {}", reply.text());
-        assert!(
-            reply.text().contains("denied by the host"),
-            "{}",
-            reply.text()
-        );
+        assert_denied(&host, path);
     }
-    let escape = format!("/listed/redirect?to={}/stolen", other.url());
-    let reply = host.get(&escape);
-    assert_eq!(reply.status, 502, "{}", reply.text());
-    assert!(
-        reply.text().contains("denied by the host"),
-        "{}",
-        reply.text()
+    assert_denied(
+        &host,
+        &format!("/listed/redirect?to={}/stolen", other.url()),
     );
 
     // Only the redirect itself reached a server: the listed one.
@@ -288,13 +290,7 @@ fn a_listed_name_resolving_to_an_internal_address_is_refused_unless_the_route_al
         ],
     );
     for path in ["/inward/x", "/metadata/latest/meta-data"] {
-        let reply = host.get(path);
-        assert_eq!(reply.status, 502, "{path}: {}", reply.text());
-        assert!(
-            reply.text().contains("denied by the host"),
-            "{}",
-            reply.text()
-        );
+        assert_denied(&host, path);
     }
     assert_eq!(upstream.connections(), 0, "a refused request connected");
     let log = host.wait_for_log("resolves to");

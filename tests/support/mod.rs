@@ -393,10 +393,16 @@ fn decode_chunked(mut raw: &[u8]) -> Vec<u8> {
 /// A connection to `to` from the loopback address `from` (all of 127/8 is
 /// this machine), so one test can be several clients.
 pub fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
+    // std cannot bind before connecting; tokio can. One runtime for every
+    // such connection of the test binary.
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_io()
+            .build()
+            .unwrap()
+    });
     let stream = runtime
         .block_on(async {
             let socket = tokio::net::TcpSocket::new_v4()?;

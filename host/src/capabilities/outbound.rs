@@ -48,9 +48,13 @@ impl OutboundPolicy {
         // A fully qualified name (`api.example.com.`) is the same host.
         let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let matching = || self.allowed.iter().filter(|a| a.allows(https, &host, port));
-        if matching().next().is_some() {
-            let exact = matching().any(|a| !a.is_wildcard());
+        let mut matching = self
+            .allowed
+            .iter()
+            .filter(|a| a.allows(https, &host, port))
+            .peekable();
+        if matching.peek().is_some() {
+            let exact = matching.any(|a| !a.is_wildcard());
             return Ok(Target {
                 https,
                 host,
@@ -98,13 +102,19 @@ impl OutboundHooks {
     }
 
     fn refuse(&self, uri: &http::Uri, reason: &str) {
-        tracing::warn!(
-            target: "guest",
-            route = %self.route,
-            request_id = %self.request_id,
-            "outbound request to {uri} refused: {reason}"
-        );
+        log_refusal(&self.route, &self.request_id, uri, reason);
     }
+}
+
+/// The log line of a refused outbound request, made before or after its
+/// name was resolved.
+fn log_refusal(route: &str, request_id: &str, uri: &http::Uri, reason: &str) {
+    tracing::warn!(
+        target: "guest",
+        route = %route,
+        request_id = %request_id,
+        "outbound request to {uri} refused: {reason}"
+    );
 }
 
 type SendResult = Box<
@@ -165,12 +175,7 @@ impl WasiHttpHooks for OutboundHooks {
                     destinations::resolve(&target.host, target.port, allow_private, target.exact)
                         .await
                         .map_err(|reason| {
-                            tracing::warn!(
-                                target: "guest",
-                                %route,
-                                %request_id,
-                                "outbound request to {uri} refused: {reason}"
-                            );
+                            log_refusal(&route, &request_id, &uri, &reason);
                             Error::HttpRequestDenied
                         })?;
                 if !target.https {

@@ -29,7 +29,7 @@ pub use inspect::{check, limits, routes};
 pub use new::new_route;
 pub use serve::{serve, ServeOptions};
 
-use crate::capabilities::kv::{DiskKv, KvStores, NoKv, DEFAULT_MAX_SIZE};
+use crate::capabilities::kv::{DiskKv, KvStores, NoKv};
 use crate::capabilities::sql::SqlDatabases;
 use crate::manifest::{self, Manifest};
 use crate::runtime::{EngineSettings, RouteTable, Runtime};
@@ -110,7 +110,7 @@ fn load(
                 .collect();
             let embedded = DiskKv::open(&data_dir)
                 .context("cannot open the key-value data")?
-                .with_max_sizes(DEFAULT_MAX_SIZE, max_sizes);
+                .with_max_sizes(max_sizes);
             let embedded = Arc::new(embedded);
             (
                 KvStores::open(embedded, &configs).context("cannot open the key-value stores")?,

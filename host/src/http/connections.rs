@@ -342,8 +342,7 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
 mod tests {
     use super::REFUSED;
 
-    /// The refusal's content-length is its body's length, so a client reads
-    /// one whole answer.
+    /// One client is one IPv4 address, or one IPv6 /64.
     #[test]
     fn one_client_is_an_ipv4_address_or_an_ipv6_64() {
         let key = |ip: &str| super::canonical(ip.parse().unwrap()).to_string();
@@ -355,6 +354,8 @@ mod tests {
         assert_eq!(key("::1"), "::");
     }
 
+    /// The refusal's content-length is its body's length, so a client reads
+    /// one whole answer.
     #[test]
     fn the_refusal_is_one_well_framed_answer() {
         let text = std::str::from_utf8(REFUSED).unwrap();

@@ -188,6 +188,24 @@ pub(crate) fn backend_named<K: Copy>(
     }
 }
 
+/// A `[kv.NAME]` or `[sql.NAME]` table's `max_size` in bytes: `default`
+/// when it is not written. Only a backend on this host's disk (`local`)
+/// takes one; for another, `remote` says why not.
+pub(crate) fn max_size_of(
+    written: Option<&toml::Spanned<limits::Quantity>>,
+    local: bool,
+    default: u64,
+    remote: &str,
+) -> Result<u64, String> {
+    match written {
+        None => Ok(default),
+        Some(_) if !local => Err(remote.to_string()),
+        Some(value) => limits::Kind::Size
+            .parse(value.get_ref())
+            .map_err(|reason| format!("max_size: {reason}")),
+    }
+}
+
 /// The folder a manifest file is in.
 pub(crate) fn base_of(file: &Path) -> &Path {
     file.parent().unwrap_or(Path::new("."))

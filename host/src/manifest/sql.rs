@@ -13,7 +13,6 @@
 //! or from what a deploy uploaded) and applied before its routes serve.
 
 use super::error::{ManifestError, ManifestErrors};
-use super::limits::Kind;
 use super::schema::RawSqlDatabase;
 use super::{Lookup, Manifest};
 use crate::capabilities::kv::PostgresKv;
@@ -197,22 +196,17 @@ pub(super) fn check_tables(
             }
             _ => {}
         }
-        let max_size = match (&table.max_size, backend) {
-            (None, _) => crate::capabilities::sql::DEFAULT_MAX_SIZE,
-            (Some(_), SqlBackendKind::Postgres) => {
-                fail(
-                    "max_size is for the sqlite backend (a PostgreSQL server has its own quotas)"
-                        .into(),
-                );
+        let max_size = match super::max_size_of(
+            table.max_size.as_ref(),
+            backend == SqlBackendKind::Sqlite,
+            crate::capabilities::sql::DEFAULT_MAX_SIZE,
+            "max_size is for the sqlite backend (a PostgreSQL server has its own quotas)",
+        ) {
+            Ok(bytes) => bytes,
+            Err(reason) => {
+                fail(reason);
                 continue;
             }
-            (Some(value), SqlBackendKind::Sqlite) => match Kind::Size.parse(value.get_ref()) {
-                Ok(bytes) => bytes,
-                Err(reason) => {
-                    fail(format!("max_size: {reason}"));
-                    continue;
-                }
-            },
         };
         let migrations_dir = table.migrations.as_ref().map(|d| d.get_ref().clone());
         let migrations = match &migrations_dir {

@@ -281,23 +281,17 @@ impl Checker<'_> {
                 }
                 _ => {}
             }
-            let max_size = match (&table.max_size, backend) {
-                (None, _) => crate::capabilities::kv::DEFAULT_MAX_SIZE,
-                (Some(_), KvBackendKind::Redis | KvBackendKind::Postgres) => {
-                    fail(
-                        self,
-                        "max_size is for the embedded backend (bound a Redis or PostgreSQL server with its own quotas, such as Redis's maxmemory)"
-                            .into(),
-                    );
+            let max_size = match super::max_size_of(
+                table.max_size.as_ref(),
+                backend == KvBackendKind::Embedded,
+                crate::capabilities::kv::DEFAULT_MAX_SIZE,
+                "max_size is for the embedded backend (bound a Redis or PostgreSQL server with its own quotas, such as Redis's maxmemory)",
+            ) {
+                Ok(bytes) => bytes,
+                Err(reason) => {
+                    fail(self, reason);
                     continue;
                 }
-                (Some(value), KvBackendKind::Embedded) => match Kind::Size.parse(value.get_ref()) {
-                    Ok(bytes) => bytes,
-                    Err(reason) => {
-                        fail(self, format!("max_size: {reason}"));
-                        continue;
-                    }
-                },
             };
             stores.insert(
                 name.clone(),

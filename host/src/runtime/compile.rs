@@ -91,7 +91,7 @@ pub(crate) fn compile_cached(
 
 /// Held by the thread compiling a component: one compile at a time, so a
 /// compile that outlived its deadline (Cranelift cannot be stopped) delays
-/// the next ones rather than piling up threads and memory.
+/// the next ones rather than running beside them.
 static COMPILING: Mutex<()> = Mutex::new(());
 
 /// Compiles `bytes` on a thread of its own, giving up after `deadline`

@@ -25,20 +25,8 @@ pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
 /// The embedded default backend.
 pub struct DiskKv {
     db: Arc<redb::Database>,
-    sizes: Arc<MaxSizes>,
-}
-
-/// Each store's `max_size`.
-#[derive(Debug, Clone)]
-struct MaxSizes {
-    default: u64,
-    stores: BTreeMap<String, u64>,
-}
-
-impl MaxSizes {
-    fn of(&self, store: &str) -> u64 {
-        self.stores.get(store).copied().unwrap_or(self.default)
-    }
+    /// The `max_size` of each store that has one; others have the default.
+    max_sizes: Arc<BTreeMap<String, u64>>,
 }
 
 fn table(store: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
@@ -110,18 +98,22 @@ impl DiskKv {
             .map_err(|err| KvError::Failed(format!("cannot open {}: {err}", file.display())))?;
         Ok(DiskKv {
             db: Arc::new(db),
-            sizes: Arc::new(MaxSizes {
-                default: DEFAULT_MAX_SIZE,
-                stores: BTreeMap::new(),
-            }),
+            max_sizes: Arc::default(),
         })
     }
 
-    /// Bounds every store at `default` bytes, and those `stores` names at
-    /// theirs.
-    pub fn with_max_sizes(mut self, default: u64, stores: BTreeMap<String, u64>) -> DiskKv {
-        self.sizes = Arc::new(MaxSizes { default, stores });
+    /// Bounds the stores `max_sizes` names at their sizes; the others stay
+    /// at [`DEFAULT_MAX_SIZE`].
+    pub fn with_max_sizes(mut self, max_sizes: BTreeMap<String, u64>) -> DiskKv {
+        self.max_sizes = Arc::new(max_sizes);
         self
+    }
+
+    fn max_size(&self, store: &str) -> u64 {
+        self.max_sizes
+            .get(store)
+            .copied()
+            .unwrap_or(DEFAULT_MAX_SIZE)
     }
 
     /// Runs a write transaction on the blocking pool: a commit waits for
@@ -135,7 +127,7 @@ impl DiskKv {
     ) -> Result<T, KvError> {
         let db = Arc::clone(&self.db);
         let store = store.to_string();
-        let max = i64::try_from(self.sizes.of(&store)).unwrap_or(i64::MAX);
+        let max = i64::try_from(self.max_size(&store)).unwrap_or(i64::MAX);
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(failed)?;
             let (result, grown, size) = {
@@ -153,9 +145,13 @@ impl DiskKv {
                     // Data from before sizes were kept: counted once.
                     None => measure(&writing.table)?,
                 };
-                usage
-                    .insert(store.as_str(), u64::try_from(size.max(0)).unwrap_or(0))
-                    .map_err(failed)?;
+                // A write that changed no size (an overwrite of the same
+                // length, a delete of nothing) leaves the total as it is.
+                if known.is_none() || writing.grown != 0 {
+                    usage
+                        .insert(store.as_str(), u64::try_from(size.max(0)).unwrap_or(0))
+                        .map_err(failed)?;
+                }
                 (result, writing.grown, size)
             };
             if grown > 0 && size > max {
@@ -422,7 +418,7 @@ mod tests {
         let bounded = |max: u64| {
             DiskKv::open(dir.path())
                 .unwrap()
-                .with_max_sizes(1 << 20, BTreeMap::from([("small".to_string(), max)]))
+                .with_max_sizes(BTreeMap::from([("small".to_string(), max)]))
         };
         runtime.block_on(async {
             {
