@@ -344,13 +344,23 @@ def main():
     hello_http = os.path.join(WASM, "bench_hello_wasi_http.wasm")
     posts = os.path.join(WASM, "fixture_posts_kv.wasm")
     post_id = os.path.join(WASM, "fixture_posts_kv_postid.wasm")
+    data_route = os.path.join(WASM, "api_data.wasm")
     main_manifest = os.path.join(work, "bench.toml")
-    write_manifest(main_manifest, [
+    bench_routes = [
         ("/", hello, ""),
         ("/api/posts", posts, 'kv = ["posts"]'),
         ("/api/posts/$postId", post_id, 'kv = ["posts"]'),
         ("/wasi-http", hello_http, ""),
-    ])
+        # The example app's route that answers `Cache-Control: public, s-maxage=60`.
+        ("/api/data", data_route, ""),
+    ]
+    write_manifest(main_manifest, bench_routes)
+    # The same routes on a host with its response cache off: the uncached
+    # path's cost without the cache lookup, and /api/data run every time.
+    nocache_manifest = os.path.join(work, "bench-nocache.toml")
+    write_manifest(nocache_manifest, bench_routes)
+    with open(nocache_manifest, "a") as f:
+        f.write("\n[cache]\nenabled = false\n")
     results = {}
     s = args.seconds
 
@@ -372,7 +382,12 @@ def main():
         "hello": (srv, "/"),
         "post": (srv, f"/api/posts/{pid}"),
         "wasi-http": (srv, "/wasi-http"),
+        "data-cached": (srv, "/api/data"),
     }
+    nocache = host(nocache_manifest, os.path.join(work, "nocache-data"))
+    wait_for_200(nocache.url("/"), proc=nocache.proc)
+    targets["hello-nocache"] = (nocache, "/")
+    targets["data-nocache"] = (nocache, "/api/data")
     # The same posts route with its store on Redis and on PostgreSQL, each
     # a private server started here.
     redis, postgres = Redis(work), Postgres()
@@ -440,7 +455,7 @@ def main():
     postgres.stop()
     nat.stop()
     srv.stop()
-    for other in (wt, cmp):
+    for other in (wt, cmp, nocache):
         if other is not None:
             other.stop()
 
@@ -516,11 +531,14 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv):
              "post-postgres": "edgehost `GET /api/posts/$postId`, posts on PostgreSQL",
              "post-sqlite": "edgehost `GET /api/posts/$postId`, posts in SQL on SQLite",
              "post-sql-postgres": "edgehost `GET /api/posts/$postId`, posts in SQL on PostgreSQL",
+             "data-cached": "edgehost `GET /api/data`, served from the response cache",
+             "data-nocache": "edgehost `GET /api/data`, cache off (the route runs each time)",
+             "hello-nocache": "edgehost hello route, cache off (no cache lookup)",
              "compare-hello": "`--compare-host` binary, hello route",
              "compare-post": "`--compare-host` binary, `GET /api/posts/$postId`"}
-    for key in ("native", "hello", "post", "post-redis", "post-postgres", "post-sqlite",
-                "post-sql-postgres", "wasi-http", "wasmtime",
-                "compare-hello", "compare-post"):
+    for key in ("native", "hello", "hello-nocache", "post", "post-redis", "post-postgres",
+                "post-sqlite", "post-sql-postgres", "wasi-http", "wasmtime",
+                "data-cached", "data-nocache", "compare-hello", "compare-post"):
         if key not in r:
             continue
         for c in (1, 32):
@@ -539,6 +557,17 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv):
         f"{instance['mean']:.1f} us, so {floor:.1f} us is about the least a host that runs each request "
         f"in a fresh wasmtime instance can use. edgehost used {hello_cpu:.1f} us "
         f"({hello_cpu - floor:+.1f} us beyond that).",
+    ]
+    cached, uncached = r["data-cached"][32], r["data-nocache"][32]
+    hello_off = r["hello-nocache"][32]
+    lines += [
+        "",
+        f"The response cache at 32 connections: `GET /api/data` from the cache made "
+        f"{cached['rps']:,.0f} requests/s, {cached['rps'] / base[32]['rps']:.2f} of native "
+        f"({cached['rps'] / uncached['rps']:.1f}x the same route run every time), with "
+        f"{cached['cpu_us']:.1f} us of server CPU per request. The hello route, whose answers are not "
+        f"cacheable, used {hello_cpu:.1f} us per request with the cache on (a lookup per request) and "
+        f"{hello_off['cpu_us']:.1f} us with it off ({hello_cpu / hello_off['cpu_us']:.2f} of it).",
     ]
     lines += [
         "",
@@ -572,7 +601,7 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv):
         f"p50 {instance['p50']:.1f} us, p99 {instance['p99']:.1f} us |",
         f"| cold start to first 200, example manifest, empty compile cache | {cold['empty cache']:.0f} ms |",
         f"| cold start to first 200, example manifest, warm compile cache (median of 5) | {cold['warm cache']:.0f} ms |",
-        f"| resident memory, edgehost idle (bench manifest, 4 routes) | {idle_rss:.1f} MiB |",
+        f"| resident memory, edgehost idle (bench manifest, 5 routes) | {idle_rss:.1f} MiB |",
         f"| resident memory, edgehost under load (32 conns) | {r['hello'][32]['rss']:.1f} MiB |",
         f"| resident memory, native under load (32 conns) | {base[32]['rss']:.1f} MiB |",
     ]

@@ -21,6 +21,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
+# The CORS tests drive headless Chromium: Debian's package and the pinned
+# playwright-core (cached; installed again only when its lock file changes).
+./scripts/browser-setup.sh
+
 # One build with the workspace's unified features: a separate `cargo run -p
 # edgehost` would resolve other features and compile wasmtime a second time.
 cargo test --workspace --no-run

@@ -11,18 +11,20 @@
 //! | [`capabilities`] | what a guest may import: key-value, outbound HTTP, stdio |
 //! | `wit` | the WIT boundary as the host sees it (imports, records, method exports) |
 //! | `http` | the public listener and the request path, the admin API |
+//! | `edge` | the response cache, CORS and rate limits the request path applies |
 //! | `fleet` | a fleet of hosts through NATS JetStream: deploys that reach every host |
 //! | `control` | what is served and how it changes: deployments, deploys, the file watcher |
 //! | `metrics` | the counters and their Prometheus text |
 //!
 //! Dependencies run one way: `cli` -> `http`, `fleet` -> `control` -> `runtime` ->
-//! `manifest` -> `capabilities` -> `wit`, with `metrics` and `router` below
+//! `edge` -> `manifest` -> `capabilities` -> `wit`, with `metrics` and `router` below
 //! what uses them (a test in `architecture.rs` fails on a circle). The
 //! public modules are what `main.rs`, the in-process benchmark and tests use.
 
 pub mod capabilities;
 pub mod cli;
 mod control;
+mod edge;
 mod fleet;
 mod http;
 pub mod manifest;

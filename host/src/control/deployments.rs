@@ -3,6 +3,7 @@
 //! makes deploys, reloads and rollbacks take turns. A change can only be
 //! made while holding a [`Turn`].
 
+use crate::edge::ResponseCache;
 use crate::metrics::{Activation, Metrics};
 use crate::runtime::RouteTable;
 use arc_swap::ArcSwap;
@@ -33,6 +34,8 @@ pub(crate) struct Deployments {
     /// Held by whoever is changing what is served.
     turn: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
+    /// Drops the entries of routes a new deployment changed.
+    cache: Option<Arc<ResponseCache>>,
 }
 
 /// The right to change what is served, one holder at a time: a deploy
@@ -49,6 +52,7 @@ impl Deployments {
         id: &str,
         source: String,
         metrics: Arc<Metrics>,
+        cache: Option<Arc<ResponseCache>>,
     ) -> Deployments {
         let first = Arc::new(Deployment {
             id: id.into(),
@@ -63,6 +67,29 @@ impl Deployments {
             next_id: AtomicU64::new(2),
             turn: tokio::sync::Mutex::new(()),
             metrics,
+            cache,
+        }
+    }
+
+    /// Makes `deployment` the one new requests see; the cache keeps only
+    /// the entries of routes it serves unchanged.
+    fn make_current(&self, deployment: &Arc<Deployment>) {
+        self.current.store(Arc::clone(deployment));
+        if let Some(cache) = &self.cache {
+            let routes = deployment
+                .table
+                .routes()
+                .iter()
+                .map(|route| route.fingerprint)
+                .collect();
+            let dropped = cache.keep_routes(&routes);
+            cache.metrics.count_purged(dropped);
+            if dropped > 0 {
+                tracing::info!(
+                    deployment = %deployment.id,
+                    "dropped {dropped} cached answers of routes this deployment changed"
+                );
+            }
         }
     }
 
@@ -122,7 +149,7 @@ impl Turn<'_> {
         history.push(Arc::clone(&deployment));
         let excess = history.len().saturating_sub(KEPT_DEPLOYMENTS);
         history.drain(..excess);
-        deployments.current.store(Arc::clone(&deployment));
+        deployments.make_current(&deployment);
         deployments
             .metrics
             .deployed(&deployment.id, Activation::Deploy);
@@ -148,7 +175,7 @@ impl Turn<'_> {
         }
         let left = history.pop();
         let previous = history.last().cloned().ok_or_else(nothing)?;
-        deployments.current.store(Arc::clone(&previous));
+        deployments.make_current(&previous);
         deployments
             .metrics
             .deployed(&previous.id, Activation::Rollback);

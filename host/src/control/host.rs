@@ -4,6 +4,7 @@
 
 use super::build_errors::BuildErrors;
 use super::deployments::{Deployment, Deployments, Turn};
+use crate::edge::ResponseCache;
 use crate::manifest::limits::{Scope, LIMITS};
 use crate::manifest::{Manifest, ManifestErrors};
 use crate::metrics::Metrics;
@@ -20,6 +21,8 @@ pub(crate) struct Host {
     shutting_down: AtomicBool,
     /// Build errors to answer with, under `edgehost dev` only.
     pub(crate) build_errors: Option<BuildErrors>,
+    /// The response cache, unless `[cache] enabled = false`.
+    pub(crate) cache: Option<Arc<ResponseCache>>,
 }
 
 impl Host {
@@ -37,13 +40,26 @@ impl Host {
         } else {
             "1"
         };
-        let deployments = Deployments::new(table, id, source, Arc::clone(runtime.metrics()));
+        let cache = manifest.cache.enabled.then(|| {
+            Arc::new(ResponseCache::new(
+                manifest.cache.clone(),
+                Arc::clone(&runtime.metrics().cache),
+            ))
+        });
+        let deployments = Deployments::new(
+            table,
+            id,
+            source,
+            Arc::clone(runtime.metrics()),
+            cache.clone(),
+        );
         Host {
             runtime,
             deployments,
             started_with: manifest,
             shutting_down: AtomicBool::new(false),
             build_errors,
+            cache,
         }
     }
 
@@ -150,6 +166,9 @@ fn restart_only_changes(running: &Manifest, new: &Manifest) -> Vec<String> {
     }
     if running.fleet != new.fleet {
         changed.push("[fleet]".to_string());
+    }
+    if running.cache != new.cache {
+        changed.push("[cache]".to_string());
     }
     let stores: std::collections::BTreeSet<&String> =
         running.kv.keys().chain(new.kv.keys()).collect();

@@ -12,6 +12,7 @@
 //! | `POST /v1/deployments` | bearer | `{file, manifest, components}`: validate, compile, swap; 422 with reasons |
 //! | `GET /v1/deployments` | bearer | kept deployments, the current one last |
 //! | `POST /v1/rollback` | bearer | back to the deployment before the current one |
+//! | `POST /v1/cache/purge` | bearer | `{"prefix": "/api/posts"}` or `{"tag": "posts"}`: drops those cached answers, says how many |
 //!
 //! A deploy names its components by content hash (`components` maps each
 //! `component = ...` value of the manifest to the SHA-256 of an uploaded
@@ -189,6 +190,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
             )
         }
         (&Method::POST, "/v1/deployments", _) => deploy(admin, req).await,
+        (&Method::POST, "/v1/cache/purge", _) => purge(admin, req).await,
         (&Method::POST, "/v1/rollback", _) => match admin.deployer.rollback().await {
             Ok(deployment) => json(StatusCode::OK, &describe(&deployment, true)),
             Err(reason) => error(StatusCode::CONFLICT, &reason),
@@ -270,6 +272,52 @@ async fn upload(admin: &Admin, hash: String, req: Request<Incoming>) -> Response
             )
         }
     }
+}
+
+/// What a purge names: a URL path prefix or a `Cache-Tag` value.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Purge {
+    prefix: Option<String>,
+    tag: Option<String>,
+}
+
+async fn purge(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(cache) = admin.deployer.host().cache.clone() else {
+        return error(
+            StatusCode::CONFLICT,
+            "the response cache is off on this host ([cache] enabled = false)",
+        );
+    };
+    let body = match read_body(admin, req).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    let purged = match serde_json::from_slice::<Purge>(&body) {
+        Ok(Purge {
+            prefix: Some(prefix),
+            tag: None,
+        }) if prefix.starts_with('/') => cache.purge_prefix(&super::edge::normalise(&prefix)),
+        Ok(Purge {
+            prefix: None,
+            tag: Some(tag),
+        }) if !tag.is_empty() => cache.purge_tag(&tag),
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "name one of `prefix` (a URL path starting with /) or `tag`",
+            )
+        }
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not a purge request: {err}"),
+            )
+        }
+    };
+    cache.metrics.count_purged(purged);
+    tracing::info!("admin purge dropped {purged} cached answers");
+    json(StatusCode::OK, &json!({ "purged": purged }))
 }
 
 async fn deploy(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {

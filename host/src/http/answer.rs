@@ -61,6 +61,9 @@ pub(crate) enum HostAnswer {
     BodyTimeout,
     /// The route is at its `max_concurrency`.
     Busy,
+    /// The client is over the route's `rate_limit`: retry after this many
+    /// seconds.
+    RateLimited(u64),
     /// The guest gave no answer: the status its failure's verdict says.
     Guest(StatusCode),
     /// The guest gave an answer the host cannot send.
@@ -131,6 +134,16 @@ impl HostAnswer {
                 serde_json::json!({ "error": BUSY }),
                 None,
             ),
+            HostAnswer::RateLimited(seconds) => {
+                let mut response = json(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &serde_json::json!({ "error": "Too many requests", "retry_after_seconds": seconds }),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                return response;
+            }
             // The status is the failure's verdict; only the words are chosen here.
             HostAnswer::Guest(status) => {
                 let error = match status {

@@ -94,7 +94,7 @@ impl Connections {
 /// addresses would let one host pass `max_connections_per_client` with as
 /// many addresses as it likes). An IPv4 client reached over IPv6 is the
 /// IPv4 client.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

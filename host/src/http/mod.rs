@@ -4,6 +4,7 @@
 //! | file | what it owns |
 //! | --- | --- |
 //! | `server.rs` | the public listener and the request path, top to bottom in one function |
+//! | `edge.rs` | a matched route's edge policies around its guest: CORS preflights, rate limit, cache |
 //! | `sdk.rs` | a request for an SDK route: method, body, call, response checks |
 //! | `proxy.rs` | a request for a `wasi:http/proxy` component, streamed both ways |
 //! | `answer.rs` | the answers the host makes itself, and their statuses |
@@ -19,6 +20,7 @@ pub(crate) mod admin;
 mod answer;
 mod body;
 mod connections;
+mod edge;
 mod listener;
 mod proxy;
 mod request_id;

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -25,15 +24,19 @@ const CLIENT_HEADER: &str = "x-edge-client-addr";
 /// A request for a standard `wasi:http/proxy` component: the body streams
 /// in (within `max_body`) and the answer streams out (within
 /// `max_response`) while the guest runs.
-pub(crate) async fn run(
+pub(crate) async fn run<B>(
     runtime: &Runtime,
     route: &CompiledRoute,
     params: Vec<(String, String)>,
-    req: Request<Incoming>,
+    req: Request<B>,
     client: &str,
     id: &Arc<str>,
     head: HeadBound,
-) -> Result<Response<HostBody>, HostAnswer> {
+) -> Result<Response<HostBody>, HostAnswer>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let limits = &route.limits;
     let count = |event: Event| route.metrics.count(event);
     let (mut parts, body) = req.into_parts();
@@ -74,11 +77,12 @@ pub(crate) async fn run(
     let max_body = limits.max_body;
     // A body longer than max_body fails in the guest's read, not here: the
     // guest has the head already.
-    let body =
-        Limited::new(body, max_body).map_err(move |err| match err.downcast::<hyper::Error>() {
+    let body = Limited::new(body, max_body).map_err(move |err: BoxError| {
+        match err.downcast::<hyper::Error>() {
             Ok(err) => wasmtime_wasi_http::Error::Hyper(*err),
             Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_body as u64)),
-        });
+        }
+    });
     let Some(slot) = route.try_reserve() else {
         count(Event::MaxConcurrency);
         return Err(HostAnswer::Busy);

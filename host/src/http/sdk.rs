@@ -4,7 +4,7 @@
 //! response record checked and sent.
 
 use super::answer::{HeadBound, HostAnswer};
-use super::body::{read_limited, BodyError};
+use super::body::{read_limited, BodyError, BoxError};
 use crate::metrics::Event;
 use crate::runtime::{CompiledRoute, Runtime};
 use crate::wit::{Method, Request as GuestRequest, Response as GuestResponse};
@@ -12,11 +12,12 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// What the public listener bounds for every SDK request.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Bounds {
     /// Time a client has to send a whole request body.
     pub(crate) body_timeout: Duration,
@@ -25,15 +26,19 @@ pub(crate) struct Bounds {
 }
 
 /// A matched request: method, body, instance, response.
-pub(crate) async fn run(
+pub(crate) async fn run<B>(
     runtime: &Runtime,
     bounds: &Bounds,
     route: &CompiledRoute,
     params: Vec<(String, String)>,
-    req: Request<Incoming>,
+    req: Request<B>,
     client: &str,
     id: &Arc<str>,
-) -> Result<Response<Full<Bytes>>, HostAnswer> {
+) -> Result<Response<Full<Bytes>>, HostAnswer>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let requested = Method::from_http(req.method());
     let (method, strip_body) = match requested {
         Some(m) if route.handles(m) => (m, false),
@@ -94,12 +99,16 @@ fn options_answer(route: &CompiledRoute) -> Response<Full<Bytes>> {
 }
 
 /// Reads the body within `max_body` and builds the record the guest gets.
-async fn read_request(
-    req: Request<Incoming>,
+async fn read_request<B>(
+    req: Request<B>,
     params: Vec<(String, String)>,
     client: &str,
     max_body: usize,
-) -> Result<GuestRequest, HostAnswer> {
+) -> Result<GuestRequest, HostAnswer>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let (parts, body) = req.into_parts();
     let body = read_limited(&parts.headers, body, max_body)
         .await

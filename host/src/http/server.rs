@@ -1,6 +1,7 @@
 //! The public listener and the request path, top to bottom in [`handle`]:
 //! an id, the route table the request is served from, the route its path
-//! matches, the route's answer (or the host's), the metrics, the access line.
+//! matches, the route's answer with its edge policies (`edge.rs`) or the
+//! host's, the metrics, the access line.
 //!
 //! Routes are served from the current deployment, an immutable snapshot
 //! swapped atomically by a deploy, a reload or a rollback. A request holds
@@ -10,9 +11,10 @@ use super::access_log::AccessLine;
 use super::answer::{build_failed, HeadBound, HostAnswer};
 use super::body::{boxed, HostBody};
 use super::connections::{ConnectionLimits, Connections};
+use super::edge::{self, Guests};
 use super::listener::{self, HeadLimits};
 use super::request_id::RequestIds;
-use super::{proxy, sdk};
+use super::sdk;
 use crate::control::Host;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Version};
@@ -26,8 +28,9 @@ use tokio::net::TcpListener;
 struct Public {
     host: Arc<Host>,
     ids: RequestIds,
-    /// What an SDK request may take (the proxy ones take the head bound).
-    bounds: sdk::Bounds,
+    /// The host and what an SDK request may take (the proxy ones take the
+    /// head bound).
+    guests: Guests,
 }
 
 /// Serves the routes of `host` on `listener` until `shutdown` resolves;
@@ -42,11 +45,14 @@ pub(crate) async fn serve(
     let public = Arc::new(Public {
         host: Arc::clone(&host),
         ids: RequestIds::new(),
-        bounds: sdk::Bounds {
-            body_timeout: limits.body_timeout,
-            head: HeadBound {
-                max_headers: limits.max_headers,
-                max_bytes: limits.max_header_bytes,
+        guests: Guests {
+            host: Arc::clone(&host),
+            bounds: sdk::Bounds {
+                body_timeout: limits.body_timeout,
+                head: HeadBound {
+                    max_headers: limits.max_headers,
+                    max_bytes: limits.max_header_bytes,
+                },
             },
         },
     });
@@ -90,7 +96,6 @@ async fn handle(public: &Public, req: Request<Incoming>, client: &str) -> Respon
     let id = public.ids.for_request(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let runtime = &public.host.runtime;
     let deployment = public.host.deployments.current();
     let lookup = match refusal(&req) {
         Some(answer) => Err(answer),
@@ -108,16 +113,14 @@ async fn handle(public: &Public, req: Request<Incoming>, client: &str) -> Respon
                 .build_errors
                 .as_ref()
                 .and_then(|errors| errors.for_component(&route.component));
+            // The route's policies (CORS, rate limit, cache) around its guest.
             let answer = match build_error {
-                Some(text) => Ok(boxed(build_failed(&text))),
-                None if route.is_proxy() => {
-                    proxy::run(runtime, route, params, req, client, &id, public.bounds.head).await
+                Some(text) => boxed(build_failed(&text)),
+                None => {
+                    edge::answer(&public.guests, &deployment, route, params, req, client, &id).await
                 }
-                None => sdk::run(runtime, &public.bounds, route, params, req, client, &id)
-                    .await
-                    .map(boxed),
             };
-            (Some(route), answer)
+            (Some(route), Ok(answer))
         }
     };
     let mut response = answer.unwrap_or_else(|answer| boxed(answer.into_response()));

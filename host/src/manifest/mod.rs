@@ -25,6 +25,7 @@
 //! | `kv.rs` | `[kv.NAME]`: each key-value store's backend |
 //! | `sql.rs` | `[sql.NAME]`: each SQL database's backend, its migrations read |
 //! | `fleet.rs` | `[fleet]`: the fleet a host takes its deployments from |
+//! | `policies.rs` | edge policies: `[cache]`, and each route's `cache`, `cors` and `rate_limit` |
 //! | `folders.rs` | file-based routes: folder = URL, and where cargo puts components |
 //! | `mount.rs` | merging `[routes]` crates into the `[[route]]` entries |
 //! | `error.rs` | [`ManifestError`], one per problem |
@@ -35,6 +36,7 @@ pub(crate) mod folders;
 pub(crate) mod kv;
 pub(crate) mod limits;
 mod mount;
+pub(crate) mod policies;
 mod quantity;
 mod schema;
 pub(crate) mod sql;
@@ -44,6 +46,7 @@ pub use error::{ManifestError, ManifestErrors};
 pub use fleet::FleetSpec;
 pub use kv::{KvBackendKind, KvStoreSpec};
 pub use limits::{Limits, ServerLimits};
+pub use policies::{CacheSettings, CorsPolicy, RateLimitPolicy};
 pub use sql::{SqlBackendKind, SqlDatabaseSpec};
 
 use crate::capabilities::outbound::AllowedHost;
@@ -78,6 +81,8 @@ pub struct Manifest {
     pub sql: BTreeMap<String, SqlDatabaseSpec>,
     /// The fleet the host belongs to, when `[fleet]` is given.
     pub fleet: Option<FleetSpec>,
+    /// The host's response cache (`[cache]`).
+    pub cache: CacheSettings,
     pub routes: Vec<RouteSpec>,
 }
 
@@ -134,6 +139,11 @@ pub struct RouteSpec {
     /// Names in `allowed_outbound_hosts` may resolve to loopback, private
     /// and link-local addresses (`allow_private_networks = true`).
     pub(crate) allow_private_networks: bool,
+    /// Its answers may be stored in the host's cache (`cache = false`: never).
+    pub(crate) cache: bool,
+    /// Its CORS policy (its own or `[server]`'s), if any.
+    pub(crate) cors: Option<std::sync::Arc<CorsPolicy>>,
+    pub(crate) rate_limit: Option<RateLimitPolicy>,
     pub(crate) limits: Limits,
 }
 

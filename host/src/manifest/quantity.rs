@@ -48,9 +48,10 @@ impl Kind {
             }
             (_, Quantity::Number(n)) => Some(*n),
             (Kind::Count, Quantity::Text(_)) => None,
-            (Kind::Duration, Quantity::Text(text)) => {
-                with_unit(text, &[("ms", 1), ("s", 1000), ("m", 60_000)])
-            }
+            (Kind::Duration, Quantity::Text(text)) => with_unit(
+                text,
+                &[("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)],
+            ),
             (Kind::Size, Quantity::Text(text)) => with_unit(
                 text,
                 &[
@@ -66,7 +67,7 @@ impl Kind {
             ),
         };
         let what = match self {
-            Kind::Duration => "a duration such as \"500ms\", \"10s\" or \"2m\"",
+            Kind::Duration => "a duration such as \"500ms\", \"10s\", \"2m\" or \"1h\"",
             Kind::Size => "a size such as 65536, \"64KiB\" or \"16MiB\"",
             Kind::Count => "a whole number",
         };

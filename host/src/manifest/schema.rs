@@ -7,6 +7,7 @@
 //! the table is the only list of those keys.
 
 use super::limits::{LimitSpec, Quantity, Scope, LIMITS};
+use super::policies::{RawCache, RawCors, RawRateLimit};
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -32,6 +33,8 @@ pub(crate) struct RawManifest {
     pub(crate) sql: BTreeMap<String, Spanned<RawSqlDatabase>>,
     /// `[fleet]`: the fleet the host belongs to.
     pub(crate) fleet: Option<Spanned<RawFleet>>,
+    /// `[cache]`: the host's response cache.
+    pub(crate) cache: Option<Spanned<RawCache>>,
 }
 
 /// `[fleet]`.
@@ -102,6 +105,8 @@ pub(crate) type WrittenLimits = Vec<(&'static LimitSpec, Spanned<Quantity>)>;
 pub(crate) struct RawServer {
     pub(crate) listen: Option<Spanned<String>>,
     pub(crate) data_dir: Option<String>,
+    /// The CORS policy of routes that state none.
+    pub(crate) cors: Option<Spanned<RawCors>>,
     /// Server limits, and the defaults of every route's limits.
     pub(crate) limits: WrittenLimits,
 }
@@ -121,6 +126,10 @@ pub(crate) struct RawRoute {
     /// Outbound requests may reach loopback, private and link-local
     /// addresses by name (an IP literal entry always may).
     pub(crate) allow_private_networks: bool,
+    /// `cache = false`: the route's answers are never stored.
+    pub(crate) cache: bool,
+    pub(crate) cors: Option<Spanned<RawCors>>,
+    pub(crate) rate_limit: Option<Spanned<RawRateLimit>>,
     pub(crate) limits: WrittenLimits,
 }
 
@@ -136,6 +145,9 @@ impl RawRoute {
             secrets: Vec::new(),
             allowed_outbound_hosts: Vec::new(),
             allow_private_networks: false,
+            cache: true,
+            cors: None,
+            rate_limit: None,
             limits: Vec::new(),
         }
     }
@@ -145,11 +157,13 @@ impl RawRoute {
 enum ServerKey {
     Listen,
     DataDir,
+    Cors,
 }
 
 const SERVER_KEYS: &[(&str, ServerKey)] = &[
     ("listen", ServerKey::Listen),
     ("data_dir", ServerKey::DataDir),
+    ("cors", ServerKey::Cors),
 ];
 
 #[derive(Clone, Copy)]
@@ -162,6 +176,9 @@ enum RouteKey {
     Secrets,
     AllowedOutboundHosts,
     AllowPrivateNetworks,
+    Cache,
+    Cors,
+    RateLimit,
 }
 
 const ROUTE_KEYS: &[(&str, RouteKey)] = &[
@@ -173,6 +190,9 @@ const ROUTE_KEYS: &[(&str, RouteKey)] = &[
     ("secrets", RouteKey::Secrets),
     ("allowed_outbound_hosts", RouteKey::AllowedOutboundHosts),
     ("allow_private_networks", RouteKey::AllowPrivateNetworks),
+    ("cache", RouteKey::Cache),
+    ("cors", RouteKey::Cors),
+    ("rate_limit", RouteKey::RateLimit),
 ];
 
 /// A key of a table that takes limits: one of its own, or a limit.
@@ -249,6 +269,7 @@ impl<'de> Deserialize<'de> for RawServer {
                     match key {
                         Key::Own(ServerKey::Listen) => server.listen = Some(map.next_value()?),
                         Key::Own(ServerKey::DataDir) => server.data_dir = Some(map.next_value()?),
+                        Key::Own(ServerKey::Cors) => server.cors = Some(map.next_value()?),
                         Key::Limit(spec) => server.limits.push((spec, map.next_value()?)),
                     }
                 }
@@ -278,6 +299,9 @@ impl<'de> Deserialize<'de> for RawRoute {
                 let mut secrets = Vec::new();
                 let mut allowed_outbound_hosts = Vec::new();
                 let mut allow_private_networks = false;
+                let mut cache = true;
+                let mut cors = None;
+                let mut rate_limit = None;
                 let mut limits = Vec::new();
                 let seed = || KeySeed {
                     own: ROUTE_KEYS,
@@ -297,6 +321,9 @@ impl<'de> Deserialize<'de> for RawRoute {
                         Key::Own(RouteKey::AllowPrivateNetworks) => {
                             allow_private_networks = map.next_value()?
                         }
+                        Key::Own(RouteKey::Cache) => cache = map.next_value()?,
+                        Key::Own(RouteKey::Cors) => cors = Some(map.next_value()?),
+                        Key::Own(RouteKey::RateLimit) => rate_limit = Some(map.next_value()?),
                         Key::Limit(spec) => limits.push((spec, map.next_value()?)),
                     }
                 }
@@ -309,6 +336,9 @@ impl<'de> Deserialize<'de> for RawRoute {
                     secrets,
                     allowed_outbound_hosts,
                     allow_private_networks,
+                    cache,
+                    cors,
+                    rate_limit,
                     limits,
                 })
             }

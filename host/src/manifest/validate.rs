@@ -8,6 +8,7 @@ use super::folders::FolderRoute;
 use super::kv::{KvBackendKind, KvStoreSpec};
 use super::limits::{Kind, Limits, ServerLimits};
 use super::mount::mount_folder_routes;
+use super::policies::{CacheSettings, CorsPolicy, RawCache, RawCors};
 use super::schema::{RawAdmin, RawKvStore, RawManifest, RawRoute, RawServer, WrittenLimits};
 use super::{
     base_of, AdminSettings, Lookup, Manifest, RouteSpec, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
@@ -17,6 +18,7 @@ use crate::router::Pattern;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Checks manifest `text`, read from `file`, looking up what it names with
 /// `lookup`.
@@ -39,7 +41,12 @@ pub(crate) fn check(
     let sources = checker.mount_folder(&mut raw, lookup);
     // 3. `[server]`: the address, the data folder, the server's limits and
     //    every route's default limits.
-    let (listen, server, defaults) = checker.server(&raw.server);
+    let (listen, server, limits) = checker.server(&raw.server);
+    let defaults = RouteDefaults {
+        cors: checker.cors(raw.server.cors.as_ref(), None),
+        limits,
+    };
+    let cache = checker.cache(raw.cache.as_ref());
     let data_dir = base_of(file).join(raw.server.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
     // 4. `[admin]`, `[kv.NAME]` and `[sql.NAME]` (its migrations read).
     let admin = raw.admin.as_ref().map(|admin| checker.admin(admin));
@@ -97,8 +104,15 @@ pub(crate) fn check(
         kv,
         sql,
         fleet,
+        cache,
         routes,
     })
+}
+
+/// What `[server]` sets for every route that does not set its own.
+struct RouteDefaults {
+    limits: Limits,
+    cors: Option<Arc<CorsPolicy>>,
 }
 
 /// One manifest being checked, and the problems found so far.
@@ -194,6 +208,55 @@ impl Checker<'_> {
         let (mut server, mut defaults) = (ServerLimits::default(), Limits::default());
         self.limits(&raw.limits, None, &mut defaults, &mut server);
         (listen, server, defaults)
+    }
+
+    /// `[cache]` checked; the defaults where it is absent or wrong.
+    fn cache(&mut self, raw: Option<&toml::Spanned<RawCache>>) -> CacheSettings {
+        let Some(raw) = raw else {
+            return CacheSettings::default();
+        };
+        raw.get_ref().check().unwrap_or_else(|reason| {
+            self.errors.push(ManifestError::BadLimit {
+                file: self.file.clone(),
+                line: self.line(raw.span().start),
+                route: None,
+                key: "[cache]",
+                reason,
+            });
+            CacheSettings::default()
+        })
+    }
+
+    /// A `cors = { ... }` table checked, in `route` (or `[server]`).
+    fn cors(
+        &mut self,
+        raw: Option<&toml::Spanned<RawCors>>,
+        route: Option<&str>,
+    ) -> Option<Arc<CorsPolicy>> {
+        let raw = raw?;
+        self.policy(raw.get_ref().check(), raw.span().start, route, "cors")
+            .map(Arc::new)
+    }
+
+    /// A policy's check, its reason recorded under `key` when it fails.
+    fn policy<T>(
+        &mut self,
+        checked: Result<T, String>,
+        offset: usize,
+        route: Option<&str>,
+        key: &'static str,
+    ) -> Option<T> {
+        checked
+            .map_err(|reason| {
+                self.errors.push(ManifestError::BadLimit {
+                    file: self.file.clone(),
+                    line: self.line(offset),
+                    route: route.map(str::to_string),
+                    key,
+                    reason,
+                })
+            })
+            .ok()
     }
 
     fn admin(&mut self, raw: &RawAdmin) -> AdminSettings {
@@ -312,7 +375,7 @@ impl Checker<'_> {
         &mut self,
         raw: RawRoute,
         source: Option<FolderRoute>,
-        defaults: &Limits,
+        defaults: &RouteDefaults,
         has_folder: bool,
         lookup: &Lookup<'_>,
         shapes: &mut HashMap<String, (String, usize)>,
@@ -455,10 +518,24 @@ impl Checker<'_> {
             }
         }
 
-        let mut limits = defaults.clone();
+        let mut limits = defaults.limits.clone();
         // Routes take no server limits: the schema refused them.
         let mut unused = ServerLimits::default();
         self.limits(&raw.limits, Some(&name), &mut limits, &mut unused);
+
+        // Edge policies: the route's CORS table replaces `[server]`'s.
+        let cors = match &raw.cors {
+            Some(_) => self.cors(raw.cors.as_ref(), Some(&name)),
+            None => defaults.cors.clone(),
+        };
+        let rate_limit = raw.rate_limit.as_ref().and_then(|table| {
+            self.policy(
+                table.get_ref().check(),
+                table.span().start,
+                Some(&name),
+                "rate_limit",
+            )
+        });
 
         Some(RouteSpec {
             pattern: pattern?,
@@ -471,6 +548,9 @@ impl Checker<'_> {
             secrets,
             allowed_outbound_hosts,
             allow_private_networks: raw.allow_private_networks,
+            cache: raw.cache,
+            cors,
+            rate_limit,
             limits,
         })
     }

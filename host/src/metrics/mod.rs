@@ -8,12 +8,14 @@
 //! database's in a [`SqlMetrics`] (`sql.rs`); latencies go to
 //! a [`Histogram`] of atomics (`histogram.rs`).
 
+mod cache;
 mod connections;
 mod histogram;
 mod kv;
 mod sql;
 
 use crate::wit::Method;
+pub(crate) use cache::{CacheMetrics, Lookup};
 pub(crate) use connections::{ConnectionMetrics, Refusal};
 use histogram::{Histogram, REQUEST_BUCKETS};
 pub(crate) use kv::{KvMetrics, KvOp, KvResult};
@@ -46,10 +48,11 @@ pub(crate) enum Event {
     BodyTimeout,
     MaxConcurrency,
     MaxInstances,
+    RateLimit,
 }
 
 impl Event {
-    const ALL: [Event; 10] = [
+    const ALL: [Event; 11] = [
         Event::Trap,
         Event::InvalidResponse,
         Event::Instantiate,
@@ -60,6 +63,7 @@ impl Event {
         Event::BodyTimeout,
         Event::MaxConcurrency,
         Event::MaxInstances,
+        Event::RateLimit,
     ];
 
     /// The metric family and `kind` label this event is counted under.
@@ -75,6 +79,7 @@ impl Event {
             Event::BodyTimeout => ("edgehost_limit_hits_total", "body_timeout"),
             Event::MaxConcurrency => ("edgehost_limit_hits_total", "max_concurrency"),
             Event::MaxInstances => ("edgehost_limit_hits_total", "max_instances"),
+            Event::RateLimit => ("edgehost_limit_hits_total", "rate_limit"),
         }
     }
 }
@@ -150,6 +155,8 @@ pub(crate) struct Metrics {
     sql: Mutex<BTreeMap<Arc<str>, Arc<SqlMetrics>>>,
     /// The public listener's connections.
     pub(crate) connections: Arc<ConnectionMetrics>,
+    /// The response cache.
+    pub(crate) cache: Arc<CacheMetrics>,
 }
 
 /// The `route` label of requests that matched no route.
@@ -167,6 +174,7 @@ impl Default for Metrics {
             kv: Mutex::default(),
             sql: Mutex::default(),
             connections: Arc::default(),
+            cache: Arc::default(),
         }
     }
 }
@@ -320,6 +328,7 @@ impl Metrics {
         }
 
         self.connections.render(&mut out);
+        self.cache.render(&mut out);
 
         header(
             &mut out,

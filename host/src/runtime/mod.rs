@@ -35,6 +35,7 @@ pub use route::{CompiledRoute, RouteTable};
 
 use crate::capabilities::kv::KvStores;
 use crate::capabilities::sql::SqlDatabases;
+use crate::edge::RateLimiters;
 use crate::manifest::{Manifest, ManifestError, ManifestErrors};
 use crate::metrics::Metrics;
 use crate::router::Router;
@@ -56,6 +57,8 @@ pub struct Runtime {
     clock_resolution: Duration,
     compile_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// Every route's rate-limit buckets, kept across deploys.
+    limiters: RateLimiters,
 }
 
 impl Runtime {
@@ -79,6 +82,7 @@ impl Runtime {
             clock_resolution: settings.clock_resolution,
             compile_timeout: settings.compile_timeout,
             metrics: Arc::default(),
+            limiters: RateLimiters::default(),
         })
     }
 

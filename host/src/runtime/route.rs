@@ -8,7 +8,8 @@ use super::Runtime;
 use crate::capabilities::kv::KvAccess;
 use crate::capabilities::outbound::OutboundPolicy;
 use crate::capabilities::sql::SqlAccess;
-use crate::manifest::{Limits, RouteSpec};
+use crate::edge::RateLimiter;
+use crate::manifest::{CorsPolicy, Limits, RouteSpec};
 use crate::metrics::{RouteMetrics, RunningGuard};
 use crate::router::{Match, Params, PathError, Router};
 use crate::wit::{check_method_export, Method};
@@ -42,6 +43,14 @@ pub struct CompiledRoute {
     pub(crate) limits: Limits,
     /// The route's counters (shared with earlier tables that had its pattern).
     pub(crate) metrics: Arc<RouteMetrics>,
+    /// Its answers may be stored in the host's cache.
+    pub(crate) cache: bool,
+    pub(crate) cors: Option<Arc<CorsPolicy>>,
+    /// Its clients' buckets (shared with earlier tables that had its
+    /// pattern and policy).
+    pub(crate) rate_limit: Option<Arc<RateLimiter>>,
+    /// Its component and settings, hashed: what its cache entries belong to.
+    pub(crate) fingerprint: u64,
 }
 
 impl CompiledRoute {
@@ -81,6 +90,11 @@ impl RouteTable {
     /// The routes in manifest order.
     pub(crate) fn routes(&self) -> &[CompiledRoute] {
         &self.routes
+    }
+
+    /// Where `route` (one of this table's) is in [`RouteTable::routes`].
+    pub(crate) fn index_of(&self, route: &CompiledRoute) -> Option<usize> {
+        self.routes.iter().position(|r| std::ptr::eq(r, route))
     }
 }
 
@@ -167,6 +181,7 @@ impl Runtime {
             })
             .collect::<Result<Arc<[_]>, String>>()?;
         let name: Arc<str> = Arc::from(spec.pattern.as_str());
+        let fingerprint = fingerprint(&bytes, spec);
         Ok(CompiledRoute {
             name: Arc::clone(&name),
             component: spec.component.clone(),
@@ -210,8 +225,38 @@ impl Runtime {
             },
             limits: spec.limits.clone(),
             metrics: self.metrics.route(spec.pattern.as_str()),
+            cache: spec.cache,
+            cors: spec.cors.clone(),
+            rate_limit: spec
+                .rate_limit
+                .as_ref()
+                .map(|policy| self.limiters.for_route(spec.pattern.as_str(), policy)),
+            fingerprint,
         })
     }
+}
+
+/// A route's component and everything the manifest sets for it, hashed: two
+/// routes with the same fingerprint answer alike.
+fn fingerprint(component: &[u8], spec: &RouteSpec) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    component.hash(&mut hasher);
+    let settings = format!(
+        "{}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}|{:?}",
+        spec.pattern.as_str(),
+        spec.kv,
+        spec.sql,
+        spec.env,
+        spec.allowed_outbound_hosts,
+        spec.allow_private_networks,
+        spec.cache,
+        spec.cors,
+        spec.rate_limit,
+        spec.limits
+    );
+    settings.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The `Allow` header of a route: its methods, `HEAD` when it has `GET`, and
@@ -270,6 +315,9 @@ mod tests {
             secrets: Vec::new(),
             allowed_outbound_hosts: Vec::new(),
             allow_private_networks: false,
+            cache: true,
+            cors: None,
+            rate_limit: None,
             limits: Limits::default(),
         })
     }
