@@ -63,13 +63,29 @@ pub fn routes(manifest_path: &Path) -> anyhow::Result<()> {
         if grants.is_empty() {
             grants.push("-".into());
         }
-        let limits: Vec<String> = listed
+        let mut limits: Vec<String> = listed
             .iter()
             .filter_map(|limit| {
                 let value = limit.get(&spec.limits, &server)?;
                 Some(format!("{}={}", limit.key, limit.show(value)))
             })
             .collect();
+        // Edge policies, when the route has them.
+        if !spec.cache || !loaded.manifest.cache.enabled {
+            limits.push("cache=off".into());
+        }
+        if let Some(cors) = &spec.cors {
+            limits.push(match &cors.origins {
+                None => "cors=*".to_string(),
+                Some(origins) => format!("cors={}", origins.join(",")),
+            });
+        }
+        if let Some(rate) = &spec.rate_limit {
+            limits.push(format!(
+                "rate_limit={}/{:?},burst={}",
+                rate.requests, rate.per, rate.burst
+            ));
+        }
         rows.push([
             route.name.to_string(),
             route.allow.clone(),

@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `server.rs` | the public listener and the request path, top to bottom in one function |
 //! | `edge.rs` | a matched route's edge policies around its guest: CORS preflights, rate limit, cache |
+//! | `storing.rs` | copying a guest's answer into the response cache on its way out |
 //! | `sdk.rs` | a request for an SDK route: method, body, call, response checks |
 //! | `proxy.rs` | a request for a `wasi:http/proxy` component, streamed both ways |
 //! | `answer.rs` | the answers the host makes itself, and their statuses |
@@ -26,3 +27,4 @@ mod proxy;
 mod request_id;
 mod sdk;
 pub(crate) mod server;
+mod storing;
