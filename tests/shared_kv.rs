@@ -293,20 +293,21 @@ fn a_store_that_goes_down_answers_503_and_comes_back_by_itself(kind: Shared) {
             "no request hung near its timeout: slowest {slowest:?}"
         );
     }
-    // Said once when it went, once when it came back, not per request.
+    // Said when it went and when it came back, not per request. (A server
+    // in crash recovery may refuse once more just after taking a first
+    // connection: that is one more change, said once.)
     for host in [&a, &b] {
         let log = host.log();
-        assert_eq!(
-            log.matches("key-value store posts is unavailable").count(),
-            1,
-            "{log}"
-        );
-        assert_eq!(
-            log.matches("key-value store posts is reachable again")
-                .count(),
-            1,
-            "{log}"
-        );
+        for needle in [
+            "key-value store posts is unavailable",
+            "key-value store posts is reachable again",
+        ] {
+            let said = log.matches(needle).count();
+            assert!(
+                (1..=2).contains(&said),
+                "{needle:?} said {said} times:\n{log}"
+            );
+        }
     }
 }
 
