@@ -67,7 +67,11 @@ const GET_MANY: &str = "SELECT key, value FROM edgehost_kv WHERE store = $1 AND 
 const SET_MANY: &str = "INSERT INTO edgehost_kv (store, key, value)
     SELECT $1, key, value FROM UNNEST($2::text[], $3::bytea[]) AS given (key, value)
     ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value";
-const DELETE_MANY: &str = "DELETE FROM edgehost_kv WHERE store = $1 AND key = ANY($2)";
+/// Rows are locked in key order first, as SET_MANY takes them: a plain
+/// `DELETE ... = ANY` locks them in whatever order its scan meets them,
+/// which can deadlock with a batch write of the same keys.
+const DELETE_MANY: &str = "DELETE FROM edgehost_kv WHERE store = $1 AND key IN (
+    SELECT key FROM edgehost_kv WHERE store = $1 AND key = ANY($2) ORDER BY key FOR UPDATE)";
 
 /// Stores in one PostgreSQL database.
 pub struct PostgresKv {
