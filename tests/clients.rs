@@ -7,7 +7,7 @@ mod support;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::{component, connect_from, send_raw, write_manifest, Host, Reply, Start};
+use support::{component, connect_from, send_raw, write_manifest, Host, Reply};
 
 const TOKEN: &str = "clients-admin-token-0123456789";
 
@@ -36,24 +36,12 @@ component = {proxy:?}
         probe = component("fixture_probe"),
         proxy = component("fixture_wasi_proxy"),
     );
-    let manifest = write_manifest(dir, &manifest);
-    Host::start_with_args(
-        Start {
-            manifest: &manifest,
-            data_dir: &dir.join("data"),
-            env: vec![("EDGEHOST_ADMIN_TOKEN", TOKEN)],
-        },
-        &["serve", "--admin", "127.0.0.1:0"],
-    )
+    Host::start_with_admin(&write_manifest(dir, &manifest), &dir.join("data"), TOKEN)
 }
 
 /// The value of one metric line, by its full name with labels.
 fn metric(host: &Host, name: &str) -> u64 {
-    let text = host.admin_request("GET", "/metrics", TOKEN, b"").text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    host.metric(TOKEN, name)
 }
 
 /// Polls `check` every 20 ms until it holds, failing after `seconds`.

@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{component, connect_from, write_manifest, Host, Reply, Start};
+use support::{component, connect_from, write_manifest, Host, Reply};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -20,15 +20,7 @@ fn manifest(extra: &str) -> String {
 }
 
 fn start(dir: &Path, text: &str) -> Host {
-    let manifest = write_manifest(dir, text);
-    Host::start_with_args(
-        Start {
-            manifest: &manifest,
-            data_dir: &dir.join("data"),
-            env: vec![("EDGEHOST_ADMIN_TOKEN", TOKEN)],
-        },
-        &["serve", "--admin", "127.0.0.1:0"],
-    )
+    Host::start_with_admin(&write_manifest(dir, text), &dir.join("data"), TOKEN)
 }
 
 /// The run of the guest an answer came from.
@@ -41,12 +33,8 @@ fn x_cache(reply: &Reply) -> &str {
     reply.header("x-cache").unwrap_or("(none)")
 }
 
-fn metric(host: &Host, line: &str) -> u64 {
-    let reply = host.admin_request("GET", "/metrics", TOKEN, b"");
-    let text = reply.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {line} in:\n{text}"))
+fn metric(host: &Host, name: &str) -> u64 {
+    host.metric(TOKEN, name)
 }
 
 #[test]

@@ -175,6 +175,29 @@ impl Host {
         }
     }
 
+    /// Starts `edgehost serve` on `manifest` with its admin API on, the
+    /// bearer token `token` in the host's environment.
+    pub fn start_with_admin(manifest: &Path, data_dir: &Path, token: &str) -> Host {
+        Host::start_with_args(
+            Start {
+                manifest,
+                data_dir,
+                env: vec![("EDGEHOST_ADMIN_TOKEN", token)],
+            },
+            &["serve", "--admin", "127.0.0.1:0"],
+        )
+    }
+
+    /// The value of one `/metrics` line, by its full name with labels,
+    /// read with the admin token `token`.
+    pub fn metric(&self, token: &str, name: &str) -> u64 {
+        let text = self.admin_request("GET", "/metrics", token, b"").text();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
     /// The admin API's address (the host must have been started with it).
     pub fn admin(&self) -> SocketAddr {
         self.admin.expect("host started with --admin")

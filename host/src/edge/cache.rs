@@ -240,10 +240,7 @@ impl ResponseCache {
             store.remove(&key, &entry);
             self.metrics.count_eviction();
         }
-        // Replaced and purged entries leave dead hands behind.
-        if store.clock.len() > 2 * store.live + 64 {
-            store.clock.retain(|(_, weak)| weak.strong_count() > 0);
-        }
+        store.compact();
     }
 
     /// Drops every entry `doomed` picks; how many.
@@ -261,9 +258,7 @@ impl ResponseCache {
         for (key, entry) in &gone {
             store.remove(key, entry);
         }
-        if store.clock.len() > 2 * store.live + 64 {
-            store.clock.retain(|(_, weak)| weak.strong_count() > 0);
-        }
+        store.compact();
         self.metrics.held(store.bytes, store.live);
         gone.len()
     }
@@ -293,6 +288,14 @@ impl ResponseCache {
 }
 
 impl Store {
+    /// Replaced and purged entries leave dead hands on the clock: drop them
+    /// once they outnumber the live ones.
+    fn compact(&mut self) {
+        if self.clock.len() > 2 * self.live + 64 {
+            self.clock.retain(|(_, weak)| weak.strong_count() > 0);
+        }
+    }
+
     /// Takes `entry` out of the URL's variants and the counts.
     fn remove(&mut self, key: &str, entry: &Arc<Entry>) {
         let Some(variants) = self.entries.get_mut(key) else {

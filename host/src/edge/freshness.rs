@@ -118,8 +118,7 @@ pub(crate) fn storable(
     if response.contains_key(header::SET_COOKIE) && !cc.public {
         return Err("Set-Cookie without public");
     }
-    let has_validator =
-        response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
+    let has_validator = has_validator(response);
     let lifetime = if cc.invalid {
         Some(0)
     } else {
@@ -152,6 +151,12 @@ pub(crate) fn storable(
         revalidate_always: cc.no_cache,
         initial_age: Duration::from_secs(initial_age),
     })
+}
+
+/// Whether an answer carries a validator (`ETag` or `Last-Modified`), so a
+/// cache can ask the route whether it still holds.
+pub(crate) fn has_validator(response: &HeaderMap) -> bool {
+    response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED)
 }
 
 /// Seconds from `Date` (or now) to `Expires`; an `Expires` that does not

@@ -28,6 +28,7 @@ pub(crate) struct Verdict {
     pub(crate) retry_after: u64,
 }
 
+#[derive(Clone, Copy)]
 struct Bucket {
     tokens: f64,
     updated: Instant,
@@ -57,23 +58,22 @@ impl RateLimiter {
         let burst = self.policy.burst as f64;
         let rate = self.rate();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(client) {
-            buckets.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.updated).as_secs_f64() * rate < burst
-            });
-        }
-        let mut untracked = Bucket {
+        let full = Bucket {
             tokens: burst,
             updated: now,
         };
-        let bucket = if buckets.len() < MAX_CLIENTS || buckets.contains_key(client) {
-            buckets.entry(client.to_string()).or_insert(Bucket {
-                tokens: burst,
-                updated: now,
-            })
-        } else {
-            &mut untracked
-        };
+        if !buckets.contains_key(client) {
+            if buckets.len() >= MAX_CLIENTS {
+                buckets.retain(|_, b| {
+                    b.tokens + now.saturating_duration_since(b.updated).as_secs_f64() * rate < burst
+                });
+            }
+            if buckets.len() < MAX_CLIENTS {
+                buckets.insert(client.to_string(), full);
+            }
+        }
+        let mut untracked = full;
+        let bucket = buckets.get_mut(client).unwrap_or(&mut untracked);
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
         bucket.updated = now;

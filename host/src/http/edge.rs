@@ -11,7 +11,7 @@ use super::body::{boxed, BoxError, HostBody};
 use super::storing::{renewed, store_on_the_way_out, store_whole, CACHE_TAG};
 use super::{proxy, sdk};
 use crate::control::{Deployment, Host};
-use crate::edge::freshness::{self, not_modified};
+use crate::edge::freshness::{self, has_validator, not_modified};
 use crate::edge::{cors, rate_limit, Entry, RateLimiter, ResponseCache, Standing, Verdict};
 use crate::metrics::{Event, Lookup};
 use crate::runtime::CompiledRoute;
@@ -140,7 +140,8 @@ async fn cached(
         Some(cache) if route.cache && (head || req.method() == Method::GET) => cache,
         _ => return run_guest(guests, route, params, req, client, id).await,
     };
-    let key = cache_key(req.uri(), req.headers());
+    let path = normalise(req.uri().path());
+    let key = cache_key(&path, req.uri(), req.headers());
     let now = Instant::now();
     let found = cache.get(&key, req.headers(), route.fingerprint);
     let mut revalidating = None;
@@ -180,7 +181,6 @@ async fn cached(
         }
     }
     let request_headers = original.unwrap_or_else(|| req.headers().clone());
-    let path = normalise(req.uri().path());
     let mut response = run_guest(guests, route, params, req, client, id).await?;
     if let Some(entry) = revalidating {
         if response.status() == StatusCode::NOT_MODIFIED {
@@ -209,10 +209,6 @@ async fn cached(
             .insert("x-cache", HeaderValue::from_static("MISS"));
     }
     Ok(response)
-}
-
-fn has_validator(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
 }
 
 /// The stored answer for a request: `304` when the request's conditionals
@@ -321,9 +317,9 @@ fn refresh_in_background(
     });
 }
 
-/// The cache key of a request: its host, and its path and query with
-/// percent-escapes in one spelling.
-fn cache_key(uri: &Uri, headers: &HeaderMap) -> String {
+/// The cache key of a request: its host, its `path` (normalised), and its
+/// query with percent-escapes in one spelling.
+fn cache_key(path: &str, uri: &Uri, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -331,7 +327,7 @@ fn cache_key(uri: &Uri, headers: &HeaderMap) -> String {
         .unwrap_or("")
         .to_ascii_lowercase();
     let mut key = host;
-    key.push_str(&normalise(uri.path()));
+    key.push_str(path);
     if let Some(query) = uri.query().filter(|q| !q.is_empty()) {
         key.push('?');
         key.push_str(&normalise(query));
@@ -378,7 +374,10 @@ mod tests {
         assert_eq!(normalise("/x%zz"), "/x%zz");
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("Example.COM"));
-        let key = |uri: &str| cache_key(&uri.parse().unwrap(), &headers);
+        let key = |uri: &str| {
+            let uri: Uri = uri.parse().unwrap();
+            cache_key(&normalise(uri.path()), &uri, &headers)
+        };
         assert_eq!(key("/api/data?"), "example.com/api/data");
         assert_eq!(key("/api/%64ata?q=%7e"), "example.com/api/data?q=~");
         assert_ne!(key("/api/data?a=1&b=2"), key("/api/data?b=2&a=1"));
