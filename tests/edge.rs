@@ -429,6 +429,7 @@ fn a_client_over_its_rate_limit_gets_429_and_others_are_not_affected() {
     assert_eq!(limited.status, 429, "{}", limited.text());
     assert_eq!(limited.header("retry-after"), Some("20"));
     assert_eq!(limited.json()["error"], "Too many requests");
+    assert_eq!(limited.json()["limit"], "rate_limit");
     assert_eq!(
         metric(
             &host,

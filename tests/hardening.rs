@@ -114,7 +114,7 @@ fn an_infinite_loop_is_stopped_with_504() {
     assert_eq!(reply.status, 504);
     assert_eq!(
         reply.json(),
-        json!({ "error": "The route took too long to answer" })
+        json!({ "error": "The route took too long to answer", "limit": "timeout" })
     );
     host.wait_for_log("guest timed out after 2s");
     assert_healthy(&host);
@@ -282,6 +282,7 @@ fn a_route_at_its_concurrency_limit_gets_503_and_others_keep_answering() {
     );
     assert_eq!(busy.header("retry-after"), Some("1"));
     assert_eq!(busy.json()["error"], "The route is busy; try again shortly");
+    assert_eq!(busy.json()["limit"], "max_concurrency");
     // Meanwhile another route answers, while the loops still spin.
     for _ in 0..5 {
         assert_healthy(&host);
@@ -326,6 +327,12 @@ component = {health:?}
     // an instance either, and is told to retry rather than that it failed.
     let refused = host.get("/api/health");
     assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(
+        refused.json()["limit"],
+        "max_instances",
+        "{}",
+        refused.text()
+    );
     assert_eq!(refused.header("retry-after"), Some("1"));
     host.wait_for_log("instance slots are in use");
     for handle in loops {
@@ -344,6 +351,7 @@ fn request_bodies_over_the_limit_are_413_without_being_read() {
     let big = host.request("POST", "/echo/1", &[], &vec![7u8; 100 * 1024]);
     assert_eq!(big.status, 413);
     assert_eq!(big.json()["error"], "Request body too large");
+    assert_eq!(big.json()["limit"], "max_body");
 
     // A declared 10 GB body is refused from its head alone: none of it is sent.
     let declared = send_raw(
@@ -615,6 +623,7 @@ fn cpu_time_stops_a_spinning_guest_but_not_a_waiting_one() {
     // (which would answer 504).
     let reply = host.get("/cpu/loop");
     assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(reply.json()["limit"], "cpu_time", "{}", reply.text());
     host.wait_for_log("guest stopped after using its 200ms of CPU time");
     // Sleeping 600 ms is waiting in the host, not running: it finishes.
     let reply = host.get("/cpu/sleep?ms=600");

@@ -39,16 +39,19 @@
 //! Outbound HTTP to the origins listed in `allowed_outbound_hosts` goes
 //! through [`fetch::Fetch`].
 
+pub mod body;
 mod error;
 pub mod fetch;
 pub mod kv;
 mod request;
 mod response;
 pub mod sql;
+mod stream;
 
 pub use error::Error;
 pub use request::Request;
 pub use response::Response;
+pub use stream::{wait_until, BodyWriter, Event, EventSink};
 
 /// Exports handler functions as the route's HTTP methods.
 ///
@@ -104,6 +107,6 @@ pub mod __private {
             Ok(response) => response,
             Err(error) => error.into_response(),
         };
-        response.into()
+        crate::stream::send(response)
     }
 }

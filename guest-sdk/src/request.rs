@@ -18,6 +18,9 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, Clone)]
 pub struct Request {
     inner: types::Request,
+    /// From the host (not built by hand): an empty body may be one to read
+    /// as it arrives.
+    from_host: bool,
 }
 
 impl Request {
@@ -146,6 +149,10 @@ impl Request {
 
     /// The body as raw bytes, exactly as received.
     ///
+    /// A route that reads its body as a stream anywhere
+    /// ([`Request::body_stream`], [`Request::multipart`]) gets every body
+    /// that way: this is then empty.
+    ///
     /// ```
     /// let req = guest_sdk::Request::builder("POST", "/").body("hi").build();
     /// assert_eq!(req.body(), b"hi");
@@ -190,6 +197,35 @@ impl Request {
         &self.inner.client_addr
     }
 
+    /// The body as it arrives, for bodies too large to hold whole: the
+    /// host sends it on as the client does, within the route's `max_body`
+    /// (past it the host stops the route and answers 413). It implements
+    /// [`std::io::Read`].
+    ///
+    /// ```
+    /// use std::io::Read;
+    ///
+    /// let req = guest_sdk::Request::builder("POST", "/upload").body("abc").build();
+    /// let mut body = String::new();
+    /// req.body_stream().read_to_string(&mut body).unwrap();
+    /// assert_eq!(body, "abc");
+    /// ```
+    pub fn body_stream(&self) -> crate::body::BodyStream {
+        if self.from_host && self.inner.body.is_empty() {
+            crate::body::BodyStream::from_host()
+        } else {
+            crate::body::BodyStream::in_memory(self.inner.body.clone())
+        }
+    }
+
+    /// The parts of a `multipart/form-data` body, one after another, each
+    /// read as it arrives. The host parses the body within the route's
+    /// `max_body` and `max_part`; a part over `max_part` stops the route
+    /// with a 413 naming the limit, before the rest is read.
+    pub fn multipart(&self) -> crate::body::Multipart {
+        crate::body::Multipart::new(self.from_host)
+    }
+
     /// Starts a request by hand, for unit tests of handlers.
     /// `path_and_query` is what follows the host in the URL.
     ///
@@ -218,7 +254,10 @@ impl Request {
 
 impl From<types::Request> for Request {
     fn from(inner: types::Request) -> Self {
-        Request { inner }
+        Request {
+            inner,
+            from_host: true,
+        }
     }
 }
 
@@ -281,7 +320,10 @@ impl RequestBuilder {
     /// assert_eq!(req.path(), "/");
     /// ```
     pub fn build(self) -> Request {
-        Request { inner: self.inner }
+        Request {
+            inner: self.inner,
+            from_host: false,
+        }
     }
 }
 

@@ -1,5 +1,8 @@
 use crate::bindings::edge::route::types;
+use crate::stream::StreamFn;
 use serde::Serialize;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// The HTTP response a handler returns.
 ///
@@ -11,12 +14,43 @@ use serde::Serialize;
 /// assert_eq!(response.status(), 200);
 /// assert_eq!(response.header("cache-control"), Some(&b"public, s-maxage=60"[..]));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Response {
     status: u16,
     headers: Vec<(String, Vec<u8>)>,
     body: Vec<u8>,
+    /// What writes a streamed body ([`Response::stream`]); clones share it.
+    stream: Option<Rc<RefCell<Option<StreamFn>>>>,
 }
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &self.body)
+            .field("streamed", &self.stream.is_some())
+            .finish()
+    }
+}
+
+/// Two responses are equal when their status, headers and body are, and
+/// they stream with the same writer (or neither streams).
+impl PartialEq for Response {
+    fn eq(&self, other: &Self) -> bool {
+        let same_stream = match (&self.stream, &other.stream) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+            _ => false,
+        };
+        self.status == other.status
+            && self.headers == other.headers
+            && self.body == other.body
+            && same_stream
+    }
+}
+
+impl Eq for Response {}
 
 impl Response {
     /// An empty response with `status` and no headers.
@@ -29,7 +63,35 @@ impl Response {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            stream: None,
         }
+    }
+
+    /// The same response with its body written by `write` as it streams.
+    pub(crate) fn with_stream(mut self, write: StreamFn) -> Self {
+        self.body = Vec::new();
+        self.stream = Some(Rc::new(RefCell::new(Some(write))));
+        self
+    }
+
+    /// Whether the body is streamed ([`Response::stream`], [`Response::sse`]).
+    ///
+    /// ```
+    /// assert!(!guest_sdk::Response::text("x").is_streamed());
+    /// ```
+    pub fn is_streamed(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// The record the host reads, and the streamed body's writer if it has one.
+    pub(crate) fn into_parts(self) -> (types::Response, Option<StreamFn>) {
+        let stream = self.stream.and_then(|stream| stream.borrow_mut().take());
+        let record = types::Response {
+            status: self.status,
+            headers: self.headers,
+            body: self.body,
+        };
+        (record, stream)
     }
 
     /// `200` with `value` serialized as JSON and `content-type: application/json`.
@@ -124,6 +186,7 @@ impl Response {
     /// ```
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
+        self.stream = None;
         self
     }
 
@@ -168,11 +231,8 @@ impl Response {
 }
 
 impl From<Response> for types::Response {
+    /// The record of a whole response (a streamed one's body is empty).
     fn from(response: Response) -> Self {
-        types::Response {
-            status: response.status,
-            headers: response.headers,
-            body: response.body,
-        }
+        response.into_parts().0
     }
 }

@@ -14,7 +14,12 @@ pub(crate) mod bindings {
         world: "edge:route/guest-imports",
         // Key-value and SQL calls are async: a network store answers later,
         // and the embedded ones run on the blocking pool.
-        imports: { default: async },
+        // Body calls may stop the guest: past a limit they trap.
+        imports: {
+            "edge:route/response-body": async | trappable,
+            "edge:route/request-body": async | trappable,
+            default: async,
+        },
         with: {
             "wasi:keyvalue/store.bucket": super::Bucket,
             "wasi:keyvalue/atomics.cas": super::Cas,

@@ -64,8 +64,9 @@ pub(crate) enum HostAnswer {
     /// The client is over the route's `rate_limit`: retry after this many
     /// seconds.
     RateLimited(u64),
-    /// The guest gave no answer: the status its failure's verdict says.
-    Guest(StatusCode),
+    /// The guest gave no answer: the status its failure's verdict says,
+    /// and the limit it ran into, if that is why.
+    Guest(StatusCode, Option<&'static str>),
     /// The guest gave an answer the host cannot send.
     InvalidResponse,
 }
@@ -83,7 +84,7 @@ impl HostAnswer {
         let verdict = err.verdict();
         route.metrics.count(verdict.event);
         err.log(id, &route.name, path);
-        HostAnswer::Guest(verdict.status)
+        HostAnswer::Guest(verdict.status, verdict.event.limit_name())
     }
 
     /// The one place host answers become responses.
@@ -116,7 +117,7 @@ impl HostAnswer {
             ),
             HostAnswer::BodyTooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                serde_json::json!({ "error": "Request body too large", "limit_bytes": limit }),
+                serde_json::json!({ "error": "Request body too large", "limit": "max_body", "limit_bytes": limit }),
                 None,
             ),
             HostAnswer::BadBody(reason) => (
@@ -126,18 +127,18 @@ impl HostAnswer {
             ),
             HostAnswer::BodyTimeout => (
                 StatusCode::REQUEST_TIMEOUT,
-                serde_json::json!({ "error": "The request body took too long to arrive" }),
+                serde_json::json!({ "error": "The request body took too long to arrive", "limit": "body_timeout" }),
                 None,
             ),
             HostAnswer::Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({ "error": BUSY }),
+                serde_json::json!({ "error": BUSY, "limit": "max_concurrency" }),
                 None,
             ),
             HostAnswer::RateLimited(seconds) => {
                 let mut response = json(
                     StatusCode::TOO_MANY_REQUESTS,
-                    &serde_json::json!({ "error": "Too many requests", "retry_after_seconds": seconds }),
+                    &serde_json::json!({ "error": "Too many requests", "limit": "rate_limit", "retry_after_seconds": seconds }),
                 );
                 response
                     .headers_mut()
@@ -145,13 +146,21 @@ impl HostAnswer {
                 return response;
             }
             // The status is the failure's verdict; only the words are chosen here.
-            HostAnswer::Guest(status) => {
+            HostAnswer::Guest(status, limit) => {
                 let error = match status {
                     StatusCode::GATEWAY_TIMEOUT => "The route took too long to answer",
                     StatusCode::SERVICE_UNAVAILABLE => BUSY,
+                    StatusCode::PAYLOAD_TOO_LARGE if limit == Some("max_part") => {
+                        "A part of the request body is too large"
+                    }
+                    StatusCode::PAYLOAD_TOO_LARGE => "Request body too large",
                     _ => "Internal server error",
                 };
-                (status, serde_json::json!({ "error": error }), None)
+                let mut body = serde_json::json!({ "error": error });
+                if let Some(limit) = limit {
+                    body["limit"] = limit.into();
+                }
+                (status, body, None)
             }
             HostAnswer::InvalidResponse => (
                 StatusCode::INTERNAL_SERVER_ERROR,

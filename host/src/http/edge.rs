@@ -91,9 +91,7 @@ where
     if route.is_proxy() {
         proxy::run(runtime, route, params, req, client, id, guests.bounds.head).await
     } else {
-        sdk::run(runtime, &guests.bounds, route, params, req, client, id)
-            .await
-            .map(boxed)
+        sdk::run(runtime, &guests.bounds, route, params, req, client, id).await
     }
 }
 

@@ -65,8 +65,12 @@ pub(crate) async fn serve(
         },
         Arc::clone(&host.metrics().connections),
     );
+    let began = Arc::new(std::sync::OnceLock::new());
+    let began_at = Arc::clone(&began);
+    let drained_host = Arc::clone(&host);
     let shutdown = async move {
         shutdown.await;
+        let _ = began_at.set(tokio::time::Instant::now());
         host.begin_shutdown();
     };
     listener::serve(
@@ -86,6 +90,22 @@ pub(crate) async fn serve(
         limits.drain_timeout,
     )
     .await;
+    // Guests working on after their answers (wait_until) get what is left
+    // of the drain timeout too.
+    let began = began
+        .get()
+        .copied()
+        .unwrap_or_else(tokio::time::Instant::now);
+    let runtime = &drained_host.runtime;
+    let drained =
+        tokio::time::timeout_at(began + limits.drain_timeout, runtime.background_drained());
+    if drained.await.is_err() {
+        tracing::warn!(
+            "{} guests still working after their answers are stopped: the drain timeout of {:?} passed",
+            runtime.background_running(),
+            limits.drain_timeout
+        );
+    }
 }
 
 /// One request, start to finish.

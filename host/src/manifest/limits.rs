@@ -31,8 +31,17 @@ pub struct Limits {
     pub(crate) memory: usize,
     /// Largest request body; larger is 413 without reading the rest.
     pub(crate) max_body: usize,
-    /// Largest response body a guest may return; larger is 500.
+    /// Largest response body a guest may return; larger is 500 (a
+    /// streamed one is cut off).
     pub(crate) max_response: usize,
+    /// Largest part of a `multipart/form-data` body the host parses for
+    /// the route; larger is 413 before the rest is read. `None`: only
+    /// `max_body` bounds a part.
+    pub(crate) max_part: Option<usize>,
+    /// Time a route may work on after its answer was sent (`wait_until`
+    /// in the SDK); past it the instance is stopped. 10 s, the route's
+    /// default `timeout` again, finishes a log write or a cache fill.
+    pub(crate) wait_until: Duration,
     /// Instances of the route running at once; past it, 503 with
     /// `Retry-After`, so one hot or stuck route cannot take every thread.
     pub(crate) max_concurrency: usize,
@@ -78,6 +87,8 @@ impl Default for Limits {
             memory: 128 * MIB,
             max_body: MIB,
             max_response: 16 * MIB,
+            max_part: None,
+            wait_until: Duration::from_secs(10),
             max_concurrency: 64,
             outbound_timeout: Duration::from_secs(10),
             max_outbound_requests: 50,
@@ -200,7 +211,7 @@ fn count(value: u64) -> usize {
 }
 
 /// Every limit, in the order the README lists them.
-pub(crate) const LIMITS: [LimitSpec; 29] = [
+pub(crate) const LIMITS: [LimitSpec; 31] = [
     LimitSpec {
         key: "timeout",
         kind: Kind::Duration,
@@ -248,7 +259,27 @@ pub(crate) const LIMITS: [LimitSpec; 29] = [
             get: |l| Some(l.max_response as u64),
             set: |l, v| l.max_response = count(v),
         },
-        when_hit: "500",
+        when_hit: "500; a streamed answer is cut off there (the connection is closed without its last chunk) and the guest stopped",
+        listed: false,
+    },
+    LimitSpec {
+        key: "max_part",
+        kind: Kind::Size,
+        field: Field::Route {
+            get: |l| l.max_part.map(|v| v as u64),
+            set: |l, v| l.max_part = Some(count(v)),
+        },
+        when_hit: "unset, `max_body` bounds it. One part of a `multipart/form-data` body the host parses for the route; a larger part stops the guest: 413 naming `max_part`, without reading the rest",
+        listed: false,
+    },
+    LimitSpec {
+        key: "wait_until",
+        kind: Kind::Duration,
+        field: Field::Route {
+            get: |l| Some(millis(l.wait_until)),
+            set: |l, v| l.wait_until = Duration::from_millis(v),
+        },
+        when_hit: "work a route goes on with after its answer was sent (`wait_until` in the SDK); past it the instance is stopped and the hit counted",
         listed: false,
     },
     LimitSpec {

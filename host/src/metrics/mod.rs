@@ -45,6 +45,9 @@ pub(crate) enum Event {
     CpuTime,
     Memory,
     MaxBody,
+    MaxPart,
+    MaxResponse,
+    WaitUntil,
     BodyTimeout,
     MaxConcurrency,
     MaxInstances,
@@ -52,7 +55,7 @@ pub(crate) enum Event {
 }
 
 impl Event {
-    const ALL: [Event; 11] = [
+    const ALL: [Event; 14] = [
         Event::Trap,
         Event::InvalidResponse,
         Event::Instantiate,
@@ -60,6 +63,9 @@ impl Event {
         Event::CpuTime,
         Event::Memory,
         Event::MaxBody,
+        Event::MaxPart,
+        Event::MaxResponse,
+        Event::WaitUntil,
         Event::BodyTimeout,
         Event::MaxConcurrency,
         Event::MaxInstances,
@@ -76,10 +82,24 @@ impl Event {
             Event::CpuTime => ("edgehost_limit_hits_total", "cpu_time"),
             Event::Memory => ("edgehost_limit_hits_total", "memory"),
             Event::MaxBody => ("edgehost_limit_hits_total", "max_body"),
+            Event::MaxPart => ("edgehost_limit_hits_total", "max_part"),
+            Event::MaxResponse => ("edgehost_limit_hits_total", "max_response"),
+            Event::WaitUntil => ("edgehost_limit_hits_total", "wait_until"),
             Event::BodyTimeout => ("edgehost_limit_hits_total", "body_timeout"),
             Event::MaxConcurrency => ("edgehost_limit_hits_total", "max_concurrency"),
             Event::MaxInstances => ("edgehost_limit_hits_total", "max_instances"),
             Event::RateLimit => ("edgehost_limit_hits_total", "rate_limit"),
+        }
+    }
+}
+
+impl Event {
+    /// The manifest key of the limit this event is a hit of, if it is one:
+    /// what an answer the host gives because of it names.
+    pub(crate) fn limit_name(self) -> Option<&'static str> {
+        match self.family_and_kind() {
+            ("edgehost_limit_hits_total", kind) => Some(kind),
+            _ => None,
         }
     }
 }

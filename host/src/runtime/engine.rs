@@ -2,11 +2,12 @@
 //! comment per knob, its epoch ticker, and the linker holding every import a
 //! route may use.
 
+use super::body::Bodies;
 use super::store::HostState;
 use crate::capabilities::kv::KvData;
 use crate::capabilities::sql::SqlData;
 use crate::manifest::{Limits, Manifest};
-use crate::wit::bindings::edge::route::types;
+use crate::wit::bindings::edge::route::{request_body, response_body, types};
 use crate::wit::bindings::edge::sql::sql;
 use crate::wit::bindings::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
 use crate::wit::earlier::wasi::keyvalue0_2_0_draft::store as earlier_store;
@@ -195,6 +196,9 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     // The SDK's imports: the boundary's records, and key-value stores (only
     // those the route is granted open).
     types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+    // Bodies that stream, both ways (`body.wit`).
+    response_body::add_to_linker::<HostState, HasSelf<Bodies>>(&mut linker, HostState::bodies)?;
+    request_body::add_to_linker::<HostState, HasSelf<Bodies>>(&mut linker, HostState::bodies)?;
     store::add_to_linker::<HostState, KvData>(&mut linker, HostState::kv)?;
     atomics::add_to_linker::<HostState, KvData>(&mut linker, HostState::kv)?;
     batch::add_to_linker::<HostState, KvData>(&mut linker, HostState::kv)?;

@@ -2,6 +2,7 @@
 //! the client gets, the counter it is counted under and how loudly it is
 //! logged ([`GuestError::verdict`]).
 
+use super::body::OverLimit;
 use super::cpu::CpuTimeExceeded;
 use super::store::HostState;
 use crate::capabilities::stdio::escape_controls;
@@ -32,6 +33,13 @@ pub enum GuestError {
     /// Every slot of the instance pool is in use.
     #[error("all instance slots are in use")]
     PoolExhausted,
+    /// The guest went past a body limit (`max_body`, `max_part`,
+    /// `max_response`) and was stopped there.
+    #[error("guest stopped at its {limit} of {bytes} bytes")]
+    OverLimit { limit: &'static str, bytes: usize },
+    /// Work after the answer ran past its `wait_until` budget and was stopped.
+    #[error("work after the answer stopped at its wait_until of {0:?}")]
+    WaitUntil(Duration),
 }
 
 /// What a guest failure means.
@@ -63,6 +71,12 @@ impl GuestError {
                 (StatusCode::INTERNAL_SERVER_ERROR, Event::Instantiate, false)
             }
             GuestError::Trap(_) => (StatusCode::INTERNAL_SERVER_ERROR, Event::Trap, false),
+            GuestError::OverLimit { limit, .. } => match *limit {
+                "max_part" => (StatusCode::PAYLOAD_TOO_LARGE, Event::MaxPart, true),
+                "max_body" => (StatusCode::PAYLOAD_TOO_LARGE, Event::MaxBody, true),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, Event::MaxResponse, true),
+            },
+            GuestError::WaitUntil(_) => (StatusCode::INTERNAL_SERVER_ERROR, Event::WaitUntil, true),
         };
         Verdict {
             status,
@@ -118,6 +132,12 @@ pub(super) fn guest_trap(state: &HostState, err: &wasmtime::Error, request_id: &
     if let Some(CpuTimeExceeded(limit)) = err.downcast_ref::<CpuTimeExceeded>() {
         return GuestError::CpuTime(*limit);
     }
+    if let Some(OverLimit { limit, bytes }) = err.downcast_ref::<OverLimit>() {
+        return GuestError::OverLimit {
+            limit,
+            bytes: *bytes,
+        };
+    }
     let reason = trap_reason(err);
     if state.limits.memory_refused {
         GuestError::OutOfMemory {
@@ -165,6 +185,34 @@ mod tests {
                 false,
             ),
             (GuestError::PoolExhausted, 503, Event::MaxInstances, true),
+            (
+                GuestError::OverLimit {
+                    limit: "max_part",
+                    bytes: 1,
+                },
+                413,
+                Event::MaxPart,
+                true,
+            ),
+            (
+                GuestError::OverLimit {
+                    limit: "max_body",
+                    bytes: 1,
+                },
+                413,
+                Event::MaxBody,
+                true,
+            ),
+            (
+                GuestError::OverLimit {
+                    limit: "max_response",
+                    bytes: 1,
+                },
+                500,
+                Event::MaxResponse,
+                true,
+            ),
+            (GuestError::WaitUntil(second), 500, Event::WaitUntil, true),
         ];
         for (error, status, event, limit) in cases {
             let verdict = error.verdict();

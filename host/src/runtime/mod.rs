@@ -13,11 +13,15 @@
 //! | `compile.rs` | reading a component file, compiling it, the compile cache |
 //! | `route.rs` | [`CompiledRoute`] (exports read and checked, grants resolved) and [`RouteTable`] |
 //! | `store.rs` | one request's store: WASI context, limiter, epoch deadline |
-//! | `call.rs` | calling an SDK route's method export |
+//! | `call.rs` | calling an SDK route's method export; a guest that answered early runs on |
+//! | `body.rs` | `body.wit`: answers sent before the method returns, request bodies read as they arrive |
+//! | `background.rs` | guests still running after their answer, waited for at shutdown |
 //! | `proxy.rs` | calling a `wasi:http/proxy` component, streaming both ways |
 //! | `cpu.rs` | the `cpu_time` meter |
 //! | `failure.rs` | [`GuestError`] and its one mapping to a status, a metric and a log level |
 
+mod background;
+mod body;
 mod call;
 mod compile;
 mod cpu;
@@ -28,6 +32,8 @@ mod route;
 mod store;
 
 pub use crate::wit::{Method, Request as GuestRequest, Response as GuestResponse};
+pub(crate) use body::{Incoming, Piece};
+pub(crate) use call::Answer;
 pub use engine::EngineSettings;
 pub use failure::GuestError;
 pub(crate) use proxy::ProxyDone;
@@ -59,6 +65,8 @@ pub struct Runtime {
     metrics: Arc<Metrics>,
     /// Every route's rate-limit buckets, kept across deploys.
     limiters: RateLimiters,
+    /// Guests running on after their answer.
+    background: background::Background,
 }
 
 impl Runtime {
@@ -83,12 +91,24 @@ impl Runtime {
             compile_timeout: settings.compile_timeout,
             metrics: Arc::default(),
             limiters: RateLimiters::default(),
+            background: background::Background::default(),
         })
     }
 
     /// The counters of every route this runtime has loaded.
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Resolves when no guest runs on after its answer (streaming its
+    /// body, or working on within its `wait_until` budget).
+    pub(crate) async fn background_drained(&self) {
+        self.background.drained().await
+    }
+
+    /// How many guests run on after their answer.
+    pub(crate) fn background_running(&self) -> usize {
+        self.background.running()
     }
 
     /// Compiles and links every route of a validated manifest. Reports every

@@ -22,6 +22,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 /// The export a standard `wasi:http/proxy` component answers with.
 const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
+/// The import of a route that reads its request body as it arrives.
+const REQUEST_BODY: &str = "edge:route/request-body@0.1.0";
+
 /// One route, ready to serve: compiled, pre-linked and with its grants.
 pub struct CompiledRoute {
     /// The route's pattern, as written in the manifest.
@@ -36,6 +39,9 @@ pub struct CompiledRoute {
     pub(super) proxy: Option<ProxyPre<HostState>>,
     /// Each method's export, by [`Method::index`].
     pub(super) handlers: [Option<ComponentExportIndex>; Method::ALL.len()],
+    /// It imports `request-body`: its request bodies are streamed to it,
+    /// not read whole first.
+    pub(crate) streams_body: bool,
     /// The `Allow` header's value, computed at load.
     pub(crate) allow: String,
     /// What each of its stores gets.
@@ -130,6 +136,9 @@ impl Runtime {
         tracing::info!(route = %spec.pattern, "{how} in {:?}", started.elapsed());
 
         let ty = component.component_type();
+        let streams_body = ty
+            .imports(&self.engine)
+            .any(|(name, _)| name == REQUEST_BODY);
         let mut handlers = [None; Method::ALL.len()];
         for method in Method::ALL {
             if ty.get_export(&self.engine, method.export_name()).is_some() {
@@ -188,6 +197,7 @@ impl Runtime {
             compiled: entry,
             pre,
             allow: allow_header(proxy.is_some(), &handlers),
+            streams_body,
             proxy,
             handlers,
             grants: Grants {

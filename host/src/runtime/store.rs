@@ -3,6 +3,7 @@
 //! resource table), the memory limiter, and the epoch deadline that enforces
 //! its time limits.
 
+use super::body::Bodies;
 use super::cpu::{CpuMeter, CpuTimeExceeded};
 use crate::capabilities::clocks::{CoarseMonotonicClock, CoarseWallClock};
 use crate::capabilities::kv::{KvAccess, KvView};
@@ -61,12 +62,20 @@ pub(crate) struct HostState {
     cpu: Option<(Arc<CpuMeter>, Duration)>,
     http: WasiHttpCtx,
     outbound: OutboundHooks,
+    /// An SDK route's answer sent before its method returns, and the
+    /// request body of a route that streams it.
+    pub(super) bodies: Bodies,
 }
 
 impl HostState {
     /// What the key-value import works on.
     pub(crate) fn kv(&mut self) -> KvView<'_> {
         KvView::new(&mut self.table, &self.kv)
+    }
+
+    /// What the body imports work on.
+    pub(crate) fn bodies(&mut self) -> &mut Bodies {
+        &mut self.bodies
     }
 
     /// What the SQL import works on.
@@ -232,6 +241,7 @@ pub(super) fn new_store(
             Arc::clone(&grants.route),
             Arc::clone(request_id),
         ),
+        bodies: Bodies::default(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limits);
