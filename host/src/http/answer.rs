@@ -22,24 +22,56 @@ impl HeadBound {
     /// Why a head of these (name, value) lengths is over the bound, if it is.
     /// Each line counts its name, its value and the four bytes of `: ` and
     /// CRLF.
-    pub(crate) fn check(&self, lines: impl Iterator<Item = (usize, usize)>) -> Result<(), String> {
+    pub(crate) fn check(&self, lines: impl Iterator<Item = (usize, usize)>) -> Result<(), Invalid> {
         let (count, bytes) = lines.fold((0usize, 0usize), |(count, bytes), (name, value)| {
             let line = name.saturating_add(value).saturating_add(4);
             (count + 1, bytes.saturating_add(line))
         });
         if count > self.max_headers {
-            return Err(format!(
-                "its {count} headers are over max_headers ({})",
-                self.max_headers
+            return Err(Invalid::over(
+                format!(
+                    "its {count} headers are over max_headers ({})",
+                    self.max_headers
+                ),
+                "max_headers",
             ));
         }
         if bytes > self.max_bytes {
-            return Err(format!(
-                "its head of {bytes} bytes is over max_header_bytes ({})",
-                self.max_bytes
+            return Err(Invalid::over(
+                format!(
+                    "its head of {bytes} bytes is over max_header_bytes ({})",
+                    self.max_bytes
+                ),
+                "max_header_bytes",
             ));
         }
         Ok(())
+    }
+}
+
+/// Why a guest's answer cannot be sent, and the limit it is over if that
+/// is why.
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    pub(crate) reason: String,
+    pub(crate) limit: Option<&'static str>,
+}
+
+impl Invalid {
+    pub(crate) fn over(reason: String, limit: &'static str) -> Invalid {
+        Invalid {
+            reason,
+            limit: Some(limit),
+        }
+    }
+}
+
+impl From<String> for Invalid {
+    fn from(reason: String) -> Invalid {
+        Invalid {
+            reason,
+            limit: None,
+        }
     }
 }
 
@@ -67,8 +99,9 @@ pub(crate) enum HostAnswer {
     /// The guest gave no answer: the status its failure's verdict says,
     /// and the limit it ran into, if that is why.
     Guest(StatusCode, Option<&'static str>),
-    /// The guest gave an answer the host cannot send.
-    InvalidResponse,
+    /// The guest gave an answer the host cannot send: over this limit, if
+    /// that is why.
+    InvalidResponse(Option<&'static str>),
 }
 
 impl HostAnswer {
@@ -162,11 +195,13 @@ impl HostAnswer {
                 }
                 (status, body, None)
             }
-            HostAnswer::InvalidResponse => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                serde_json::json!({ "error": "Internal server error" }),
-                None,
-            ),
+            HostAnswer::InvalidResponse(limit) => {
+                let mut body = serde_json::json!({ "error": "Internal server error" });
+                if let Some(limit) = limit {
+                    body["limit"] = limit.into();
+                }
+                (StatusCode::INTERNAL_SERVER_ERROR, body, None)
+            }
         };
         let mut response = json(status, &body);
         let headers = response.headers_mut();

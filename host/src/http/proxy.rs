@@ -95,13 +95,16 @@ where
         .headers()
         .iter()
         .map(|(name, value)| (name.as_str().len(), value.len()));
-    if let Err(reason) = head.check(lines) {
-        return Err(HostAnswer::guest_failed(
-            route,
-            id,
-            &path,
-            GuestError::Trap(format!("the guest's answer is too large: {reason}")),
-        ));
+    if let Err(invalid) = head.check(lines) {
+        count(Event::InvalidResponse);
+        tracing::error!(
+            request_id = %id,
+            route = %route.name,
+            path = %path,
+            "guest returned an invalid response: its head is too large: {}",
+            invalid.reason
+        );
+        return Err(HostAnswer::InvalidResponse(invalid.limit));
     }
     let status = response.status().as_u16();
     if status < 200 {

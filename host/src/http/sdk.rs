@@ -5,7 +5,7 @@
 //! its answer checked and sent: a response record whole, a streamed answer
 //! chunk by chunk as the guest writes it.
 
-use super::answer::{HeadBound, HostAnswer};
+use super::answer::{HeadBound, HostAnswer, Invalid};
 use super::body::{boxed, declares_more_than, read_limited, BodyError, BoxError, HostBody};
 use crate::metrics::Event;
 use crate::runtime::{Answer, CompiledRoute, Incoming, Piece, Runtime};
@@ -84,15 +84,18 @@ where
             response.map(|()| Streamed { body }.boxed_unsync())
         }),
     };
-    checked.map_err(|reason| {
-        count(Event::InvalidResponse);
+    checked.map_err(|Invalid { reason, limit }| {
+        count(match limit {
+            Some("max_response") => Event::MaxResponse,
+            _ => Event::InvalidResponse,
+        });
         tracing::error!(
             request_id = %id,
             route = %route.name,
             path = %uri.path(),
             "guest returned an invalid response: {reason}"
         );
-        HostAnswer::InvalidResponse
+        HostAnswer::InvalidResponse(limit)
     })
 }
 
@@ -237,18 +240,21 @@ fn into_http(
     strip_body: bool,
     max_response: usize,
     head: HeadBound,
-) -> Result<Response<Full<Bytes>>, String> {
+) -> Result<Response<Full<Bytes>>, Invalid> {
     if guest.body.len() > max_response {
-        return Err(format!(
-            "body of {} bytes is over the route's max_response of {max_response}",
-            guest.body.len()
+        return Err(Invalid::over(
+            format!(
+                "body of {} bytes is over the route's max_response of {max_response}",
+                guest.body.len()
+            ),
+            "max_response",
         ));
     }
     let body = std::mem::take(&mut guest.body);
     let mut response = into_head(guest, head)?;
     let status = response.status();
     if status_has_no_body(status) && !body.is_empty() {
-        return Err(format!("status {status} cannot have a body"));
+        return Err(format!("status {status} cannot have a body").into());
     }
     if strip_body {
         // HEAD answered by GET: the same headers, the length GET would send,
@@ -269,7 +275,7 @@ fn status_has_no_body(status: StatusCode) -> bool {
 /// Checks and converts a guest's status and headers (its body aside): a
 /// final status, valid names and values within the head's bound, the
 /// headers the host owns dropped.
-fn into_head(guest: GuestResponse, head: HeadBound) -> Result<Response<()>, String> {
+fn into_head(guest: GuestResponse, head: HeadBound) -> Result<Response<()>, Invalid> {
     head.check(
         guest
             .headers
