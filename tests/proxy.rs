@@ -38,7 +38,7 @@ fn every_method_goes_to_the_component_with_params_in_a_header() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
         reply.text(),
-        "method=GET path=/px/7/a%2Fb/c/info query=q=1 params=id=7&_splat=a%2Fb%2Fc%2Finfo route=/px/$id/$"
+        "method=GET path=/px/7/a%2Fb/c/info query=q=1 params=id=7&_splat=a%252Fb%2Fc%2Finfo route=/px/$id/$"
     );
     host.wait_for_log("wasi-proxy saw /px/7/a%2Fb/c/info");
 

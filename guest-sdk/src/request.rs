@@ -81,7 +81,10 @@ impl Request {
     }
 
     /// The path parameter `name` from the route's pattern, percent-decoded.
-    /// A splat (`$` at the end of the pattern) is under `"_splat"`.
+    /// A splat (`$` at the end of the pattern) is under `"_splat"`: the rest
+    /// of the path, each segment decoded but for `%` and `/` (kept as `%25`
+    /// and `%2F`), so `/files/a%2Fb/c` gives `"a%2Fb/c"` and `/files/a/b/c`
+    /// gives `"a/b/c"`.
     ///
     /// ```
     /// let req = guest_sdk::Request::builder("GET", "/files/a/b").param("_splat", "a/b").build();

@@ -5,7 +5,13 @@
 //! - `/api/posts/$postId`: a `$name` segment matches one non-empty segment and
 //!   exposes it, percent-decoded, as param `name`;
 //! - `/files/$`: a final bare `$` (splat) matches the rest of the path, slashes
-//!   included and possibly empty, exposed as param `_splat`.
+//!   included and possibly empty, exposed as param `_splat`: its segments,
+//!   each percent-decoded but for `%` and `/`, which stay `%25` and `%2F`,
+//!   joined by `/`. So a separator and an encoded slash stay apart:
+//!   `/files/a%2Fb/c` gives `_splat = "a%2Fb/c"` (two segments, `a/b` and
+//!   `c`), `/files/a/b/c` gives `"a/b/c"` (three), and `/files/hello%20w`
+//!   gives `"hello w"`. Splitting `_splat` on `/` and decoding each part
+//!   gives the segments exactly.
 //!
 //! Precedence, whatever the order of the manifest:
 //! 1. segment by segment from the left, the earlier segment decides first;
@@ -253,7 +259,26 @@ fn find(node: &Node, segments: &[String], params: &mut Vec<(String, String)>) ->
         }
     }
     node.splat
-        .inspect(|_| params.push((SPLAT.to_string(), segments.join("/"))))
+        .inspect(|_| params.push((SPLAT.to_string(), splat_value(segments))))
+}
+
+/// A splat's value: decoded segments, `%` and `/` in them escaped again,
+/// joined by `/` (see the module's rule).
+fn splat_value(segments: &[String]) -> String {
+    let mut value = String::new();
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 {
+            value.push('/');
+        }
+        for c in segment.chars() {
+            match c {
+                '%' => value.push_str("%25"),
+                '/' => value.push_str("%2F"),
+                c => value.push(c),
+            }
+        }
+    }
+    value
 }
 
 /// Percent-decodes one path segment.
@@ -357,6 +382,22 @@ mod tests {
                 &["/a/b/c", "/a/$x/d"],
                 "/a/b/d",
                 Some(("/a/$x/d", &[("x", "b")])),
+            ),
+            // a splat keeps an encoded slash apart from a separator
+            (
+                &["/files/$"],
+                "/files/a%2Fb/c",
+                Some(("/files/$", &[("_splat", "a%2Fb/c")])),
+            ),
+            (
+                &["/files/$"],
+                "/files/a/b/c",
+                Some(("/files/$", &[("_splat", "a/b/c")])),
+            ),
+            (
+                &["/files/$"],
+                "/files/100%25%2f/hello%20w%C3%B6rld",
+                Some(("/files/$", &[("_splat", "100%25%2F/hello wörld")])),
             ),
             // splat may be empty
             (
