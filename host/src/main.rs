@@ -150,6 +150,11 @@ enum Command {
         /// Once listening, write where to FILE (as `serve --ready-file`).
         #[arg(long, value_name = "FILE")]
         ready_file: Option<PathBuf>,
+        /// Turn the admin API on at this address, as `serve --admin` does
+        /// (for `edgehost trigger`, metrics); its token is read from
+        /// EDGEHOST_ADMIN_TOKEN.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
     },
     /// Build route crates to WebAssembly components (wasm32-wasip2, release),
     /// installing the target with rustup if it is missing.
@@ -181,6 +186,23 @@ enum Command {
     Routes {
         #[command(flatten)]
         manifest: ManifestArg,
+    },
+    /// Print a manifest's [[schedule]] entries and the next run of each.
+    Schedules {
+        #[command(flatten)]
+        manifest: ManifestArg,
+    },
+    /// Run a schedule's route now on a running host (its admin API), as its
+    /// next tick would, and print what it answered.
+    Trigger {
+        /// The path a [[schedule]] calls, for example /api/tasks/cleanup.
+        path: String,
+        /// The host's admin API.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        to: String,
+        /// The environment variable holding the admin token.
+        #[arg(long, default_value = edgehost::manifest::TOKEN_ENV)]
+        token_env: String,
     },
     /// Print every limit a route runs within, its default and what happens
     /// when it is hit (set them in [server] or a route's entry).
@@ -233,13 +255,20 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             ready_file,
-        } => cli::dev(&manifest.path(), listen, data_dir, ready_file),
+            admin,
+        } => cli::dev(&manifest.path(), listen, data_dir, ready_file, admin),
         Command::New { url, manifest, sdk } => {
             cli::new_route(&manifest.path(), &url, sdk.as_deref())
         }
         Command::Build { dirs } => cli::build(&dirs),
         Command::Check { manifest } => cli::check(&manifest.path()),
         Command::Routes { manifest } => cli::routes(&manifest.path()),
+        Command::Schedules { manifest } => cli::schedules(&manifest.path()),
+        Command::Trigger {
+            path,
+            to,
+            token_env,
+        } => cli::trigger(&path, &to, &token_env),
         Command::Limits => {
             cli::limits();
             Ok(())

@@ -1,4 +1,4 @@
-//! `edgehost deploy` and `edgehost rollback`: the client of a running
+//! `edgehost deploy`, `edgehost rollback` and `edgehost trigger`: the client of a running
 //! host's admin API. A deploy uploads each component the host lacks (named
 //! by its SHA-256), then the manifest.
 
@@ -24,6 +24,36 @@ pub fn deploy(manifest_path: &Path, to: &str, token_env: &str) -> anyhow::Result
 pub fn rollback(to: &str, token_env: &str) -> anyhow::Result<()> {
     let client = Client::new(to, token_env)?;
     client_runtime()?.block_on(client.rollback())
+}
+
+/// `edgehost trigger`: runs `path`'s schedule on the host now and prints
+/// what the route answered; fails when the route's answer is not a success.
+pub fn trigger(path: &str, to: &str, token_env: &str) -> anyhow::Result<()> {
+    let client = Client::new(to, token_env)?;
+    client_runtime()?.block_on(async {
+        let body = serde_json::json!({ "path": path }).to_string();
+        let (status, body) = client
+            .send(
+                Method::POST,
+                "/v1/schedules/trigger",
+                "application/json",
+                Bytes::from(body),
+            )
+            .await?;
+        if !status.is_success() {
+            bail!("trigger refused ({status}): {}", reason(&body));
+        }
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let answered = answer["status"].as_u64().unwrap_or(0);
+        println!("{path}: {answered}");
+        if let Some(text) = answer["body"].as_str().filter(|t| !t.is_empty()) {
+            println!("{text}");
+        }
+        if !(200..300).contains(&answered) {
+            bail!("the route answered {answered}");
+        }
+        Ok(())
+    })
 }
 
 /// What a deploy sends: the request, and each component file it names as

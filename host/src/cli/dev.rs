@@ -21,6 +21,7 @@ pub fn dev(
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     ready_file: Option<PathBuf>,
+    admin: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let errors = BuildErrors::default();
     loop {
@@ -41,7 +42,7 @@ pub fn dev(
             manifest: manifest_path.to_path_buf(),
             listen,
             data_dir,
-            admin: None,
+            admin,
             watch: false,
             resume: false,
             ready_file,

@@ -93,13 +93,19 @@ pub fn routes(manifest_path: &Path) -> anyhow::Result<()> {
             limits.join(" "),
         ]);
     }
-    let mut widths = [0; 4];
-    for row in &rows {
+    print_table(&rows);
+    Ok(())
+}
+
+/// Rows in aligned columns.
+fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let mut widths = [0; N];
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    for row in &rows {
+    for row in rows {
         let line: Vec<String> = row
             .iter()
             .zip(widths)
@@ -107,6 +113,35 @@ pub fn routes(manifest_path: &Path) -> anyhow::Result<()> {
             .collect();
         println!("{}", line.join("  ").trim_end());
     }
+}
+
+/// `edgehost schedules`: a manifest's `[[schedule]]` entries and the next
+/// run of each (UTC), from this machine's clock.
+pub fn schedules(manifest_path: &Path) -> anyhow::Result<()> {
+    let loaded = load(manifest_path, None, Purpose::List)?;
+    let now = chrono::Utc::now();
+    let mut rows = vec![[
+        "CRON".to_string(),
+        "METHOD".to_string(),
+        "PATH".to_string(),
+        "NEXT RUN (UTC)".to_string(),
+    ]];
+    for schedule in &loaded.manifest.schedules {
+        let next = schedule.next_after(&now).map_or("never".to_string(), |at| {
+            at.format("%Y-%m-%d %H:%M:%S").to_string()
+        });
+        rows.push([
+            schedule.cron().to_string(),
+            schedule.method().to_string(),
+            schedule.path().to_string(),
+            next,
+        ]);
+    }
+    if rows.len() == 1 {
+        println!("{}: no [[schedule]] entries", manifest_path.display());
+        return Ok(());
+    }
+    print_table(&rows);
     Ok(())
 }
 

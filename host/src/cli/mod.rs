@@ -8,8 +8,8 @@
 //! | `rebuild.rs` | `dev`'s watch: rebuild the crates that changed, reload |
 //! | `build.rs` | `build`: one cargo run for every route crate |
 //! | `new.rs` | `new`: scaffold a route crate |
-//! | `inspect.rs` | `check`, `routes` and `limits` |
-//! | `deploy.rs` | `deploy` and `rollback`: the admin API's client |
+//! | `inspect.rs` | `check`, `routes`, `schedules` and `limits` |
+//! | `deploy.rs` | `deploy`, `rollback` and `trigger`: the admin API's client |
 //! | `fleet.rs` | `deploy --fleet`, `rollback --fleet`, `fleet status` |
 
 mod build;
@@ -22,10 +22,10 @@ mod rebuild;
 mod serve;
 
 pub use build::build_dirs as build;
-pub use deploy::{deploy, rollback};
+pub use deploy::{deploy, rollback, trigger};
 pub use dev::dev;
 pub use fleet::{deploy_fleet, fleet_status, rollback_fleet, FleetTarget};
-pub use inspect::{check, limits, routes};
+pub use inspect::{check, limits, routes, schedules};
 pub use new::new_route;
 pub use serve::{serve, ServeOptions};
 

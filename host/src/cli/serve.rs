@@ -9,10 +9,12 @@
 
 use super::{load, Loaded, Purpose};
 use crate::control::watcher::{stamp, Stamp, Watcher};
+use crate::control::TickClaims;
 use crate::control::{BuildErrors, Deployer, Host};
-use crate::fleet::Member;
+use crate::fleet::{host_name, FleetTicks, Member};
 use crate::http;
 use crate::http::admin::Admin;
+use crate::http::schedule::Scheduler;
 use crate::manifest::{self, AdminSettings, Sources};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -105,10 +107,20 @@ pub(super) fn serve_with(
             &data_dir,
         ))
     });
+    // In a fleet, each tick runs on the one host that claims it.
+    let claims = fleet.as_ref().map(|(spec, url)| {
+        let ticks = FleetTicks::new(
+            spec.name().to_string(),
+            (url.clone(), spec.nats_url_env().to_string()),
+            host_name(listen),
+        );
+        Arc::new(ticks) as Arc<dyn TickClaims>
+    });
+    let scheduler = Arc::new(Scheduler::new(Arc::clone(&host), claims));
     let admin = admin_settings
         .zip(deployer.clone())
         .map(|(settings, deployer)| {
-            Admin::new(Arc::clone(&deployer), &settings)
+            Admin::new(Arc::clone(&deployer), Arc::clone(&scheduler), &settings)
                 .map(|api| (Arc::new(api), deployer, settings.listen))
         })
         .transpose()?;
@@ -193,6 +205,11 @@ pub(super) fn serve_with(
             .write(path)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
         }
+        let schedules = host.deployments.current().table.schedules().len();
+        if schedules > 0 {
+            tracing::info!("running {schedules} schedules");
+        }
+        tokio::spawn(Arc::clone(&scheduler).run(until(stopped.clone())));
         http::server::serve(listener, host, until(stopped)).await;
         let _ = public_drained.send(true);
         if let Some(task) = admin_task {

@@ -12,6 +12,7 @@
 //! | `gc.rs` | deleting components and compiled code no kept deployment uses |
 //! | `watcher.rs` | the one file watcher (`serve --watch`, `dev`) |
 //! | `build_errors.rs` | `dev`'s failed builds, answered as the route's 500 |
+//! | `ticks.rs` | who runs a schedule's tick: one host, or the first of a fleet to claim it |
 
 mod build_errors;
 mod components;
@@ -20,6 +21,7 @@ mod deployments;
 mod gc;
 mod host;
 mod record;
+mod ticks;
 pub(crate) mod watcher;
 
 pub(crate) use build_errors::BuildErrors;
@@ -28,3 +30,4 @@ pub(crate) use deployer::{Deployer, Prepared};
 pub(crate) use deployments::Deployment;
 pub(crate) use host::Host;
 pub(crate) use record::DeployRequest;
+pub(crate) use ticks::TickClaims;

@@ -9,6 +9,7 @@
 //! | object store `edgehost-F-components` | components, each named by its SHA-256 |
 //! | key-value bucket `edgehost-F-hosts` (age limit [`HEARTBEAT_AGE`]) | each live host's [`Heartbeat`] |
 //! | subject `edgehost.F.prepare` | a deploy asks every live host to prepare a deployment ([`PrepareReply`]) |
+//! | key-value bucket `edgehost-F-ticks` (age limit [`TICK_AGE`]) | one key per schedule tick, created by the host that runs it |
 
 use crate::control::DeployRequest;
 use async_nats::jetstream::{self, kv, object_store};
@@ -23,6 +24,9 @@ pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 pub(crate) const HEARTBEAT_AGE: Duration = Duration::from_secs(5);
 /// How long a NATS call may take before the fleet counts as unreachable.
 pub(crate) const NATS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a claimed tick is remembered: far longer than any two hosts'
+/// clocks disagree.
+pub(crate) const TICK_AGE: Duration = Duration::from_secs(3600);
 /// Deployments a pointer remembers for rollbacks.
 const POINTER_HISTORY: usize = 20;
 
@@ -435,6 +439,19 @@ impl Bus {
         hosts.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         Ok(hosts)
     }
+}
+
+/// Fleet `fleet`'s bucket of claimed schedule ticks, made if missing.
+pub(crate) async fn ticks(client: async_nats::Client, fleet: &str) -> anyhow::Result<kv::Store> {
+    let js = jetstream::new(client);
+    let config = kv::Config {
+        bucket: format!("edgehost-{fleet}-ticks"),
+        description: format!("edgehost fleet {fleet}: schedule ticks, each claimed by one host"),
+        history: 1,
+        max_age: TICK_AGE,
+        ..Default::default()
+    };
+    open_kv(&js, config).await
 }
 
 /// The bucket `config` names, made if missing. The stream is made as the

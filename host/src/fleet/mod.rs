@@ -14,11 +14,14 @@
 //! | `bus.rs` | the fleet's buckets, subjects and records in JetStream |
 //! | `member.rs` | a host in a fleet: prepare, follow the pointer, heartbeats |
 //! | `client.rs` | `deploy --fleet`, `rollback --fleet`, `fleet status` |
+//! | `ticks.rs` | schedule ticks: each runs on the one host that claims it |
 
 mod bus;
 mod client;
 mod member;
+mod ticks;
 
 pub(crate) use bus::{connect, Bus};
 pub(crate) use client::{deploy, rollback, status, Moved};
-pub(crate) use member::Member;
+pub(crate) use member::{host_name, Member};
+pub(crate) use ticks::FleetTicks;

@@ -22,6 +22,7 @@ use super::answer::json;
 use super::body::{read_limited, BodyError};
 use super::connections::{ConnectionLimits, Connections};
 use super::listener::{self, HeadLimits};
+use super::schedule::Scheduler;
 use crate::control::{DeployRequest, Deployer, Deployment, UploadError};
 use crate::manifest::AdminSettings;
 use bytes::Bytes;
@@ -54,12 +55,17 @@ pub(crate) struct Admin {
     token_digest: [u8; 32],
     max_upload: usize,
     deployer: Arc<Deployer>,
+    scheduler: Arc<Scheduler>,
 }
 
 impl Admin {
     /// The admin API for `deployer`, with the token read from the
     /// environment variable `settings` names. Fails when it is unset or empty.
-    pub(crate) fn new(deployer: Arc<Deployer>, settings: &AdminSettings) -> anyhow::Result<Admin> {
+    pub(crate) fn new(
+        deployer: Arc<Deployer>,
+        scheduler: Arc<Scheduler>,
+        settings: &AdminSettings,
+    ) -> anyhow::Result<Admin> {
         let token = std::env::var(&settings.token_env).unwrap_or_default();
         if token.is_empty() {
             anyhow::bail!(
@@ -77,6 +83,7 @@ impl Admin {
             token_digest: Sha256::digest(token.as_bytes()).into(),
             max_upload: settings.max_upload,
             deployer,
+            scheduler,
         })
     }
 
@@ -191,6 +198,8 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
         }
         (&Method::POST, "/v1/deployments", _) => deploy(admin, req).await,
         (&Method::POST, "/v1/cache/purge", _) => purge(admin, req).await,
+        (&Method::GET, "/v1/schedules", _) => json(StatusCode::OK, &admin.scheduler.listing()),
+        (&Method::POST, "/v1/schedules/trigger", _) => trigger(admin, req).await,
         (&Method::POST, "/v1/rollback", _) => match admin.deployer.rollback().await {
             Ok(deployment) => json(StatusCode::OK, &describe(&deployment, true)),
             Err(reason) => error(StatusCode::CONFLICT, &reason),
@@ -280,6 +289,40 @@ async fn upload(admin: &Admin, hash: String, req: Request<Incoming>) -> Response
 struct Purge {
     prefix: Option<String>,
     tag: Option<String>,
+}
+
+/// `POST /v1/schedules/trigger {"path": "/api/tasks/cleanup"}`: runs that
+/// path's schedule now and answers what the route answered.
+async fn trigger(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Trigger {
+        path: String,
+    }
+    let body = match read_body(admin, req).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    let path = match serde_json::from_slice::<Trigger>(&body) {
+        Ok(Trigger { path }) => path,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not {{\"path\": \"/...\"}}: {err}"),
+            )
+        }
+    };
+    match admin.scheduler.trigger(&path).await {
+        Ok(called) => json(
+            StatusCode::OK,
+            &json!({
+                "path": path,
+                "status": called.status,
+                "body": String::from_utf8_lossy(&called.body),
+            }),
+        ),
+        Err(reason) => error(StatusCode::NOT_FOUND, &reason),
+    }
 }
 
 async fn purge(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -31,6 +31,21 @@ pub(crate) struct Guests {
     pub(crate) bounds: sdk::Bounds,
 }
 
+impl Guests {
+    /// Guests of `host`, bounded as its `[server]` limits say.
+    pub(crate) fn new(host: Arc<Host>) -> Guests {
+        let limits = &host.started_with.server;
+        let bounds = sdk::Bounds {
+            body_timeout: limits.body_timeout,
+            head: super::answer::HeadBound {
+                max_headers: limits.max_headers,
+                max_bytes: limits.max_header_bytes,
+            },
+        };
+        Guests { host, bounds }
+    }
+}
+
 /// The route's answer to `req`, its policies applied.
 pub(crate) async fn answer(
     guests: &Guests,

@@ -25,6 +25,7 @@ mod edge;
 mod listener;
 mod proxy;
 mod request_id;
+pub(crate) mod schedule;
 mod sdk;
 pub(crate) mod server;
 mod storing;

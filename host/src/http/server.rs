@@ -8,13 +8,13 @@
 //! the snapshot it started with until it is answered.
 
 use super::access_log::AccessLine;
-use super::answer::{build_failed, HeadBound, HostAnswer};
+use super::answer::{build_failed, HostAnswer};
 use super::body::{boxed, HostBody};
 use super::connections::{ConnectionLimits, Connections};
 use super::edge::{self, Guests};
 use super::listener::{self, HeadLimits};
 use super::request_id::RequestIds;
-use super::sdk;
+use super::schedule::{SCHEDULED, SCHEDULED_AT};
 use crate::control::Host;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Version};
@@ -45,16 +45,7 @@ pub(crate) async fn serve(
     let public = Arc::new(Public {
         host: Arc::clone(&host),
         ids: RequestIds::new(),
-        guests: Guests {
-            host: Arc::clone(&host),
-            bounds: sdk::Bounds {
-                body_timeout: limits.body_timeout,
-                head: HeadBound {
-                    max_headers: limits.max_headers,
-                    max_bytes: limits.max_header_bytes,
-                },
-            },
-        },
+        guests: Guests::new(Arc::clone(&host)),
     });
     let connections = Connections::new(
         ConnectionLimits {
@@ -109,8 +100,13 @@ pub(crate) async fn serve(
 }
 
 /// One request, start to finish.
-async fn handle(public: &Public, req: Request<Incoming>, client: &str) -> Response<HostBody> {
+async fn handle(public: &Public, mut req: Request<Incoming>, client: &str) -> Response<HostBody> {
     let started = Instant::now();
+    // Only the host's scheduler marks a call as scheduled: a client's
+    // marks are dropped.
+    let headers = req.headers_mut();
+    headers.remove(SCHEDULED);
+    headers.remove(SCHEDULED_AT);
     // No span per request: creating one formats its fields even when nothing
     // is logged. Each event names the request id itself.
     let id = public.ids.for_request(req.headers());

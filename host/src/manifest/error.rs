@@ -125,6 +125,12 @@ pub enum ManifestError {
         line: usize,
         reason: String,
     },
+    #[error("{file}:{line}: [[schedule]]: {reason}")]
+    Schedule {
+        file: String,
+        line: usize,
+        reason: String,
+    },
     #[error("{file}:{line}: [kv.{store}]: {reason}")]
     KvStore {
         file: String,

@@ -25,6 +25,7 @@
 //! | `kv.rs` | `[kv.NAME]`: each key-value store's backend |
 //! | `sql.rs` | `[sql.NAME]`: each SQL database's backend, its migrations read |
 //! | `fleet.rs` | `[fleet]`: the fleet a host takes its deployments from |
+//! | `schedule.rs` | `[[schedule]]`: routes the host calls on a cron schedule |
 //! | `policies.rs` | edge policies: `[cache]`, and each route's `cache`, `cors` and `rate_limit` |
 //! | `folders.rs` | file-based routes: folder = URL, and where cargo puts components |
 //! | `mount.rs` | merging `[routes]` crates into the `[[route]]` entries |
@@ -38,6 +39,7 @@ pub(crate) mod limits;
 mod mount;
 pub(crate) mod policies;
 mod quantity;
+pub(crate) mod schedule;
 mod schema;
 pub(crate) mod sql;
 mod validate;
@@ -47,6 +49,7 @@ pub use fleet::FleetSpec;
 pub use kv::{KvBackendKind, KvStoreSpec};
 pub use limits::{Limits, ServerLimits};
 pub use policies::{CacheSettings, CorsPolicy, RateLimitPolicy};
+pub use schedule::ScheduleSpec;
 pub use sql::{SqlBackendKind, SqlDatabaseSpec};
 
 use crate::capabilities::outbound::AllowedHost;
@@ -84,6 +87,8 @@ pub struct Manifest {
     /// The host's response cache (`[cache]`).
     pub cache: CacheSettings,
     pub routes: Vec<RouteSpec>,
+    /// Routes the host calls on a schedule (`[[schedule]]`).
+    pub schedules: Vec<ScheduleSpec>,
 }
 
 /// Where the admin API listens and how it checks callers.

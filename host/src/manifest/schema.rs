@@ -35,6 +35,18 @@ pub(crate) struct RawManifest {
     pub(crate) fleet: Option<Spanned<RawFleet>>,
     /// `[cache]`: the host's response cache.
     pub(crate) cache: Option<Spanned<RawCache>>,
+    /// `[[schedule]]`: routes the host calls on a schedule.
+    #[serde(default, rename = "schedule")]
+    pub(crate) schedules: Vec<Spanned<RawSchedule>>,
+}
+
+/// One `[[schedule]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSchedule {
+    pub(crate) cron: String,
+    pub(crate) path: String,
+    pub(crate) method: Option<String>,
 }
 
 /// `[fleet]`.

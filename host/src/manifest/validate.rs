@@ -11,7 +11,8 @@ use super::mount::mount_folder_routes;
 use super::policies::{CacheSettings, CorsPolicy, RawCache, RawCors};
 use super::schema::{RawAdmin, RawKvStore, RawManifest, RawRoute, RawServer, WrittenLimits};
 use super::{
-    base_of, AdminSettings, Lookup, Manifest, RouteSpec, Secret, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
+    base_of, schedule, AdminSettings, Lookup, Manifest, RouteSpec, Secret, DEFAULT_DATA_DIR,
+    DEFAULT_LISTEN,
 };
 use crate::capabilities::outbound::AllowedHost;
 use crate::router::Pattern;
@@ -92,6 +93,15 @@ pub(crate) fn check(
         );
         routes.extend(route);
     }
+    // 6. `[[schedule]]`: each pattern, and a route for each path.
+    let (file_name, errors) = (&checker.file, &mut checker.errors);
+    let schedules = schedule::check_all(
+        &raw.schedules,
+        &routes,
+        file_name,
+        &|o| line_of(text, o),
+        errors,
+    );
     if !checker.errors.is_empty() {
         return Err(ManifestErrors(checker.errors));
     }
@@ -106,6 +116,7 @@ pub(crate) fn check(
         fleet,
         cache,
         routes,
+        schedules,
     })
 }
 

@@ -141,11 +141,40 @@ impl Runtime {
                 }),
             }
         }
+        let router = Router::new(manifest.routes.iter().map(|spec| &spec.pattern));
+        // A schedule's route must answer its method.
+        for schedule in &manifest.schedules {
+            let route = router
+                .lookup(&schedule.path)
+                .ok()
+                .flatten()
+                .and_then(|found| routes.get(found.route));
+            let method = Method::from_http(&schedule.method);
+            if let (Some(route), Some(method)) = (route, method) {
+                if !route.handles(method) {
+                    errors.push(ManifestError::Schedule {
+                        file: manifest.file.display().to_string(),
+                        line: schedule.line,
+                        reason: format!(
+                            "{} {}: route {:?} does not answer {} (it answers {})",
+                            schedule.method,
+                            schedule.path,
+                            route.name,
+                            schedule.method,
+                            route.allow
+                        ),
+                    });
+                }
+            }
+        }
         if !errors.is_empty() {
             return Err(ManifestErrors(errors));
         }
-        let router = Router::new(manifest.routes.iter().map(|spec| &spec.pattern));
-        Ok(RouteTable { router, routes })
+        Ok(RouteTable {
+            router,
+            routes,
+            schedules: manifest.schedules.clone(),
+        })
     }
 
     /// Applies the migrations of `manifest`'s databases that are not yet

@@ -9,7 +9,7 @@ use crate::capabilities::kv::KvAccess;
 use crate::capabilities::outbound::OutboundPolicy;
 use crate::capabilities::sql::SqlAccess;
 use crate::edge::RateLimiter;
-use crate::manifest::{CorsPolicy, Limits, RouteSpec};
+use crate::manifest::{CorsPolicy, Limits, RouteSpec, ScheduleSpec};
 use crate::metrics::{RouteMetrics, RunningGuard};
 use crate::router::{Match, Params, PathError, Router};
 use crate::wit::{check_method_export, Method};
@@ -82,6 +82,8 @@ impl CompiledRoute {
 pub struct RouteTable {
     pub(super) router: Router,
     pub(super) routes: Vec<CompiledRoute>,
+    /// The routes the host calls on a schedule.
+    pub(super) schedules: Vec<ScheduleSpec>,
 }
 
 impl RouteTable {
@@ -91,6 +93,11 @@ impl RouteTable {
             .router
             .lookup(path)?
             .and_then(|Match { route, params }| Some((self.routes.get(route)?, params))))
+    }
+
+    /// The manifest's `[[schedule]]` entries.
+    pub(crate) fn schedules(&self) -> &[ScheduleSpec] {
+        &self.schedules
     }
 
     /// The routes in manifest order.
