@@ -56,14 +56,22 @@ impl Upstream {
     }
 }
 
+/// Answers the requests of one connection: one, unless they are for
+/// `/keep`, which answers and waits for the next request on the same
+/// connection.
 fn answer(mut stream: TcpStream, seen: &Mutex<Vec<String>>) {
+    while answer_one(&mut stream, seen) {}
+}
+
+/// Answers one request; whether the connection stays open for another.
+fn answer_one(stream: &mut TcpStream, seen: &Mutex<Vec<String>>) -> bool {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         match stream.read(&mut byte) {
             Ok(1) => head.push(byte[0]),
-            _ => return,
+            _ => return false,
         }
     }
     let head = String::from_utf8_lossy(&head).into_owned();
@@ -94,6 +102,13 @@ fn answer(mut stream: TcpStream, seen: &Mutex<Vec<String>>) {
             .to_string()
     };
     let response = match path {
+        "/keep" => {
+            let body = b"kept";
+            let mut r =
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+            r.extend_from_slice(body);
+            return stream.write_all(&r).is_ok();
+        }
         "/redirect" => format!(
             "HTTP/1.1 302 Found\r\nlocation: {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
             param("to")
@@ -112,7 +127,7 @@ fn answer(mut stream: TcpStream, seen: &Mutex<Vec<String>>) {
         "/hang" => {
             // Hold the connection without answering until the client leaves.
             let _ = stream.read(&mut byte);
-            return;
+            return false;
         }
         _ => {
             let body =
@@ -125,6 +140,7 @@ fn answer(mut stream: TcpStream, seen: &Mutex<Vec<String>>) {
         }
     };
     let _ = stream.write_all(&response);
+    false
 }
 
 fn route(path: &str, component_name: &str, extra: &str) -> String {
@@ -432,4 +448,62 @@ fn a_bad_allowed_outbound_host_is_a_manifest_error() {
         stderr.contains("manifest.toml:4: route \"/p/$\": allowed_outbound_hosts: \"ftp://files.example.com\" is not an origin"),
         "{stderr}"
     );
+}
+
+#[test]
+fn outbound_connections_are_kept_and_reused_across_requests() {
+    let upstream = Upstream::start();
+    let unlisted = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(
+        dir.path(),
+        &[route(
+            "/hostile/$mode",
+            "fixture_hostile",
+            &format!("allowed_outbound_hosts = [{:?}]", upstream.url()),
+        )],
+    );
+    let url = format!("{}/keep", upstream.url());
+    let started = std::time::Instant::now();
+    // 200 requests of 50 fetches each, four clients at a time.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, url) = (host.addr, url.clone());
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let reply = support::request(
+                        addr,
+                        "GET",
+                        &format!("/hostile/fetch?times=50&url={url}"),
+                        &[],
+                        b"",
+                    );
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                    let results: Vec<String> = serde_json::from_slice(&reply.body).unwrap();
+                    assert_eq!(results.len(), 50);
+                    assert!(results.iter().all(|r| r == "200 (4 bytes)"), "{results:?}");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let opened = upstream.connections();
+    println!(
+        "10,000 fetches in {:?} over {opened} connections",
+        started.elapsed()
+    );
+    assert!(opened <= 20, "{opened} connections for 10,000 fetches");
+    // The pool never takes a request past the allow-list.
+    let refused = host.get(&format!(
+        "/hostile/fetch?times=3&url={}/keep",
+        unlisted.url()
+    ));
+    let results: Vec<String> = serde_json::from_slice(&refused.body).unwrap();
+    assert!(
+        results.iter().all(|r| r.starts_with("error")),
+        "{results:?}"
+    );
+    assert_eq!(unlisted.connections(), 0);
 }

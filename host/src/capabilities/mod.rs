@@ -3,7 +3,8 @@
 //! files, sockets or environment on a guest's behalf. `log_throttle.rs`
 //! keeps a failing backend's log lines to one per interval;
 //! `allowed_host.rs` parses and matches `allowed_outbound_hosts` entries and
-//! `destinations.rs` decides which addresses outbound HTTP may connect to.
+//! `destinations.rs` decides which addresses outbound HTTP may connect to,
+//! `pool.rs` keeps its connections open between requests.
 
 mod allowed_host;
 pub(crate) mod clocks;
@@ -11,5 +12,6 @@ mod destinations;
 pub mod kv;
 mod log_throttle;
 pub(crate) mod outbound;
+pub(crate) mod pool;
 pub mod sql;
 pub(crate) mod stdio;

@@ -5,6 +5,7 @@
 
 pub(crate) use super::allowed_host::AllowedHost;
 use super::destinations;
+use super::pool::{Origin, OutboundPool, Timeouts};
 use http::uri::Scheme;
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -86,15 +87,23 @@ struct Target {
 /// The per-request side of outbound HTTP: the policy, and what was used.
 pub(crate) struct OutboundHooks {
     policy: Arc<OutboundPolicy>,
+    /// The host's kept connections.
+    pool: Arc<OutboundPool>,
     route: Arc<str>,
     request_id: Arc<str>,
     sent: usize,
 }
 
 impl OutboundHooks {
-    pub(crate) fn new(policy: Arc<OutboundPolicy>, route: Arc<str>, request_id: Arc<str>) -> Self {
+    pub(crate) fn new(
+        policy: Arc<OutboundPolicy>,
+        pool: Arc<OutboundPool>,
+        route: Arc<str>,
+        request_id: Arc<str>,
+    ) -> Self {
         OutboundHooks {
             policy,
+            pool,
             route,
             request_id,
             sent: 0,
@@ -168,8 +177,8 @@ impl WasiHttpHooks for OutboundHooks {
             between_bytes_timeout: capped(options.and_then(|o| o.between_bytes_timeout), timeout),
         };
         let (route, request_id) = (Arc::clone(&self.route), Arc::clone(&self.request_id));
+        let pool = Arc::clone(&self.pool);
         Box::new(async move {
-            let mut request = request;
             let send = async {
                 let at =
                     destinations::resolve(&target.host, target.port, allow_private, target.exact)
@@ -178,14 +187,23 @@ impl WasiHttpHooks for OutboundHooks {
                             log_refusal(&route, &request_id, &uri, &reason);
                             Error::HttpRequestDenied
                         })?;
-                if !target.https {
-                    // Plain HTTP goes to the address just checked, so a second
-                    // lookup cannot point it elsewhere; its Host header keeps
-                    // the name. HTTPS connects by name: the server must then
-                    // prove it holds that name's certificate.
-                    *request.uri_mut() = at_address(request.uri(), at)?;
-                }
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await
+                // The connection goes to the address just checked, so a
+                // second lookup cannot point it elsewhere; the Host header
+                // (and for HTTPS the certificate's name) keeps the name.
+                let origin = Origin {
+                    https: target.https,
+                    addr: at,
+                    name: target.host,
+                };
+                let timeouts = Timeouts {
+                    connect: options.connect_timeout.unwrap_or(timeout),
+                    first_byte: options.first_byte_timeout.unwrap_or(timeout),
+                    between_bytes: options.between_bytes_timeout.unwrap_or(timeout),
+                };
+                let response = pool.send(origin, request, timeouts).await?;
+                // The pool drives each connection in a task of its own.
+                let io = async { Ok::<(), Error>(()) };
+                Ok::<_, Error>((response, io))
             };
             let (response, io) = match tokio::time::timeout(timeout, send).await {
                 Ok(result) => result?,
@@ -215,17 +233,6 @@ fn capped(asked: Option<Duration>, timeout: Duration) -> Option<Duration> {
         Some(asked) if !asked.is_zero() => asked.min(timeout),
         _ => timeout,
     })
-}
-
-/// `uri` with its authority replaced by `at`.
-fn at_address(uri: &http::Uri, at: std::net::SocketAddr) -> Result<http::Uri, Error> {
-    let mut parts = uri.clone().into_parts();
-    parts.authority = Some(
-        at.to_string()
-            .parse()
-            .map_err(|_| Error::HttpRequestUriInvalid)?,
-    );
-    http::Uri::from_parts(parts).map_err(|_| Error::HttpRequestUriInvalid)
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub(crate) use proxy::ProxyDone;
 pub use route::{CompiledRoute, RouteTable};
 
 use crate::capabilities::kv::KvStores;
+use crate::capabilities::pool::OutboundPool;
 use crate::capabilities::sql::SqlDatabases;
 use crate::edge::RateLimiters;
 use crate::manifest::{Manifest, ManifestError, ManifestErrors};
@@ -67,6 +68,8 @@ pub struct Runtime {
     limiters: RateLimiters,
     /// Guests running on after their answer.
     background: background::Background,
+    /// Outbound connections kept between requests.
+    pool: Arc<OutboundPool>,
 }
 
 impl Runtime {
@@ -92,6 +95,7 @@ impl Runtime {
             metrics: Arc::default(),
             limiters: RateLimiters::default(),
             background: background::Background::default(),
+            pool: Arc::default(),
         })
     }
 

@@ -236,6 +236,7 @@ impl Runtime {
                     max_requests: spec.limits.max_outbound_requests,
                     max_response: spec.limits.max_outbound_response,
                 }),
+                pool: Arc::clone(&self.pool),
                 memory: spec.limits.memory,
                 cpu_time: spec.limits.cpu_time,
                 clock: self.clock_resolution,

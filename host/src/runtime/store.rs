@@ -8,6 +8,7 @@ use super::cpu::{CpuMeter, CpuTimeExceeded};
 use crate::capabilities::clocks::{CoarseMonotonicClock, CoarseWallClock};
 use crate::capabilities::kv::{KvAccess, KvView};
 use crate::capabilities::outbound::{OutboundHooks, OutboundPolicy};
+use crate::capabilities::pool::OutboundPool;
 use crate::capabilities::sql::{SqlAccess, SqlView};
 use crate::capabilities::stdio::{GuestLog, Stream};
 use crate::wit::bindings::edge::route::types;
@@ -44,6 +45,8 @@ pub(crate) struct Grants {
     pub(crate) sql: SqlAccess,
     /// Where it may send HTTP requests.
     pub(crate) outbound: Arc<OutboundPolicy>,
+    /// The host's kept outbound connections.
+    pub(crate) pool: Arc<OutboundPool>,
     /// Its linear memories' limit, all together.
     pub(crate) memory: usize,
     pub(crate) cpu_time: Option<Duration>,
@@ -238,6 +241,7 @@ pub(super) fn new_store(
         http,
         outbound: OutboundHooks::new(
             Arc::clone(&grants.outbound),
+            Arc::clone(&grants.pool),
             Arc::clone(&grants.route),
             Arc::clone(request_id),
         ),
