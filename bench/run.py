@@ -337,6 +337,9 @@ def main():
     parser.add_argument("--compare-host", metavar="BINARY",
                         help="also measure another edgehost binary (say, one built from an earlier "
                              "commit) on the same routes, in the same rounds: a before/after in one run")
+    parser.add_argument("--compare-wasm", metavar="DIR",
+                        help="the components the --compare-host binary serves, when it cannot load "
+                             "this build's (the same routes built by that commit's SDK); default: this build's")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="edgehost-bench-")
@@ -346,6 +349,7 @@ def main():
     post_id = os.path.join(WASM, "fixture_posts_kv_postid.wasm")
     data_route = os.path.join(WASM, "api_data.wasm")
     main_manifest = os.path.join(work, "bench.toml")
+    compare_manifest = main_manifest
     bench_routes = [
         ("/", hello, ""),
         ("/api/posts", posts, 'kv = ["posts"]'),
@@ -355,6 +359,14 @@ def main():
         ("/api/data", data_route, ""),
     ]
     write_manifest(main_manifest, bench_routes)
+    old_wasm = args.compare_wasm
+
+    def compare_component(path):
+        return os.path.join(old_wasm, os.path.basename(path)) if old_wasm else path
+
+    if old_wasm:
+        compare_manifest = os.path.join(work, "bench-compare.toml")
+        write_manifest(compare_manifest, [(p, compare_component(c), e) for p, c, e in bench_routes])
     # The same routes on a host with its response cache off: the uncached
     # path's cost without the cache lookup, and /api/data run every time.
     nocache_manifest = os.path.join(work, "bench-nocache.toml")
@@ -384,6 +396,18 @@ def main():
         "wasi-http": (srv, "/wasi-http"),
         "data-cached": (srv, "/api/data"),
     }
+    # One incoming request, one outbound fetch: the example proxy route
+    # forwarding to the native server on loopback (kept connections).
+    proxy_route = os.path.join(WASM, "api_proxy.wasm")
+    upstream = nat.url("").rstrip("/")
+    outbound_routes = [("/proxy/$", proxy_route,
+                        f'env = {{ UPSTREAM_URL = "{upstream}" }}\n'
+                        f'allowed_outbound_hosts = ["{upstream}"]')]
+    outbound_manifest = os.path.join(work, "outbound.toml")
+    write_manifest(outbound_manifest, outbound_routes + [("/sse", os.path.join(WASM, "fixture_streams.wasm"), "")])
+    outbound = host(outbound_manifest, os.path.join(work, "outbound-data"))
+    wait_for_200(outbound.url("/proxy/"), proc=outbound.proc)
+    targets["outbound"] = (outbound, "/proxy/")
     nocache = host(nocache_manifest, os.path.join(work, "nocache-data"))
     wait_for_200(nocache.url("/"), proc=nocache.proc)
     targets["hello-nocache"] = (nocache, "/")
@@ -427,13 +451,19 @@ def main():
         shared_hosts[key] = sql_host
     cmp = None
     if args.compare_host:
-        cmp = host(main_manifest, os.path.join(work, "compare-data"), binary=args.compare_host)
+        cmp = host(compare_manifest, os.path.join(work, "compare-data"), binary=args.compare_host)
         wait_for_200(cmp.url("/"), proc=cmp.proc)
         req = urllib.request.Request(cmp.url("/api/posts"), data=b'{"title":"bench"}', method="POST")
         with urllib.request.urlopen(req) as r:
             cmp_pid = json.load(r)["id"]
         targets["compare-hello"] = (cmp, "/")
         targets["compare-post"] = (cmp, f"/api/posts/{cmp_pid}")
+        compare_outbound = os.path.join(work, "outbound-compare.toml")
+        write_manifest(compare_outbound, [(p, compare_component(c), e) for p, c, e in outbound_routes])
+        cmp_outbound = host(compare_outbound, os.path.join(work, "compare-outbound"),
+                            binary=args.compare_host)
+        wait_for_200(cmp_outbound.url("/proxy/"), proc=cmp_outbound.proc)
+        targets["compare-outbound"] = (cmp_outbound, "/proxy/")
     wt = None
     if args.with_wasmtime:
         wt = wasmtime_serve(hello_http)
@@ -446,6 +476,9 @@ def main():
                 runs[key][c].append(wrk(server.url(path), c, s, server.rss_mib if c == 32 else None,
                                         server))
     results = {key: {c: median_run(runs[key][c]) for c in (1, 32)} for key in targets}
+    print("server-sent events: time to the first event ...", flush=True)
+    sse = {"first_event": first_event_ms(outbound, "/sse?mode=sse&n=2&every=50", 200),
+           "hello": first_event_ms(srv, "/", 200)}
     kv = {"embedded": kv_latency(metrics(srv), "posts")}
     for backend, shared in shared_hosts.items():
         if not backend.startswith("post-"):
@@ -455,7 +488,8 @@ def main():
     postgres.stop()
     nat.stop()
     srv.stop()
-    for other in (wt, cmp, nocache):
+    for other in (wt, cmp, nocache, outbound) + ((targets["compare-outbound"][0],)
+                                                  if "compare-outbound" in targets else ()):
         if other is not None:
             other.stop()
 
@@ -495,14 +529,36 @@ def main():
     print("instantiate + call + drop (in process) ...", flush=True)
     instance = instance_cost(main_manifest, "/")
 
-    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds, kv)
+    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds, kv, sse)
     with open(args.output, "w") as f:
         f.write(report)
     print(report)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv):
+def first_event_ms(server, path, times):
+    """Median time from sending a request on a new connection to the first
+    body bytes of its answer, in ms, over `times` sequential requests."""
+    samples = []
+    for _ in range(times):
+        with socket.create_connection(("127.0.0.1", server.port)) as conn:
+            started = time.perf_counter()
+            conn.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode())
+            seen = b""
+            # Until the head and some of the body are in.
+            while True:
+                end = seen.find(b"\r\n\r\n")
+                if end >= 0 and len(seen) > end + 4:
+                    break
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                seen += chunk
+            samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse):
     cpu = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -534,11 +590,14 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv):
              "data-cached": "edgehost `GET /api/data`, served from the response cache",
              "data-nocache": "edgehost `GET /api/data`, cache off (the route runs each time)",
              "hello-nocache": "edgehost hello route, cache off (no cache lookup)",
+             "outbound": "edgehost proxy route: one outbound fetch to native hyper per request",
+             "compare-outbound": "`--compare-host` binary, the same proxy route",
              "compare-hello": "`--compare-host` binary, hello route",
              "compare-post": "`--compare-host` binary, `GET /api/posts/$postId`"}
     for key in ("native", "hello", "hello-nocache", "post", "post-redis", "post-postgres",
                 "post-sqlite", "post-sql-postgres", "wasi-http", "wasmtime",
-                "data-cached", "data-nocache", "compare-hello", "compare-post"):
+                "data-cached", "data-nocache", "outbound", "compare-hello", "compare-post",
+                "compare-outbound"):
         if key not in r:
             continue
         for c in (1, 32):
@@ -569,6 +628,18 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv):
         f"cacheable, used {hello_cpu:.1f} us per request with the cache on (a lookup per request) and "
         f"{hello_off['cpu_us']:.1f} us with it off ({hello_cpu / hello_off['cpu_us']:.2f} of it).",
     ]
+    lines += [
+        "",
+        f"Server-sent events: the first event of a streamed answer reached a client on a new connection "
+        f"after {sse['first_event']:.2f} ms (median of 200), against {sse['hello']:.2f} ms for the whole "
+        f"answer of the hello route measured the same way.",
+    ]
+    if "compare-outbound" in r:
+        lines.append(
+            f"The proxy route (one outbound fetch per request) made {r['outbound'][32]['rps']:,.0f} requests/s "
+            f"at 32 connections, {r['outbound'][32]['rps'] / r['compare-outbound'][32]['rps']:.2f}x the "
+            f"`--compare-host` binary's {r['compare-outbound'][32]['rps']:,.0f}."
+        )
     lines += [
         "",
         "Key-value operations of the posts store during those runs, from each host's "

@@ -483,9 +483,23 @@ fn a_200_mib_upload_passes_part_by_part_through_a_16_mib_guest() {
         boundary: "XyZzy-boundary-42",
         files: vec![("a", 100 << 20), ("b", 100 << 20)],
     };
+    let before = rss_kib(&host);
     let started = Instant::now();
-    let reply = answer(upload.send(&host, "/upload", usize::MAX));
-    println!("200 MiB upload answered in {:?}", started.elapsed());
+    let sending = {
+        let stream = upload.send(&host, "/upload", usize::MAX);
+        // The host's memory once the whole body went through it.
+        (stream, rss_kib(&host))
+    };
+    let (stream, after) = sending;
+    let reply = answer(stream);
+    println!(
+        "200 MiB upload answered in {:?}; host RSS {before} KiB before, {after} KiB after it was sent",
+        started.elapsed()
+    );
+    assert!(
+        after < before + 128 * 1024,
+        "the host's memory grew from {before} to {after} KiB: the upload was held"
+    );
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
         reply.json(),

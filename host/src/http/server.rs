@@ -16,7 +16,7 @@ use super::listener::{self, HeadLimits};
 use super::request_id::RequestIds;
 use super::schedule::{SCHEDULED, SCHEDULED_AT};
 use crate::control::Host;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use std::future::Future;
@@ -104,9 +104,15 @@ async fn handle(public: &Public, mut req: Request<Incoming>, client: &str) -> Re
     let started = Instant::now();
     // Only the host's scheduler marks a call as scheduled: a client's
     // marks are dropped.
+    // (Names made at compile time: no parsing per request.)
+    const MARKS: [HeaderName; 2] = [
+        HeaderName::from_static(SCHEDULED),
+        HeaderName::from_static(SCHEDULED_AT),
+    ];
     let headers = req.headers_mut();
-    headers.remove(SCHEDULED);
-    headers.remove(SCHEDULED_AT);
+    for mark in &MARKS {
+        headers.remove(mark);
+    }
     // No span per request: creating one formats its fields even when nothing
     // is logged. Each event names the request id itself.
     let id = public.ids.for_request(req.headers());

@@ -48,9 +48,14 @@ pub(crate) enum Early {
     Streamed(GuestResponse, mpsc::Receiver<Piece>),
 }
 
-/// An early answer, and for a streamed one a sender of the host's own, to
-/// end the body with [`Piece::End`] or [`Piece::Cut`] when the guest is done.
-pub(crate) type EarlyAnswer = (Early, Option<mpsc::Sender<Piece>>);
+/// An early answer; for a streamed one a sender of the host's own, to cut
+/// the body ([`Piece::Cut`]) if the guest ends without finishing it; and
+/// the end of the guest's `wait_until` budget once its answer is complete.
+pub(crate) struct EarlyAnswer {
+    pub(crate) early: Early,
+    pub(crate) own: Option<mpsc::Sender<Piece>>,
+    pub(crate) answered: watch::Receiver<Option<Instant>>,
+}
 
 /// A guest went past one of its limits in a body call: the trap that stops it.
 #[derive(Debug, thiserror::Error)]
@@ -80,17 +85,16 @@ pub(crate) struct Answering {
     left: usize,
     max_response: usize,
     /// Set, to the end of the route's `wait_until` budget, once its whole
-    /// answer is sent while it works on.
+    /// answer is sent while it works on (made with the early answer: most
+    /// calls never need it).
     answered: Option<watch::Sender<Option<Instant>>>,
     wait_until: Duration,
 }
 
 impl Answering {
-    /// The answer side of a call whose early answer goes to `early`; the
-    /// `wait_until` deadline, once it is answered, to `answered`.
+    /// The answer side of a call whose early answer goes to `early`.
     pub(crate) fn new(
         early: oneshot::Sender<EarlyAnswer>,
-        answered: watch::Sender<Option<Instant>>,
         max_response: usize,
         wait_until: Duration,
     ) -> Answering {
@@ -99,7 +103,7 @@ impl Answering {
             chunks: None,
             left: max_response,
             max_response,
-            answered: Some(answered),
+            answered: None,
             wait_until,
         }
     }
@@ -110,8 +114,15 @@ impl Answering {
             .early
             .take()
             .ok_or_else(|| BodyError::Invalid("the route already answered".into()))?;
+        let (answered_sender, answered) = watch::channel(None);
+        self.answered = Some(answered_sender);
+        let message = EarlyAnswer {
+            early,
+            own,
+            answered,
+        };
         // Nobody waits for the answer only when the request is gone.
-        sender.send((early, own)).map_err(|_| BodyError::Closed)
+        sender.send(message).map_err(|_| BodyError::Closed)
     }
 
     /// The answer is complete: the route's `wait_until` budget starts.

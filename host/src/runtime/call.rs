@@ -76,14 +76,8 @@ impl Runtime {
         let meter = limits.cpu_time.map(|_| Arc::new(CpuMeter::default()));
         let mut store = new_store(&self.engine, &route.grants, request_id, meter.clone());
         let (early_sender, mut early) = oneshot::channel::<EarlyAnswer>();
-        let (answered_sender, answered) = watch::channel(None);
         let bodies = store.data_mut().bodies();
-        bodies.answering = Answering::new(
-            early_sender,
-            answered_sender,
-            limits.max_response,
-            limits.wait_until,
-        );
+        bodies.answering = Answering::new(early_sender, limits.max_response, limits.wait_until);
         bodies.incoming = incoming;
         let pre = route.pre.clone();
         let id = Arc::clone(request_id);
@@ -119,7 +113,7 @@ impl Runtime {
             result = &mut run => match early.try_recv() {
                 Err(_) => result.map(Answer::Whole),
                 // It answered early and has ended since.
-                Ok((early, own)) => {
+                Ok(EarlyAnswer { early, own, .. }) => {
                     // Its body may fill the channel before anyone reads it:
                     // ending it waits on its own.
                     let ended = Ended::new(route, request_id, own);
@@ -128,7 +122,7 @@ impl Runtime {
                 }
             },
             sent = &mut early => match sent {
-                Ok((early, own)) => {
+                Ok(EarlyAnswer { early, own, answered }) => {
                     let ended = Ended::new(route, request_id, own);
                     let streaming = matches!(early, Early::Streamed(..));
                     let budgets = (limits.timeout, limits.wait_until);
