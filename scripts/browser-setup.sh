@@ -10,7 +10,7 @@ if ! command -v chromium >/dev/null; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
     echo "installing chromium for the browser tests" >&2
-    $sudo apt-get update -qq && $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
 
 dir="${EDGEHOST_BROWSER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/edgehost/browser}"
