@@ -566,13 +566,15 @@ fn limits_lists_every_limit_with_its_default() {
         "| `drain_timeout` (`[server]` only) | `\"30s\"` |",
         "| `sql_timeout` | `\"5s\"` |",
         "| `max_sql_rows` | `10000` |",
+        "| `wait_until` | `\"10s\"` |",
+        "| `max_part` | none |",
     ] {
         assert!(table.contains(row), "no {row} in\n{table}");
     }
     assert_eq!(
         table.lines().count(),
-        2 + 29,
-        "a header and 29 limits:\n{table}"
+        2 + 31,
+        "a header and 31 limits:\n{table}"
     );
 }
 
