@@ -38,6 +38,12 @@
 //! Whatever the route prints to stdout or stderr goes to the host's log.
 //! Outbound HTTP to the origins listed in `allowed_outbound_hosts` goes
 //! through [`fetch::Fetch`].
+//!
+//! A handler may also answer before it returns: [`Response::stream`] and
+//! [`Response::sse`] send the head at once and the body as it is written;
+//! [`wait_until`] hands the host work to finish after the answer is sent;
+//! [`Request::body_stream`] and [`Request::multipart`] read a request body
+//! as it arrives (see [`body`]).
 
 pub mod body;
 mod error;
