@@ -455,14 +455,16 @@ fn outbound_connections_are_kept_and_reused_across_requests() {
     let upstream = Upstream::start();
     let unlisted = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
-    let host = start(
+    let manifest = write_manifest(
         dir.path(),
-        &[route(
+        &route(
             "/hostile/$mode",
             "fixture_hostile",
             &format!("allowed_outbound_hosts = [{:?}]", upstream.url()),
-        )],
+        ),
     );
+    let token = "outbound-admin-token-0123456789";
+    let host = Host::start_with_admin(&manifest, &dir.path().join("data"), token);
     let url = format!("{}/keep", upstream.url());
     let started = std::time::Instant::now();
     // 200 requests of 50 fetches each, four clients at a time.
@@ -495,6 +497,15 @@ fn outbound_connections_are_kept_and_reused_across_requests() {
         started.elapsed()
     );
     assert!(opened <= 20, "{opened} connections for 10,000 fetches");
+    // The host counts the same: what it opened, and what it reused.
+    let metric = |result: &str| {
+        host.metric(
+            token,
+            &format!("edgehost_outbound_connections_total{{result=\"{result}\"}}"),
+        )
+    };
+    assert_eq!(metric("opened"), opened as u64);
+    assert_eq!(metric("reused"), 10_000 - opened as u64);
     // The pool never takes a request past the allow-list.
     let refused = host.get(&format!(
         "/hostile/fetch?times=3&url={}/keep",

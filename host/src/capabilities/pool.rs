@@ -12,6 +12,7 @@
 //! [`IDLE_TIMEOUT`] unused, and the pool keeps at most [`MAX_IDLE_PER_ORIGIN`]
 //! per origin and [`MAX_IDLE`] in all.
 
+use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -21,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -49,10 +51,11 @@ struct Idle {
 }
 
 /// The host's outbound connections.
-#[derive(Default)]
 pub(crate) struct OutboundPool {
     idle: Mutex<HashMap<Origin, Vec<Idle>>>,
     tls: OnceLock<tokio_rustls::TlsConnector>,
+    /// Counts connections opened and reused.
+    metrics: Arc<Metrics>,
 }
 
 /// Timeouts of one outbound request.
@@ -64,6 +67,14 @@ pub(crate) struct Timeouts {
 }
 
 impl OutboundPool {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> OutboundPool {
+        OutboundPool {
+            idle: Mutex::default(),
+            tls: OnceLock::new(),
+            metrics,
+        }
+    }
+
     /// Sends `request` to `origin` on an idle connection or a new one; the
     /// answer's body gives the connection back once it is read whole.
     pub(crate) async fn send(
@@ -81,7 +92,10 @@ impl OutboundPool {
             .to_string();
         *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
         let mut sender = match self.take_idle(&origin) {
-            Some(sender) => sender,
+            Some(sender) => {
+                self.metrics.outbound_reused.fetch_add(1, Ordering::Relaxed);
+                sender
+            }
             None => self.connect(&origin, timeouts.connect).await?,
         };
         let response = loop {
@@ -162,6 +176,7 @@ impl OutboundPool {
         let sender = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| Error::ConnectionTimeout)??;
+        self.metrics.outbound_opened.fetch_add(1, Ordering::Relaxed);
         Ok(sender)
     }
 

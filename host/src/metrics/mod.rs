@@ -177,6 +177,9 @@ pub(crate) struct Metrics {
     pub(crate) connections: Arc<ConnectionMetrics>,
     /// The response cache.
     pub(crate) cache: Arc<CacheMetrics>,
+    /// Outbound HTTP connections opened, and requests sent on a kept one.
+    pub(crate) outbound_opened: AtomicU64,
+    pub(crate) outbound_reused: AtomicU64,
 }
 
 /// The `route` label of requests that matched no route.
@@ -195,6 +198,8 @@ impl Default for Metrics {
             sql: Mutex::default(),
             connections: Arc::default(),
             cache: Arc::default(),
+            outbound_opened: AtomicU64::new(0),
+            outbound_reused: AtomicU64::new(0),
         }
     }
 }
@@ -349,6 +354,22 @@ impl Metrics {
 
         self.connections.render(&mut out);
         self.cache.render(&mut out);
+        header(
+            &mut out,
+            "edgehost_outbound_connections_total",
+            "counter",
+            "Outbound HTTP requests by connection: a new one opened, or a kept one reused.",
+        );
+        for (result, count) in [
+            ("opened", &self.outbound_opened),
+            ("reused", &self.outbound_reused),
+        ] {
+            let _ = writeln!(
+                out,
+                "edgehost_outbound_connections_total{{result=\"{result}\"}} {}",
+                load(count)
+            );
+        }
 
         header(
             &mut out,

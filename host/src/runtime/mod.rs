@@ -83,6 +83,7 @@ impl Runtime {
     ) -> wasmtime::Result<Runtime> {
         let engine = engine::engine(&settings)?;
         let linker = engine::linker(&engine)?;
+        let metrics = Arc::<Metrics>::default();
         Ok(Runtime {
             engine,
             linker,
@@ -92,10 +93,10 @@ impl Runtime {
             max_memory: settings.max_memory,
             clock_resolution: settings.clock_resolution,
             compile_timeout: settings.compile_timeout,
-            metrics: Arc::default(),
+            pool: Arc::new(OutboundPool::new(Arc::clone(&metrics))),
+            metrics,
             limiters: RateLimiters::default(),
             background: background::Background::default(),
-            pool: Arc::default(),
         })
     }
 
