@@ -79,8 +79,10 @@ where
             into_http(response, strip_body, limits.max_response, bounds.head).map(boxed)
         }
         Answer::Streamed(head, body) => into_head(head, bounds.head).map(|response| {
-            // HEAD: the head alone; the guest finds its client gone.
-            let body = if strip_body { None } else { Some(body) };
+            // HEAD, or a status without a body: the head alone; the guest
+            // finds its client gone at its next write.
+            let bodiless = strip_body || status_has_no_body(response.status());
+            let body = if bodiless { None } else { Some(body) };
             response.map(|()| Streamed { body }.boxed_unsync())
         }),
     };
