@@ -112,10 +112,15 @@ class Server:
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 
 
-def host(manifest, data_dir, env=None, binary=HOST, admin=False):
+def pinned(argv, cpus):
+    """`argv` run on the CPUs `cpus` names (`taskset -c`), or unpinned."""
+    return ["taskset", "-c", cpus] + argv if cpus else argv
+
+
+def host(manifest, data_dir, env=None, binary=HOST, admin=False, cpus=None):
     port = free_port()
-    argv = [binary, "serve", "--manifest", manifest, "--listen", f"127.0.0.1:{port}",
-            "--data-dir", data_dir]
+    argv = pinned([binary, "serve", "--manifest", manifest, "--listen", f"127.0.0.1:{port}",
+                   "--data-dir", data_dir], cpus)
     admin_port = None
     if admin:
         admin_port = free_port()
@@ -267,19 +272,19 @@ def wasmtime_serve(component):
     return Server(argv, port)
 
 
-def native():
+def native(cpus=None):
     port = free_port()
-    return Server([NATIVE, f"127.0.0.1:{port}"], port)
+    return Server(pinned([NATIVE, f"127.0.0.1:{port}"], cpus), port)
 
 
 UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
 
 
-def wrk(url, connections, seconds, rss_of=None, server=None):
+def wrk(url, connections, seconds, rss_of=None, server=None, cpus=None):
     """Runs wrk; returns requests/s, p50 and p99 latency in us, RSS mid-run and
     the server's CPU time per request in us (CPU per request shifts less with
     a noisy machine than requests/s does)."""
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    argv = pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url], cpus)
     cpu_before = server.cpu_seconds() if server is not None else None
     rss = []
     if rss_of is not None:
@@ -408,6 +413,12 @@ def main():
     outbound = host(outbound_manifest, os.path.join(work, "outbound-data"))
     wait_for_200(outbound.url("/proxy/"), proc=outbound.proc)
     targets["outbound"] = (outbound, "/proxy/")
+    # The example app's /api/health with the default logging (info: an
+    # access line per request, written to a pipe the bench discards).
+    example = host(os.path.join(ROOT, "manifest.toml"), os.path.join(work, "example-data"),
+                   {"STRIPE_WEBHOOK_SECRET": "whsec_bench", "RUST_LOG": "info"})
+    wait_for_200(example.url("/api/health"), proc=example.proc)
+    targets["health"] = (example, "/api/health")
     nocache = host(nocache_manifest, os.path.join(work, "nocache-data"))
     wait_for_200(nocache.url("/"), proc=nocache.proc)
     targets["hello-nocache"] = (nocache, "/")
@@ -488,7 +499,7 @@ def main():
     postgres.stop()
     nat.stop()
     srv.stop()
-    for other in (wt, cmp, nocache, outbound) + ((targets["compare-outbound"][0],)
+    for other in (wt, cmp, nocache, outbound, example) + ((targets["compare-outbound"][0],)
                                                   if "compare-outbound" in targets else ()):
         if other is not None:
             other.stop()
@@ -526,10 +537,25 @@ def main():
     for srv, _ in hosts.values():
         srv.stop()
 
+    print("core scaling: the server on 1 core and on 2 ...", flush=True)
+    cores = {}
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        for label, server_cpus, wrk_cpus in (("1 core", "0", "1"), ("2 cores", "0,1", None)):
+            nat1 = native(server_cpus)
+            srv1 = host(main_manifest, os.path.join(work, f"cores-{label[0]}"), cpus=server_cpus)
+            for server in (nat1, srv1):
+                wait_for_200(server.url("/"), proc=server.proc)
+            for key, server in (("native", nat1), ("hello", srv1)):
+                rps = [wrk(server.url("/"), 32, s, server=server, cpus=wrk_cpus)["rps"]
+                       for _ in range(args.rounds)]
+                cores[(key, label)] = statistics.median(rps)
+            nat1.stop()
+            srv1.stop()
+
     print("instantiate + call + drop (in process) ...", flush=True)
     instance = instance_cost(main_manifest, "/")
 
-    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds, kv, sse)
+    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds, kv, sse, cores)
     with open(args.output, "w") as f:
         f.write(report)
     print(report)
@@ -558,7 +584,7 @@ def first_event_ms(server, path, times):
     return statistics.median(samples)
 
 
-def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse):
+def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores):
     cpu = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -591,10 +617,11 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse):
              "data-nocache": "edgehost `GET /api/data`, cache off (the route runs each time)",
              "hello-nocache": "edgehost hello route, cache off (no cache lookup)",
              "outbound": "edgehost proxy route: one outbound fetch to native hyper per request",
+             "health": "edgehost example app `GET /api/health`, default logging (access line on)",
              "compare-outbound": "`--compare-host` binary, the same proxy route",
              "compare-hello": "`--compare-host` binary, hello route",
              "compare-post": "`--compare-host` binary, `GET /api/posts/$postId`"}
-    for key in ("native", "hello", "hello-nocache", "post", "post-redis", "post-postgres",
+    for key in ("native", "hello", "hello-nocache", "health", "post", "post-redis", "post-postgres",
                 "post-sqlite", "post-sql-postgres", "wasi-http", "wasmtime",
                 "data-cached", "data-nocache", "outbound", "compare-hello", "compare-post",
                 "compare-outbound"):
@@ -640,6 +667,18 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse):
             f"at 32 connections, {r['outbound'][32]['rps'] / r['compare-outbound'][32]['rps']:.2f}x the "
             f"`--compare-host` binary's {r['compare-outbound'][32]['rps']:,.0f}."
         )
+    if cores:
+        lines += [
+            "",
+            "Core scaling at 32 connections: the server pinned with `taskset` to one core (wrk on the "
+            "other) and to both (wrk unpinned, sharing them):",
+            "",
+            "| target | 1 core | 2 cores | scaling |",
+            "| --- | --- | --- | --- |",
+        ]
+        for key, what in (("native", "native hyper"), ("hello", "edgehost hello route")):
+            one, two = cores[(key, "1 core")], cores[(key, "2 cores")]
+            lines.append(f"| {what} | {one:,.0f} | {two:,.0f} | {two / one:.2f} |")
     lines += [
         "",
         "Key-value operations of the posts store during those runs, from each host's "
