@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{component, write_manifest, Host, Start};
+use support::{component, edgehost, write_manifest, Host, Start};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -52,14 +52,6 @@ fn start_with_admin(dir: &Path, manifest: &Path, global: &[&str]) -> Host {
 }
 
 /// Runs `edgehost <args>` with the admin token in its environment.
-fn edgehost(args: &[&str], token: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgehost"))
-        .args(args)
-        .env("EDGEHOST_ADMIN_TOKEN", token)
-        .output()
-        .expect("run edgehost")
-}
-
 fn deploy(host: &Host, manifest: &Path) -> Output {
     let to = format!("http://{}", host.admin());
     edgehost(&["deploy", manifest.to_str().unwrap(), "--to", &to], TOKEN)

@@ -96,16 +96,6 @@ fn assert_healthy(host: &Host) {
     assert_eq!(host.get("/api/health").status, 200, "host still serves");
 }
 
-/// Resident memory of the host process, in KiB.
-fn rss_kib(host: &Host) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", host.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn an_infinite_loop_is_stopped_with_504() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,7 +114,7 @@ fn an_infinite_loop_is_stopped_with_504() {
 fn guest_failures_are_500_without_internals() {
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path());
-    let rss_before = rss_kib(&host);
+    let rss_before = host.rss_kib();
     for mode in [
         "memory",
         "recursion",
@@ -156,7 +146,7 @@ fn guest_failures_are_500_without_internals() {
         assert_healthy(&host);
     }
     // Four 64 MiB memory bombs later, the host has not kept their memory.
-    let growth_mib = rss_kib(&host).saturating_sub(rss_before) / 1024;
+    let growth_mib = host.rss_kib().saturating_sub(rss_before) / 1024;
     assert!(growth_mib < 100, "host grew by {growth_mib} MiB");
     // The log is read from the host's stderr as it comes: wait for the last
     // failure's line (the fourth memory bomb) before reading it.

@@ -8,10 +8,9 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::backends::NatsServer;
-use support::{component, write_manifest, Host, Start};
+use support::{component, edgehost, write_manifest, Host, Start};
 
 const TOKEN: &str = "schedule-admin-token-0123456789";
 
@@ -29,14 +28,6 @@ cron = "* * * * * *"
 path = "/api/tasks/tick"
 "#
     )
-}
-
-fn edgehost(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_edgehost"))
-        .args(args)
-        .env("EDGEHOST_ADMIN_TOKEN", TOKEN)
-        .output()
-        .unwrap()
 }
 
 fn now() -> f64 {
@@ -124,7 +115,7 @@ fn a_once_a_second_schedule_runs_each_tick_once_and_can_be_triggered() {
 
     // `edgehost trigger` runs it once, now, marked as a trigger.
     let to = format!("http://{}", host.admin());
-    let out = edgehost(&["trigger", "/api/tasks/tick", "--to", &to]);
+    let out = edgehost(&["trigger", "/api/tasks/tick", "--to", &to], TOKEN);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -145,7 +136,7 @@ fn a_once_a_second_schedule_runs_each_tick_once_and_can_be_triggered() {
     assert_eq!(triggers, 1);
 
     // A path no schedule calls is refused by name.
-    let out = edgehost(&["trigger", "/api/nothing", "--to", &to]);
+    let out = edgehost(&["trigger", "/api/nothing", "--to", &to], TOKEN);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no [[schedule]]"),
@@ -154,7 +145,10 @@ fn a_once_a_second_schedule_runs_each_tick_once_and_can_be_triggered() {
     );
 
     // `edgehost schedules` lists it with its next run.
-    let out = edgehost(&["schedules", "--manifest", manifest.to_str().unwrap()]);
+    let out = edgehost(
+        &["schedules", "--manifest", manifest.to_str().unwrap()],
+        TOKEN,
+    );
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -231,7 +225,7 @@ method = "DELETE"
 "#
     );
     let manifest = write_manifest(dir.path(), &text);
-    let out = edgehost(&["check", "--manifest", manifest.to_str().unwrap()]);
+    let out = edgehost(&["check", "--manifest", manifest.to_str().unwrap()], TOKEN);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -247,7 +241,7 @@ method = "DELETE"
         .replace("path = \"/api/elsewhere\"", "path = \"/api/tasks/tick\"")
         .replace("cron = \"every minute\"", "cron = \"@daily\"");
     let manifest = write_manifest(dir.path(), &text);
-    let out = edgehost(&["check", "--manifest", manifest.to_str().unwrap()]);
+    let out = edgehost(&["check", "--manifest", manifest.to_str().unwrap()], TOKEN);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

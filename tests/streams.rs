@@ -8,9 +8,8 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{component, write_manifest, Host, Reply};
+use support::{component, edgehost, write_manifest, Host, Reply};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -185,20 +184,11 @@ fn server_sent_events_arrive_one_at_a_time_as_they_are_written() {
     }
 }
 
-fn rss_kib(host: &Host) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", host.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
-}
-
 #[test]
 fn a_gibibyte_streams_through_a_guest_with_16_mib_of_memory() {
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path());
-    let before = rss_kib(&host);
+    let before = host.rss_kib();
     let total: usize = 1 << 30;
     let mut stream = Streaming::get(&host, &format!("/stream?mode=bytes&total={total}"), &[]);
     assert_eq!(stream.head.status, 200);
@@ -215,7 +205,7 @@ fn a_gibibyte_streams_through_a_guest_with_16_mib_of_memory() {
         received += chunk.len();
         chunks += 1;
         if chunks.is_multiple_of(1024) {
-            peak = peak.max(rss_kib(&host));
+            peak = peak.max(host.rss_kib());
         }
     }
     println!(
@@ -304,14 +294,6 @@ fn a_stream_past_max_response_or_a_failing_guest_is_cut_not_ended() {
     assert!(head.body.is_empty());
 }
 
-fn edgehost(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_edgehost"))
-        .args(args)
-        .env("EDGEHOST_ADMIN_TOKEN", TOKEN)
-        .output()
-        .unwrap()
-}
-
 /// The value the route wrote under `key` once it is there (with a deadline).
 fn written(host: &Host, key: &str, within: Duration) -> Option<String> {
     let deadline = Instant::now() + within;
@@ -355,7 +337,7 @@ fn work_after_the_answer_finishes_even_when_a_deploy_comes_meanwhile() {
     std::fs::create_dir_all(dir.path().join("next")).unwrap();
     let changed = write_manifest(&dir.path().join("next"), &manifest(&extra));
     let to = format!("http://{}", host.admin());
-    let out = edgehost(&["deploy", changed.to_str().unwrap(), "--to", &to]);
+    let out = edgehost(&["deploy", changed.to_str().unwrap(), "--to", &to], TOKEN);
     assert!(
         out.status.success(),
         "{}",
@@ -483,12 +465,12 @@ fn a_200_mib_upload_passes_part_by_part_through_a_16_mib_guest() {
         boundary: "XyZzy-boundary-42",
         files: vec![("a", 100 << 20), ("b", 100 << 20)],
     };
-    let before = rss_kib(&host);
+    let before = host.rss_kib();
     let started = Instant::now();
     let sending = {
         let stream = upload.send(&host, "/upload", usize::MAX);
         // The host's memory once the whole body went through it.
-        (stream, rss_kib(&host))
+        (stream, host.rss_kib())
     };
     let (stream, after) = sending;
     let reply = answer(stream);

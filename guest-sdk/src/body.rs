@@ -87,17 +87,28 @@ impl io::Read for BodyStream {
                 *at += n;
                 return Ok(n);
             }
-            None => request_body::read(buf.len().min(u32::MAX as usize) as u32),
+            None => request_body::read(ask(buf)),
         };
-        match chunk {
-            Ok(Some(chunk)) => {
-                let n = chunk.len().min(buf.len());
-                buf[..n].copy_from_slice(&chunk[..n]);
-                Ok(n)
-            }
-            Ok(None) => Ok(0),
-            Err(err) => Err(io::Error::other(read_error(err).message().to_owned())),
+        copy_into(buf, chunk)
+    }
+}
+
+/// What a read into `buf` asks the host for.
+fn ask(buf: &[u8]) -> u32 {
+    buf.len().min(u32::MAX as usize) as u32
+}
+
+/// A chunk the host read (at most `buf.len()` bytes, as asked) copied into
+/// `buf`, as [`io::Read`] wants it.
+fn copy_into(buf: &mut [u8], chunk: Result<Option<Vec<u8>>, ReadError>) -> io::Result<usize> {
+    match chunk {
+        Ok(Some(chunk)) => {
+            let n = chunk.len().min(buf.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            Ok(n)
         }
+        Ok(None) => Ok(0),
+        Err(err) => Err(io::Error::other(read_error(err).message().to_owned())),
     }
 }
 
@@ -158,14 +169,6 @@ impl io::Read for Part {
         if buf.is_empty() {
             return Ok(0);
         }
-        match request_body::read_part(buf.len().min(u32::MAX as usize) as u32) {
-            Ok(Some(chunk)) => {
-                let n = chunk.len().min(buf.len());
-                buf[..n].copy_from_slice(&chunk[..n]);
-                Ok(n)
-            }
-            Ok(None) => Ok(0),
-            Err(err) => Err(io::Error::other(read_error(err).message().to_owned())),
-        }
+        copy_into(buf, request_body::read_part(ask(buf)))
     }
 }

@@ -219,6 +219,16 @@ impl Host {
         self.child.id()
     }
 
+    /// Resident memory of the host process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
     /// Everything the host has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -325,6 +335,15 @@ impl Reply {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+}
+
+/// Runs `edgehost ARGS` with the admin token `token` in its environment.
+pub fn edgehost(args: &[&str], token: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgehost"))
+        .args(args)
+        .env("EDGEHOST_ADMIN_TOKEN", token)
+        .output()
+        .expect("run edgehost")
 }
 
 /// One request on a fresh connection (`Connection: close`), read to the end.

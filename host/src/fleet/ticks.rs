@@ -50,21 +50,14 @@ impl TickClaims for FleetTicks {
             store.create(tick, Bytes::from(self.host.clone())),
         )
         .await;
-        match created {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(err)) if err.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
-            Ok(Err(err)) => {
-                // The next claim connects again.
-                *self.store.lock().await = None;
-                Err(format!("claiming tick {tick}: {err}"))
-            }
-            Err(_) => {
-                *self.store.lock().await = None;
-                Err(format!(
-                    "claiming tick {tick}: NATS did not answer within {:?}",
-                    bus::NATS_TIMEOUT
-                ))
-            }
-        }
+        let failure = match created {
+            Ok(Ok(_)) => return Ok(true),
+            Ok(Err(err)) if err.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(false),
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => format!("NATS did not answer within {:?}", bus::NATS_TIMEOUT),
+        };
+        // The next claim connects again.
+        *self.store.lock().await = None;
+        Err(format!("claiming tick {tick}: {failure}"))
     }
 }

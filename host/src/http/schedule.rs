@@ -96,10 +96,10 @@ impl Scheduler {
             let deployment = self.guests.host.deployments.current();
             let schedules = deployment.table.schedules();
             let now = Utc::now();
-            due.retain(|key, _| schedules.iter().any(|s| s.key() == *key));
+            let keys: Vec<String> = schedules.iter().map(ScheduleSpec::key).collect();
+            due.retain(|key, _| keys.contains(key));
             let mut soonest: Option<DateTime<Utc>> = None;
-            for schedule in schedules {
-                let key = schedule.key();
+            for (schedule, key) in schedules.iter().zip(keys) {
                 let at = match due.get(&key) {
                     Some(at) => *at,
                     None => match schedule.next_after(&now) {

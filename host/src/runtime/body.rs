@@ -66,6 +66,18 @@ pub(crate) struct OverLimit {
     pub(crate) bytes: usize,
 }
 
+/// The trap of a guest past `limit` (its manifest key) of `bytes`.
+fn over(limit: &'static str, bytes: usize) -> wasmtime::Error {
+    OverLimit { limit, bytes }.into()
+}
+
+/// The first `max` bytes of `buffer` (at least one, at most [`MAX_READ`]),
+/// taken from it.
+fn take(buffer: &mut Bytes, max: usize) -> Vec<u8> {
+    let take = max.clamp(1, MAX_READ).min(buffer.len());
+    buffer.split_to(take).to_vec()
+}
+
 /// What a store's body imports work on: the answer side, and the request
 /// body of a route that streams it.
 #[derive(Default)]
@@ -161,11 +173,7 @@ impl response_body::Host for Bodies {
             )));
         };
         if chunk.len() > answering.left {
-            return Err(OverLimit {
-                limit: "max_response",
-                bytes: answering.max_response,
-            }
-            .into());
+            return Err(over("max_response", answering.max_response));
         }
         answering.left -= chunk.len();
         if chunk.is_empty() {
@@ -196,11 +204,7 @@ impl response_body::Host for Bodies {
     ) -> wasmtime::Result<Result<(), BodyError>> {
         let answering = &mut self.answering;
         if response.body.len() > answering.max_response {
-            return Err(OverLimit {
-                limit: "max_response",
-                bytes: answering.max_response,
-            }
-            .into());
+            return Err(over("max_response", answering.max_response));
         }
         let sent = answering.send(Early::Whole(response), None);
         if sent.is_ok() {
@@ -271,17 +275,12 @@ impl Incoming {
             if let Ok(data) = frame.into_data() {
                 self.read = self.read.saturating_add(data.len());
                 if self.read > self.max_body {
-                    return Err(OverLimit {
-                        limit: "max_body",
-                        bytes: self.max_body,
-                    }
-                    .into());
+                    return Err(over("max_body", self.max_body));
                 }
                 self.left_over = data;
             }
         }
-        let take = max.clamp(1, MAX_READ).min(self.left_over.len());
-        Ok(Ok(Some(self.left_over.split_to(take).to_vec())))
+        Ok(Ok(Some(take(&mut self.left_over, max))))
     }
 
     /// The multipart parser, made at the first part from the body and the
@@ -331,16 +330,8 @@ impl Incoming {
     /// A multipart error: a limit stops the guest, anything else is its to see.
     fn multipart_error(&self, err: multer::Error) -> wasmtime::Result<ReadError> {
         match err {
-            multer::Error::FieldSizeExceeded { .. } => Err(OverLimit {
-                limit: "max_part",
-                bytes: self.max_part,
-            }
-            .into()),
-            multer::Error::StreamSizeExceeded { .. } => Err(OverLimit {
-                limit: "max_body",
-                bytes: self.max_body,
-            }
-            .into()),
+            multer::Error::FieldSizeExceeded { .. } => Err(over("max_part", self.max_part)),
+            multer::Error::StreamSizeExceeded { .. } => Err(over("max_body", self.max_body)),
             multer::Error::StreamReadFailed(err) => Ok(ReadError::Unreadable(err.to_string())),
             other => Ok(ReadError::NotMultipart(other.to_string())),
         }
@@ -397,10 +388,9 @@ impl request_body::Host for Bodies {
         let Some(incoming) = self.incoming.as_mut() else {
             return Ok(Ok(None));
         };
-        let max = (max as usize).clamp(1, MAX_READ);
+        let max = max as usize;
         if !incoming.left_over.is_empty() && incoming.part.is_some() {
-            let take = max.min(incoming.left_over.len());
-            return Ok(Ok(Some(incoming.left_over.split_to(take).to_vec())));
+            return Ok(Ok(Some(take(&mut incoming.left_over, max))));
         }
         let Some(part) = incoming.part.as_mut() else {
             return Ok(Ok(None));
@@ -411,10 +401,9 @@ impl request_body::Host for Bodies {
                 Ok(Ok(None))
             }
             Ok(Some(mut chunk)) => {
-                let take = max.min(chunk.len());
-                let first = chunk.split_to(take);
+                let first = take(&mut chunk, max);
                 incoming.left_over = chunk;
-                Ok(Ok(Some(first.to_vec())))
+                Ok(Ok(Some(first)))
             }
             Err(err) => incoming.multipart_error(err).map(Err),
         }

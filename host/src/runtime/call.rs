@@ -124,9 +124,8 @@ impl Runtime {
             sent = &mut early => match sent {
                 Ok(EarlyAnswer { early, own, answered }) => {
                     let ended = Ended::new(route, request_id, own);
-                    let streaming = matches!(early, Early::Streamed(..));
                     let budgets = (limits.timeout, limits.wait_until);
-                    let task = run_on(run, deadline, budgets, answered, streaming, ended);
+                    let task = run_on(run, deadline, budgets, answered, ended);
                     self.background.spawn(task);
                     Ok(early.into())
                 }
@@ -186,7 +185,8 @@ impl Ended {
 }
 
 /// The guest's run after it answered early, until it ends, its deadline
-/// passes, or (while it streams) the client goes away. Its deadline is the
+/// passes, or (while it streams: `ended` holds a sender on its body) the
+/// client goes away. Its deadline is the
 /// route's `timeout` until its whole answer is sent, then the end of its
 /// `wait_until` budget.
 async fn run_on(
@@ -194,7 +194,6 @@ async fn run_on(
     timeout_at: tokio::time::Instant,
     budgets: (Duration, Duration),
     mut answered: watch::Receiver<Option<Instant>>,
-    streaming: bool,
     ended: Ended,
 ) {
     let (timeout, wait_until) = budgets;
@@ -203,7 +202,7 @@ async fn run_on(
     let failure = loop {
         let deadline = after.map_or(timeout_at, tokio::time::Instant::from_std);
         let client_gone = async {
-            match (&ended.own, streaming && after.is_none()) {
+            match (&ended.own, after.is_none()) {
                 (Some(own), true) => own.closed().await,
                 _ => std::future::pending().await,
             }
