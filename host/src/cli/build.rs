@@ -1,6 +1,9 @@
 //! `edgehost build`: every route crate in one cargo invocation for
-//! `wasm32-wasip2`, compiler errors reported under the route they belong to.
+//! `wasm32-wasip2`, compiler errors reported under the route they belong to,
+//! and every routes folder's TypeScript files into its one component
+//! (`typescript.rs`).
 
+use super::typescript;
 use crate::manifest::folders::{self, FolderRoute, TARGET};
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
@@ -9,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// The route crates under `dirs` (each crate's URL spelled from its folder
-/// below the dir it was found in).
+/// The route crates and TypeScript route files under `dirs` (each one's URL
+/// spelled from its place below the dir it was found in).
 fn route_crates(dirs: &[PathBuf]) -> anyhow::Result<Vec<FolderRoute>> {
     let mut crates = Vec::new();
     let target_dir = folders::default_target_dir(Path::new(""));
@@ -30,20 +33,35 @@ pub(crate) struct Outcome {
     pub(crate) failed: BTreeMap<String, String>,
     /// Errors that belong to no route crate (a dependency, cargo itself).
     pub(crate) other_errors: String,
+    /// TypeScript apps that failed to build, by component, with their errors.
+    pub(crate) failed_apps: BTreeMap<String, String>,
     pub(crate) success: bool,
 }
 
-/// Builds `crates` (release, `wasm32-wasip2`) in one cargo invocation from
-/// `workspace`. Cargo's progress goes to stderr as it comes; each compiler
-/// error is printed under the route it belongs to.
-pub(crate) fn build(workspace: &Path, crates: &[FolderRoute]) -> anyhow::Result<Outcome> {
-    ensure_target()?;
+/// Builds `routes`: the crates (release, `wasm32-wasip2`) in one cargo
+/// invocation from `workspace`, then each routes folder's TypeScript files.
+/// Progress goes to stderr as it comes; each error is printed under the
+/// route it belongs to.
+pub(crate) fn build(workspace: &Path, routes: &[FolderRoute]) -> anyhow::Result<Outcome> {
+    let crates: Vec<FolderRoute> = routes.iter().filter(|r| !r.script).cloned().collect();
+    let mut outcome = build_crates(workspace, &crates)?;
+    for app in typescript::apps(routes) {
+        if let Some(errors) = typescript::build_app(workspace, &app)? {
+            outcome.failed_apps.insert(app.component, errors);
+            outcome.success = false;
+        }
+    }
+    Ok(outcome)
+}
+
+fn build_crates(workspace: &Path, crates: &[FolderRoute]) -> anyhow::Result<Outcome> {
     if crates.is_empty() {
         return Ok(Outcome {
             success: true,
             ..Outcome::default()
         });
     }
+    ensure_target()?;
     let started = Instant::now();
     // `Path::parent` of a bare file name is "", which no process can enter.
     let workspace = if workspace.as_os_str().is_empty() {
@@ -144,7 +162,7 @@ pub(crate) fn build(workspace: &Path, crates: &[FolderRoute]) -> anyhow::Result<
 pub fn build_dirs(dirs: &[PathBuf]) -> anyhow::Result<()> {
     let crates = route_crates(dirs)?;
     if crates.is_empty() {
-        bail!("no route crates (a folder with a Cargo.toml) found under {dirs:?}");
+        bail!("no route crates (a folder with a Cargo.toml) or TypeScript route files (.ts) found under {dirs:?}");
     }
     let outcome = build(Path::new("."), &crates)?;
     if !outcome.success {

@@ -7,6 +7,7 @@
 //! | `dev.rs` | `dev`: build, serve, rebuild and reload on save |
 //! | `rebuild.rs` | `dev`'s watch: rebuild the crates that changed, reload |
 //! | `build.rs` | `build`: one cargo run for every route crate |
+//! | `typescript.rs` | `build` of TypeScript routes: one component per routes folder |
 //! | `new.rs` | `new`: scaffold a route crate |
 //! | `inspect.rs` | `check`, `routes`, `schedules` and `limits` |
 //! | `deploy.rs` | `deploy`, `rollback` and `trigger`: the admin API's client |
@@ -20,6 +21,7 @@ mod inspect;
 mod new;
 mod rebuild;
 mod serve;
+mod typescript;
 
 pub use build::build_dirs as build;
 pub use deploy::{deploy, rollback, trigger};

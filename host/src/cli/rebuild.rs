@@ -18,7 +18,22 @@ pub(super) const INTERVAL: Duration = Duration::from_millis(150);
 /// Records the outcome of building `built`: the errors of each crate that
 /// failed, and which built.
 pub(super) fn record(errors: &BuildErrors, built: &[FolderRoute], outcome: &Outcome) {
-    for route in built {
+    for route in built.iter().filter(|route| route.script) {
+        let Some(stem) = Path::new(&route.component).file_stem() else {
+            continue;
+        };
+        let stem = stem.to_string_lossy().into_owned();
+        match outcome.failed_apps.get(&route.component) {
+            Some(text) => errors.failed(
+                stem,
+                format!(
+                    "build of the TypeScript routes failed; fix them and save to reload:\n\n{text}"
+                ),
+            ),
+            None => errors.built(&stem),
+        }
+    }
+    for route in built.iter().filter(|route| !route.script) {
         let stem = route.package.replace('-', "_");
         match outcome.failed.get(&route.package) {
             Some(text) => errors.failed(
@@ -47,7 +62,10 @@ pub(super) fn source_crates(manifest_path: &Path) -> Vec<FolderRoute> {
         let target_dir = folders::default_target_dir(base);
         if let Ok(found) = folders::discover(base, "routes", &target_dir) {
             for route in found {
-                if !crates.iter().any(|known| known.package == route.package) {
+                if !crates
+                    .iter()
+                    .any(|known| known.crate_dir == route.crate_dir)
+                {
                     crates.push(route);
                 }
             }
@@ -74,7 +92,7 @@ pub(super) fn look(manifest_path: &Path) -> Look {
         .map(|route| {
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             hash_tree(&base.join(&route.crate_dir), &mut hasher);
-            (route.package.clone(), hasher.finish())
+            (route.crate_dir.clone(), hasher.finish())
         })
         .collect();
     Look {
@@ -84,7 +102,32 @@ pub(super) fn look(manifest_path: &Path) -> Look {
     }
 }
 
+/// `changed`, and every TypeScript route sharing a component with one of them.
+fn with_whole_apps(mut changed: Vec<FolderRoute>, all: &[FolderRoute]) -> Vec<FolderRoute> {
+    let apps: BTreeSet<String> = changed
+        .iter()
+        .filter(|route| route.script)
+        .map(|route| route.component.clone())
+        .collect();
+    for route in all {
+        if route.script
+            && apps.contains(&route.component)
+            && !changed
+                .iter()
+                .any(|known| known.crate_dir == route.crate_dir)
+        {
+            changed.push(route.clone());
+        }
+    }
+    changed
+}
+
 fn hash_tree(dir: &Path, hasher: &mut impl Hasher) {
+    if dir.is_file() {
+        dir.hash(hasher);
+        stamp(dir).hash(hasher);
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -120,11 +163,13 @@ pub(super) async fn watch(host: Arc<Host>, manifest_path: PathBuf) {
             .crates
             .iter()
             .filter(|route| {
-                before.prints.get(&route.package) != after.prints.get(&route.package)
-                    || unbuilt.contains(&route.package)
+                before.prints.get(&route.crate_dir) != after.prints.get(&route.crate_dir)
+                    || unbuilt.contains(&route.crate_dir)
             })
             .cloned()
             .collect();
+        // A TypeScript file is built with every other file of its app.
+        let changed = with_whole_apps(changed, &after.crates);
         let manifest_changed = before.manifest != after.manifest;
 
         let mut built_any = false;
@@ -146,7 +191,7 @@ pub(super) async fn watch(host: Arc<Host>, manifest_path: PathBuf) {
                     } else {
                         // Cargo may stop before building every crate: build
                         // them all again with the next change.
-                        unbuilt.extend(changed.iter().map(|r| r.package.clone()));
+                        unbuilt.extend(changed.iter().map(|r| r.crate_dir.clone()));
                         tracing::error!(
                             "build failed; the last good version keeps serving, and the failed routes answer 500 with the errors until they build"
                         );

@@ -13,6 +13,7 @@
 //! `target_dir` is where cargo builds ([`cargo_target_dir`], the one place
 //! that decides it).
 
+use super::scripts;
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 
@@ -30,6 +31,11 @@ pub struct FolderRoute {
     pub package: String,
     /// Its built component, relative to the manifest's folder.
     pub component: String,
+    /// A TypeScript route file rather than a crate: `crate_dir` is the file,
+    /// `package` is empty, and `component` is the one every route file of
+    /// its routes folder is built into (see `scripts.rs`).
+    #[serde(default)]
+    pub script: bool,
 }
 
 /// The URL pattern a crate folder spells, from its path below the routes
@@ -109,8 +115,9 @@ pub(crate) fn package_name(cargo_toml: &Path) -> Result<Option<String>, String> 
         .map(str::to_string))
 }
 
-/// Every route crate below `base/dir`, sorted by folder. A crate's folder is
-/// not searched further; `target`, `src` and hidden folders are skipped.
+/// Every route crate and TypeScript route file below `base/dir`, sorted by
+/// folder. A crate's folder is not searched further; `target`, `src`,
+/// `node_modules` and hidden folders are skipped.
 pub(crate) fn discover(
     base: &Path,
     dir: &str,
@@ -122,13 +129,15 @@ pub(crate) fn discover(
     }
     let mut found = Vec::new();
     walk(&root, &root, &mut found)?;
+    let app = Path::new(target_dir)
+        .join(scripts::APP_FOLDER)
+        .join(scripts::app_component_name(&root));
     Ok(found
         .into_iter()
-        .map(|(relative, package)| {
-            let crate_dir = Path::new(dir).join(&relative);
-            FolderRoute {
+        .map(|found| match found {
+            Found::Crate(relative, package) => FolderRoute {
                 path: url_of(&relative),
-                crate_dir: slashes(&crate_dir),
+                crate_dir: slashes(&Path::new(dir).join(&relative)),
                 component: slashes(
                     &Path::new(target_dir)
                         .join(TARGET)
@@ -136,34 +145,57 @@ pub(crate) fn discover(
                         .join(format!("{}.wasm", package.replace('-', "_"))),
                 ),
                 package,
-            }
+                script: false,
+            },
+            Found::Script(relative) => FolderRoute {
+                path: scripts::url_of_file(&relative),
+                crate_dir: slashes(&Path::new(dir).join(&relative)),
+                component: slashes(&app),
+                package: String::new(),
+                script: true,
+            },
         })
         .collect())
 }
 
-fn walk(root: &Path, dir: &Path, found: &mut Vec<(PathBuf, String)>) -> Result<(), String> {
+/// What the walk found: a crate's folder and package, or a route file.
+enum Found {
+    Crate(PathBuf, String),
+    Script(PathBuf),
+}
+
+fn walk(root: &Path, dir: &Path, found: &mut Vec<Found>) -> Result<(), String> {
+    let relative = |path: &Path| path.strip_prefix(root).unwrap_or(path).to_path_buf();
     let cargo_toml = dir.join("Cargo.toml");
     if cargo_toml.is_file() {
         if let Some(package) = package_name(&cargo_toml)? {
-            let relative = dir.strip_prefix(root).unwrap_or(dir).to_path_buf();
-            found.push((relative, package));
+            found.push(Found::Crate(relative(dir), package));
             return Ok(());
         }
     }
     let entries = std::fs::read_dir(dir)
         .map_err(|err| format!("cannot read folder {}: {err}", dir.display()))?;
-    let mut folders: Vec<PathBuf> = entries
+    let mut entries: Vec<(PathBuf, String)> = entries
         .filter_map(Result::ok)
-        .filter(|entry| {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            entry.path().is_dir() && !name.starts_with('.') && name != "target" && name != "src"
+        .map(|entry| {
+            (
+                entry.path(),
+                entry.file_name().to_string_lossy().into_owned(),
+            )
         })
-        .map(|entry| entry.path())
         .collect();
-    folders.sort();
-    for folder in folders {
-        walk(root, &folder, found)?;
+    entries.sort();
+    for (path, name) in &entries {
+        if path.is_file() && scripts::is_route_file(name) {
+            found.push(Found::Script(relative(path)));
+        }
+    }
+    for (path, name) in entries {
+        let skipped =
+            name.starts_with('.') || ["target", "src", "node_modules"].contains(&name.as_str());
+        if path.is_dir() && !skipped {
+            walk(root, &path, found)?;
+        }
     }
     Ok(())
 }

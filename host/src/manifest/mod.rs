@@ -28,6 +28,7 @@
 //! | `schedule.rs` | `[[schedule]]`: routes the host calls on a cron schedule |
 //! | `policies.rs` | edge policies: `[cache]`, and each route's `cache`, `cors` and `rate_limit` |
 //! | `folders.rs` | file-based routes: folder = URL, and where cargo puts components |
+//! | `scripts.rs` | TypeScript route files: their URLs, the one component of an app |
 //! | `mount.rs` | merging `[routes]` crates into the `[[route]]` entries |
 //! | `error.rs` | [`ManifestError`], one per problem |
 
@@ -41,6 +42,7 @@ pub(crate) mod policies;
 mod quantity;
 pub(crate) mod schedule;
 mod schema;
+pub(crate) mod scripts;
 pub(crate) mod sql;
 mod validate;
 

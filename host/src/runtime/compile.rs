@@ -50,7 +50,22 @@ pub(crate) fn compile_cached(
             entry: None,
         });
     };
-    let entry = dir.join(format!("{}.cwasm", cache_key(engine, bytes)));
+    let name = format!("{}.cwasm", cache_key(engine, bytes));
+    let entry = dir.join(&name);
+    // Compiled ahead by `edgehost build` (a JavaScript route's engine takes
+    // seconds of Cranelift): taken into this host's own cache.
+    if !entry.is_file() {
+        if let Some(ahead) = shared_dir().map(|shared| shared.join(&name)) {
+            if ahead.is_file() {
+                if let Err(err) = copy_entry(dir, &ahead, &entry) {
+                    tracing::warn!(
+                        "cannot take {} into the compile cache: {err}",
+                        ahead.display()
+                    );
+                }
+            }
+        }
+    }
     if entry.is_file() {
         // SAFETY: the file was written by `Component::serialize` below with
         // this engine's settings (they are part of its name), into the
@@ -116,11 +131,16 @@ fn compile_within(engine: &Engine, bytes: &[u8], deadline: Duration) -> Result<C
             let _ = done.send(compiled);
         })
         .map_err(|err| format!("cannot start a compile thread: {err}"))?;
+    let timed_out =
+        || format!("compiling took longer than the server's compile_timeout of {deadline:?}");
     match result.recv_timeout(deadline) {
         Ok(compiled) => compiled,
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
-            "compiling took longer than the server's compile_timeout of {deadline:?}"
-        )),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(timed_out()),
+        // The thread gives up by itself once the deadline has passed, and
+        // can do so a moment before this wait does.
+        Err(mpsc::RecvTimeoutError::Disconnected) if std::time::Instant::now() >= give_up => {
+            Err(timed_out())
+        }
         Err(mpsc::RecvTimeoutError::Disconnected) => {
             Err("the compile thread stopped without a result".into())
         }
@@ -186,6 +206,48 @@ fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The cache of the user running the host and its builds: `EDGEHOST_CACHE_DIR`,
+/// else `$XDG_CACHE_HOME/edgehost`, else `~/.cache/edgehost`.
+pub(crate) fn user_cache() -> Option<PathBuf> {
+    let from = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    from("EDGEHOST_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| from("XDG_CACHE_HOME").map(|dir| PathBuf::from(dir).join("edgehost")))
+        .or_else(|| from("HOME").map(|home| PathBuf::from(home).join(".cache/edgehost")))
+}
+
+/// Where `edgehost build` leaves code it compiled ahead for the hosts of
+/// the same user. Loading it is as safe as loading the host's own cache:
+/// only that user can write there.
+pub(crate) fn shared_dir() -> Option<PathBuf> {
+    user_cache().map(|dir| dir.join("compiled"))
+}
+
+/// Compiles the component in `file` into the shared cache ahead of any
+/// host, with the engine a host with default settings has; whether it
+/// was there already.
+pub(crate) fn precompile(file: &Path) -> Result<bool, String> {
+    let dir = shared_dir().ok_or("no cache folder: set EDGEHOST_CACHE_DIR or HOME")?;
+    let bytes = read_component(file)?;
+    let settings = super::EngineSettings {
+        max_memory: crate::manifest::Limits::default().memory,
+        cache_dir: None,
+        max_instances: 1,
+        clock_resolution: Duration::from_millis(1),
+        compile_timeout: Duration::from_secs(600),
+    };
+    let engine = super::engine::engine(&settings).map_err(|err| format!("{err:#}"))?;
+    compile_cached(&engine, Some(&dir), &bytes, settings.compile_timeout).map(|c| c.cached)
+}
+
+/// Copies the entry `from` to `to` in `dir` atomically.
+fn copy_entry(dir: &Path, from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let temporary = to.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::copy(from, &temporary)?;
+    std::fs::rename(&temporary, to)
 }
 
 /// Writes a compiled component atomically (temporary file, then rename), so

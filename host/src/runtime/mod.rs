@@ -23,7 +23,7 @@
 mod background;
 mod body;
 mod call;
-mod compile;
+pub(crate) mod compile;
 mod cpu;
 mod engine;
 mod failure;

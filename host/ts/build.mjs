@@ -1,0 +1,192 @@
+// Builds an app's TypeScript routes into one WebAssembly component:
+// checks each file's declared path against its location, type-checks,
+// bundles with esbuild and componentizes with componentize-js (cached by
+// the hash of its inputs). `edgehost build` runs it with a JSON config and
+// reads one JSON event per line from its stdout.
+//
+// config: { routes: [{ pattern, file, shown }], work, out, runtime,
+//           types, wit, world, cache }
+
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync, renameSync, copyFileSync, existsSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+
+const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+const emit = (event) => process.stdout.write(JSON.stringify(event) + '\n');
+const byFile = new Map(config.routes.map((route) => [route.file, route]));
+let failed = false;
+const fail = (file, text) => {
+  failed = true;
+  emit({ event: 'error', file: file ?? null, text });
+};
+
+// 1. Each file declares the path its location spells, as TanStack's generator demands.
+const DECLARED = /\bcreate(?:APIFile|ServerFile|File)Route\s*\(\s*(['"`])([^'"`]*)\1/;
+for (const route of config.routes) {
+  const source = readFileSync(route.file, 'utf8');
+  const found = DECLARED.exec(source);
+  if (!found) {
+    fail(
+      route.file,
+      `${route.shown}: no route found: export one with createAPIFileRoute('${route.pattern}'), ` +
+        `createServerFileRoute('${route.pattern}') or createFileRoute('${route.pattern}')`,
+    );
+  } else if (found[2] !== route.pattern && found[2].replace(/\/$/, '') !== route.pattern) {
+    fail(
+      route.file,
+      `${route.shown}: declares the path '${found[2]}', but its location spells '${route.pattern}': ` +
+        `change the path to '${route.pattern}' or move the file`,
+    );
+  }
+}
+if (failed) process.exit(1);
+
+// 2. Type-check, as tsc --noEmit --strict would.
+emit({ event: 'phase', name: 'type-checking', count: config.routes.length });
+const ts = (await import('typescript')).default;
+const program = ts.createProgram([...config.routes.map((r) => r.file), config.types], {
+  strict: true,
+  noEmit: true,
+  target: ts.ScriptTarget.ES2022,
+  module: ts.ModuleKind.ESNext,
+  moduleResolution: ts.ModuleResolutionKind.Bundler,
+  lib: ['lib.es2022.d.ts', 'lib.dom.d.ts', 'lib.dom.iterable.d.ts'],
+  types: [],
+  skipLibCheck: true,
+  allowImportingTsExtensions: true,
+  isolatedModules: true,
+  esModuleInterop: true,
+});
+for (const diagnostic of ts.getPreEmitDiagnostics(program)) {
+  const message = ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n');
+  if (diagnostic.file) {
+    const { line, character } = diagnostic.file.getLineAndCharacterOfPosition(diagnostic.start ?? 0);
+    const file = diagnostic.file.fileName;
+    const shown = byFile.get(file)?.shown ?? relative(process.cwd(), file);
+    const code = diagnostic.file.text.split('\n')[line] ?? '';
+    fail(
+      byFile.has(file) ? file : null,
+      `error TS${diagnostic.code}: ${message}\n  --> ${shown}:${line + 1}:${character + 1}\n   | ${code}\n   | ${' '.repeat(character)}^`,
+    );
+  } else {
+    fail(null, `error TS${diagnostic.code}: ${message}`);
+  }
+}
+if (failed) process.exit(1);
+
+// 3. Bundle: one script for every route, TanStack's and our imports resolved to the runtime.
+emit({ event: 'phase', name: 'bundling' });
+mkdirSync(config.work, { recursive: true });
+const entry = join(config.work, 'entry.js');
+const lines = [`import { serve } from ${JSON.stringify(config.runtime)};`];
+config.routes.forEach((route, i) => lines.push(`import * as route${i} from ${JSON.stringify(route.file)};`));
+lines.push(
+  'serve([',
+  ...config.routes.map(
+    (route, i) => `  { pattern: ${JSON.stringify(route.pattern)}, file: ${JSON.stringify(route.shown)}, module: route${i} },`,
+  ),
+  ']);',
+);
+writeFileSync(entry, lines.join('\n') + '\n');
+const RUNTIME_MODULES = new Set([
+  '@tanstack/react-start/api',
+  '@tanstack/react-start/server',
+  '@tanstack/react-start',
+  '@tanstack/react-router',
+  'edgehost',
+]);
+const esbuild = await import('esbuild');
+const bundle = join(config.work, 'bundle.js');
+try {
+  const result = await esbuild.build({
+    entryPoints: [entry],
+    outfile: bundle,
+    bundle: true,
+    format: 'esm',
+    platform: 'neutral',
+    target: 'es2022',
+    mainFields: ['module', 'main'],
+    conditions: ['worker', 'browser', 'import'],
+    logLevel: 'silent',
+    plugins: [
+      {
+        name: 'edgehost',
+        setup(build) {
+          build.onResolve({ filter: /^(wasi|edge):/ }, (args) => ({ path: args.path, external: true }));
+          build.onResolve({ filter: /^(@tanstack\/|edgehost$)/ }, (args) =>
+            RUNTIME_MODULES.has(args.path) ? { path: config.runtime } : undefined,
+          );
+        },
+      },
+    ],
+  });
+  for (const warning of result.warnings) {
+    emit({ event: 'warning', file: warning.location?.file ?? null, text: warning.text });
+  }
+} catch (err) {
+  for (const error of err.errors ?? [{ text: String(err) }]) {
+    const at = error.location;
+    const file = at ? join(process.cwd(), at.file) : null;
+    const shown = at ? `\n  --> ${at.file}:${at.line}:${at.column + 1}\n   | ${at.lineText}` : '';
+    fail(file && byFile.has(file) ? file : null, `error: ${error.text}${shown}`);
+  }
+  process.exit(1);
+}
+
+// 4. Componentize, unless these exact inputs were componentized before.
+const hash = createHash('sha256');
+hash.update(readFileSync(bundle));
+hash.update(config.world);
+const witFiles = [];
+const walk = (dir) => {
+  for (const name of readdirSync(dir).sort()) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) walk(path);
+    else witFiles.push(path);
+  }
+};
+walk(config.wit);
+for (const file of witFiles) hash.update(relative(config.wit, file)).update(readFileSync(file));
+const componentizePackage = JSON.parse(
+  readFileSync(new URL('./node_modules/@bytecodealliance/componentize-js/package.json', import.meta.url)),
+);
+hash.update(componentizePackage.version);
+const key = hash.digest('hex');
+const cached = join(config.cache, `${key}.wasm`);
+const hit = existsSync(cached);
+if (!hit) {
+  emit({ event: 'phase', name: 'componentizing' });
+  const { componentize } = await import('@bytecodealliance/componentize-js');
+  let component;
+  try {
+    ({ component } = await componentize({
+      sourcePath: bundle,
+      witPath: config.wit,
+      worldName: config.world,
+    }));
+  } catch (err) {
+    fail(null, explain(String(err && err.message ? err.message : err)));
+    process.exit(1);
+  }
+  mkdirSync(config.cache, { recursive: true });
+  const partial = `${cached}.${process.pid}.partial`;
+  writeFileSync(partial, component);
+  renameSync(partial, cached);
+}
+mkdirSync(dirname(config.out), { recursive: true });
+const partial = `${config.out}.${process.pid}.partial`;
+copyFileSync(cached, partial);
+renameSync(partial, config.out);
+emit({ event: 'done', out: config.out, cached: hit, key });
+
+/** A componentize failure, with what to do about the mistakes it is known for. */
+function explain(message) {
+  if (/Wizer initialization|cannot call arbitrary imported functions/i.test(message)) {
+    return (
+      `${message}\n\nA route file's top-level code called something that only works while a request is ` +
+      'answered (randomness, the clock, the environment, a store). Top-level code runs once, when the ' +
+      'component is built: move the call into the handler.'
+    );
+  }
+  return message;
+}
