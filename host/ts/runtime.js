@@ -78,7 +78,6 @@ globalThis.process = { env };
 // --- request.json(): a body that is not JSON is the client's mistake ------
 
 class BadJson extends Error {}
-const realJson = Request.prototype.json;
 Request.prototype.json = async function json() {
   const text = await this.text();
   try {
@@ -87,7 +86,6 @@ Request.prototype.json = async function json() {
     throw new BadJson(`Invalid JSON body: ${err && err.message ? err.message : err}`);
   }
 };
-void realJson;
 
 // --- TanStack Start's route constructors -----------------------------------
 
@@ -147,14 +145,17 @@ export const json = (body, init) => Response.json(body, init);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-function storeError(err, what) {
+// A store's or a database's WIT error (`{ tag, val }`) as an Error saying
+// what failed; a denial names the manifest key that grants access.
+function hostError(err, what, grantKey) {
   const payload = err && err.payload !== undefined ? err.payload : err;
   const tag = payload && payload.tag;
   if (tag === 'access-denied' || tag === 'no-such-store') {
-    return new Error(`${what}: this route is not granted that store (add it to the route's \`kv\` in manifest.toml)`);
+    return new Error(`${what}: this route is not granted it (add it to the route's \`${grantKey}\` in manifest.toml)`);
   }
   const detail = payload && payload.val !== undefined ? payload.val : String(payload);
-  return new Error(`${what}: ${detail}`);
+  const kind = tag && tag !== 'other' ? `${tag}: ` : '';
+  return new Error(`${what}: ${kind}${detail}`);
 }
 
 class Store {
@@ -168,7 +169,7 @@ class Store {
       try {
         this.#bucket = open(this.#name);
       } catch (err) {
-        throw storeError(err, `key-value store "${this.#name}"`);
+        throw hostError(err, `key-value store "${this.#name}"`, 'kv');
       }
     }
     return this.#bucket;
@@ -178,7 +179,7 @@ class Store {
     try {
       return fn(bucket);
     } catch (err) {
-      throw storeError(err, `key-value store "${this.#name}": ${what}`);
+      throw hostError(err, `key-value store "${this.#name}": ${what}`, 'kv');
     }
   }
   /** The value at `key` as bytes, or `undefined`. */
@@ -259,15 +260,6 @@ function fromValue(value) {
   }
 }
 
-function sqlError(err, name) {
-  const payload = err && err.payload !== undefined ? err.payload : err;
-  if (payload && payload.tag === 'access-denied') {
-    return new Error(`SQL database "${name}": this route is not granted it (add it to the route's \`sql\` in manifest.toml)`);
-  }
-  const detail = payload && payload.val !== undefined ? payload.val : String(payload);
-  return new Error(`SQL database "${name}": ${payload && payload.tag ? payload.tag + ': ' : ''}${detail}`);
-}
-
 class Database {
   #name;
   #connection;
@@ -279,7 +271,7 @@ class Database {
       try {
         this.#connection = Connection.open(this.#name);
       } catch (err) {
-        throw sqlError(err, this.#name);
+        throw hostError(err, `SQL database "${this.#name}"`, 'sql');
       }
     }
     return this.#connection;
@@ -289,7 +281,7 @@ class Database {
     try {
       return connection.query(text, params.map(toValue));
     } catch (err) {
-      throw sqlError(err, this.#name);
+      throw hostError(err, `SQL database "${this.#name}"`, 'sql');
     }
   }
   /** The rows `text` selects, each an object keyed by column. */

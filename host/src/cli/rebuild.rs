@@ -2,6 +2,7 @@
 //! saved change, rebuilding the crates that changed and reloading.
 
 use super::build::{self, Outcome};
+use super::typescript;
 use crate::control::watcher::{stamp, Stamp, Watcher};
 use crate::control::{BuildErrors, Host};
 use crate::manifest::folders::{self, FolderRoute};
@@ -18,12 +19,13 @@ pub(super) const INTERVAL: Duration = Duration::from_millis(150);
 /// Records the outcome of building `built`: the errors of each crate that
 /// failed, and which built.
 pub(super) fn record(errors: &BuildErrors, built: &[FolderRoute], outcome: &Outcome) {
-    for route in built.iter().filter(|route| route.script) {
-        let Some(stem) = Path::new(&route.component).file_stem() else {
+    // Every TypeScript route of an app shares its component: one record each.
+    for app in typescript::apps(built) {
+        let Some(stem) = Path::new(&app.component).file_stem() else {
             continue;
         };
         let stem = stem.to_string_lossy().into_owned();
-        match outcome.failed_apps.get(&route.component) {
+        match outcome.failed_apps.get(&app.component) {
             Some(text) => errors.failed(
                 stem,
                 format!(

@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The toolchain's files, written into its folder before each build.
-const FILES: [(&str, &str); 14] = [
+const FILES: [(&str, &str); 18] = [
     ("package.json", include_str!("../../ts/package.json")),
     (
         "package-lock.json",
@@ -66,10 +66,6 @@ const FILES: [(&str, &str); 14] = [
         "wit/deps/wasi-io/io.wit",
         include_str!("../../ts/wit/deps/wasi-io/io.wit"),
     ),
-];
-
-/// The rest of WASI 0.2 the world's imports use.
-const MORE_FILES: [(&str, &str); 4] = [
     (
         "wit/deps/wasi-clocks/clocks.wit",
         include_str!("../../ts/wit/deps/wasi-clocks/clocks.wit"),
@@ -316,7 +312,7 @@ fn toolchain() -> anyhow::Result<PathBuf> {
 /// Writes each toolchain file that differs from what this binary carries
 /// (atomically: builds may run side by side).
 fn write_files(dir: &Path) -> anyhow::Result<()> {
-    for (name, text) in FILES.iter().chain(&MORE_FILES) {
+    for (name, text) in FILES.iter() {
         let path = dir.join(name);
         if std::fs::read_to_string(&path).is_ok_and(|known| known == *text) {
             continue;

@@ -15,6 +15,7 @@
 
 use super::scripts;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::path::{Component, Path, PathBuf};
 
 /// The target route crates are built for.
@@ -79,13 +80,7 @@ pub(crate) fn package_for(url: &str) -> String {
             _ => segment
                 .trim_start_matches('$')
                 .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() {
-                        c.to_ascii_lowercase()
-                    } else {
-                        '_'
-                    }
-                })
+                .map(name_char)
                 .collect(),
         })
         .collect();
@@ -95,6 +90,37 @@ pub(crate) fn package_for(url: &str) -> String {
         Some(first) if first.is_ascii_digit() => format!("route_{name}"),
         Some(_) => name,
     }
+}
+
+/// A character of a generated name: ASCII letters (lowercased) and digits
+/// as they are, anything else `_`.
+fn name_char(c: char) -> char {
+    if c.is_ascii_alphanumeric() {
+        c.to_ascii_lowercase()
+    } else {
+        '_'
+    }
+}
+
+/// The file name of the component the TypeScript route files of the
+/// folder `root` build into: the folder's last two names and a short hash
+/// of its absolute path, so two apps sharing a target folder never share a
+/// component.
+pub(crate) fn app_component_name(root: &Path) -> String {
+    let absolute = absolute(root);
+    let digest = Sha256::digest(absolute.to_string_lossy().as_bytes());
+    let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let names: Vec<String> = absolute
+        .components()
+        .filter_map(|part| match part {
+            Component::Normal(name) => {
+                Some(name.to_string_lossy().chars().map(name_char).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    let last_two = &names[names.len().saturating_sub(2)..];
+    format!("{}-{short}.wasm", last_two.join("-"))
 }
 
 /// The package name in a `Cargo.toml`, if it has a `[package]`.
@@ -131,7 +157,7 @@ pub(crate) fn discover(
     walk(&root, &root, &mut found)?;
     let app = Path::new(target_dir)
         .join(scripts::APP_FOLDER)
-        .join(scripts::app_component_name(&root));
+        .join(app_component_name(&root));
     Ok(found
         .into_iter()
         .map(|found| match found {
@@ -306,6 +332,22 @@ mod tests {
         ] {
             assert_eq!(url_of(Path::new(folder)), url, "{folder}");
         }
+    }
+
+    #[test]
+    fn each_routes_folder_has_its_own_component() {
+        let a = app_component_name(Path::new("/w/examples/tanstack/routes"));
+        let b = app_component_name(Path::new("/w/tests/ts-app/routes"));
+        assert!(
+            a.starts_with("tanstack-routes-") && a.ends_with(".wasm"),
+            "{a}"
+        );
+        assert!(b.starts_with("ts_app-routes-"), "{b}");
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            app_component_name(Path::new("/w/examples/tanstack/routes"))
+        );
     }
 
     #[test]

@@ -15,7 +15,6 @@
 //! Files whose name starts with `-`, declaration files (`.d.ts`) and tests
 //! (`.test.ts`, `.spec.ts`) are not routes.
 
-use sha2::{Digest, Sha256};
 use std::path::{Component, Path};
 
 /// Whether a file name is a TypeScript route.
@@ -84,38 +83,6 @@ fn flat_segments(stem: &str) -> Vec<String> {
     segments
 }
 
-/// The file name of the component the route files of the folder `root`
-/// build into: the folder's name and a short hash of its absolute path, so
-/// two apps sharing a target folder never share a component.
-pub(crate) fn app_component_name(root: &Path) -> String {
-    let absolute = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-    let digest = Sha256::digest(absolute.to_string_lossy().as_bytes());
-    let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    let name: String = absolute
-        .components()
-        .rev()
-        .filter_map(|part| match part {
-            Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
-            _ => None,
-        })
-        .take(2)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join("-")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{name}-{short}.wasm")
-}
-
 /// The folder (below the target folder) the app components are built into.
 pub(crate) const APP_FOLDER: &str = "edgehost-ts";
 
@@ -161,21 +128,5 @@ mod tests {
         ] {
             assert!(!is_route_file(name), "{name}");
         }
-    }
-
-    #[test]
-    fn each_routes_folder_has_its_own_component() {
-        let a = app_component_name(Path::new("/w/examples/tanstack/routes"));
-        let b = app_component_name(Path::new("/w/tests/ts-app/routes"));
-        assert!(
-            a.starts_with("tanstack-routes-") && a.ends_with(".wasm"),
-            "{a}"
-        );
-        assert!(b.starts_with("ts_app-routes-"), "{b}");
-        assert_ne!(a, b);
-        assert_eq!(
-            a,
-            app_component_name(Path::new("/w/examples/tanstack/routes"))
-        );
     }
 }
