@@ -105,7 +105,8 @@ fn name_char(c: char) -> char {
 /// The file name of the component the TypeScript route files of the
 /// folder `root` build into: the folder's last two names and a short hash
 /// of its absolute path, so two apps sharing a target folder never share a
-/// component.
+/// component. `discover` passes the folder canonicalized, so a manifest
+/// reached through `..` or a link names the component its build wrote.
 pub(crate) fn app_component_name(root: &Path) -> String {
     let absolute = absolute(root);
     let digest = Sha256::digest(absolute.to_string_lossy().as_bytes());
@@ -157,7 +158,9 @@ pub(crate) fn discover(
     walk(&root, &root, &mut found)?;
     let app = Path::new(target_dir)
         .join(scripts::APP_FOLDER)
-        .join(app_component_name(&root));
+        .join(app_component_name(
+            &std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone()),
+        ));
     Ok(found
         .into_iter()
         .map(|found| match found {
