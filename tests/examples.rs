@@ -1,32 +1,111 @@
 //! The example API of the README, end to end: the real host binary serving the
-//! real `manifest.toml` with components built from `routes/`.
+//! real `manifest.toml` with components built from `routes/`, and every check
+//! again against its TypeScript copy in `examples/tanstack/` (one component
+//! built from TanStack Start route files), which must answer exactly alike.
 
 mod support;
 
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
+use std::path::{Path, PathBuf};
 use support::{component, repo_root, unix_now, Host, Start};
 
 const SECRET: &str = "whsec_test_secret";
 
-fn start(data_dir: &std::path::Path) -> Host {
-    for name in [
-        "api_health",
-        "api_posts",
-        "api_posts_postid",
-        "api_views_postid",
-        "api_webhooks_stripe",
-        "api_data",
-    ] {
-        component(name);
+/// The two copies of the example app.
+#[derive(Clone, Copy, Debug)]
+enum App {
+    /// Route crates under `routes/`, one component each.
+    Rust,
+    /// TanStack Start route files under `examples/tanstack/routes/`, one
+    /// component for all of them.
+    TypeScript,
+}
+
+impl App {
+    fn manifest(self) -> PathBuf {
+        match self {
+            App::Rust => repo_root().join("manifest.toml"),
+            App::TypeScript => repo_root().join("examples/tanstack/manifest.toml"),
+        }
     }
+
+    /// How many components the app's routes are built into.
+    fn components(self) -> usize {
+        match self {
+            App::Rust => example_routes(),
+            App::TypeScript => 1,
+        }
+    }
+
+    /// Fails, saying how to build it, when the app is not built.
+    fn ensure_built(self) {
+        match self {
+            App::Rust => {
+                for name in [
+                    "api_health",
+                    "api_posts",
+                    "api_posts_postid",
+                    "api_views_postid",
+                    "api_webhooks_stripe",
+                    "api_data",
+                ] {
+                    component(name);
+                }
+            }
+            App::TypeScript => {
+                let dir = repo_root().join("target/edgehost-ts");
+                let built = std::fs::read_dir(&dir).into_iter().flatten().any(|entry| {
+                    entry.is_ok_and(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.starts_with("tanstack-routes-") && name.ends_with(".wasm")
+                    })
+                });
+                assert!(
+                    built,
+                    "the TypeScript example is not built in {}: run `cargo run -p edgehost -- build examples/tanstack/routes` (scripts/test.sh does)",
+                    dir.display()
+                );
+            }
+        }
+    }
+}
+
+fn start(app: App, data_dir: &Path) -> Host {
+    app.ensure_built();
     Host::start(Start {
-        manifest: &repo_root().join("manifest.toml"),
+        manifest: &app.manifest(),
         data_dir,
         env: vec![("STRIPE_WEBHOOK_SECRET", SECRET)],
     })
 }
+
+/// Each check once per app: `rust::name` and `typescript::name`.
+macro_rules! for_both_apps {
+    ($($name:ident),* $(,)?) => {
+        mod rust {
+            $(#[test] fn $name() { super::$name(super::App::Rust) })*
+        }
+        mod typescript {
+            $(#[test] fn $name() { super::$name(super::App::TypeScript) })*
+        }
+    };
+}
+
+for_both_apps!(
+    health_reports_ok_and_the_time,
+    views_count_atomically_in_the_key_value_store,
+    posts_crud,
+    invalid_post_bodies_are_400,
+    unimplemented_methods_are_405_with_allow,
+    unknown_paths_and_bad_escapes,
+    data_sets_cache_and_cors_headers,
+    stripe_webhook_checks_signatures,
+    posts_survive_a_restart,
+    a_restart_with_an_unchanged_manifest_compiles_nothing,
+    a_missing_secret_stops_the_host_from_starting,
+);
 
 fn sign(body: &str, t: u64, secret: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -34,10 +113,9 @@ fn sign(body: &str, t: u64, secret: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-#[test]
-fn health_reports_ok_and_the_time() {
+fn health_reports_ok_and_the_time(app: App) {
     let data = tempfile::tempdir().unwrap();
-    let host = start(data.path());
+    let host = start(app, data.path());
     let reply = host.get("/api/health");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), Some("application/json"));
@@ -55,10 +133,9 @@ fn health_reports_ok_and_the_time() {
     assert_eq!(host.get("/API/Health").status, 200);
 }
 
-#[test]
-fn views_count_atomically_in_the_key_value_store() {
+fn views_count_atomically_in_the_key_value_store(app: App) {
     let data = tempfile::tempdir().unwrap();
-    let host = start(data.path());
+    let host = start(app, data.path());
     assert_eq!(
         host.get("/api/views/p1").json(),
         json!({ "postId": "p1", "views": 0 })
@@ -77,10 +154,9 @@ fn views_count_atomically_in_the_key_value_store() {
     assert_eq!(host.get("/api/views/p2").json()["views"], 0);
 }
 
-#[test]
-fn posts_crud() {
+fn posts_crud(app: App) {
     let data = tempfile::tempdir().unwrap();
-    let host = start(data.path());
+    let host = start(app, data.path());
 
     let empty = host.get("/api/posts");
     assert_eq!((empty.status, empty.json()), (200, json!([])));
@@ -137,10 +213,9 @@ fn posts_crud() {
     assert_eq!(host.get("/api/posts").json().as_array().unwrap().len(), 1);
 }
 
-#[test]
-fn invalid_post_bodies_are_400() {
+fn invalid_post_bodies_are_400(app: App) {
     let data = tempfile::tempdir().unwrap();
-    let host = start(data.path());
+    let host = start(app, data.path());
     for body in ["{not json", "", r#"["an array"]"#, "42"] {
         let reply = host.post("/api/posts", body);
         assert_eq!(reply.status, 400, "body {body:?}: {}", reply.text());
@@ -158,10 +233,9 @@ fn invalid_post_bodies_are_400() {
     );
 }
 
-#[test]
-fn unimplemented_methods_are_405_with_allow() {
+fn unimplemented_methods_are_405_with_allow(app: App) {
     let data = tempfile::tempdir().unwrap();
-    let host = start(data.path());
+    let host = start(app, data.path());
     for method in ["PUT", "PATCH", "POST"] {
         let reply = host.request(method, "/api/posts/1", &[], b"{}");
         assert_eq!(reply.status, 405, "{method}");
@@ -181,10 +255,9 @@ fn unimplemented_methods_are_405_with_allow() {
     assert_eq!(options.header("allow"), Some("GET, HEAD, OPTIONS, POST"));
 }
 
-#[test]
-fn unknown_paths_and_bad_escapes() {
+fn unknown_paths_and_bad_escapes(app: App) {
     let data = tempfile::tempdir().unwrap();
-    let host = start(data.path());
+    let host = start(app, data.path());
     let missing = host.get("/api/nothing");
     assert_eq!(
         (missing.status, missing.json()),
@@ -198,10 +271,9 @@ fn unknown_paths_and_bad_escapes() {
     assert_eq!(host.get("/api/health").status, 200);
 }
 
-#[test]
-fn data_sets_cache_and_cors_headers() {
+fn data_sets_cache_and_cors_headers(app: App) {
     let data = tempfile::tempdir().unwrap();
-    let host = start(data.path());
+    let host = start(app, data.path());
     let reply = host.get("/api/data");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("cache-control"), Some("public, s-maxage=60"));
@@ -210,10 +282,9 @@ fn data_sets_cache_and_cors_headers() {
     assert!(reply.json()["items"].is_array());
 }
 
-#[test]
-fn stripe_webhook_checks_signatures() {
+fn stripe_webhook_checks_signatures(app: App) {
     let data = tempfile::tempdir().unwrap();
-    let host = start(data.path());
+    let host = start(app, data.path());
     let body = r#"{"id":"evt_1","object":"event","type":"checkout.session.completed"}"#;
     let post = |signature: Option<&str>| {
         let mut headers = vec![("content-type", "application/json")];
@@ -258,15 +329,14 @@ fn stripe_webhook_checks_signatures() {
     assert!(line.contains("/api/webhooks/stripe"), "{line}");
 }
 
-#[test]
-fn posts_survive_a_restart() {
+fn posts_survive_a_restart(app: App) {
     let data = tempfile::tempdir().unwrap();
-    let host = start(data.path());
+    let host = start(app, data.path());
     let post = host.post("/api/posts", r#"{"title":"Durable"}"#).json();
     let status = host.terminate();
     assert!(status.success(), "graceful exit: {status}");
 
-    let host = start(data.path());
+    let host = start(app, data.path());
     let id = post["id"].as_str().unwrap();
     let again = host.get(&format!("/api/posts/{id}"));
     assert_eq!((again.status, again.json()), (200, post));
@@ -288,56 +358,69 @@ fn example_routes() -> usize {
     count(&repo_root().join("routes"))
 }
 
-#[test]
-fn a_restart_with_an_unchanged_manifest_compiles_nothing() {
-    let routes = example_routes();
-    assert!(routes >= 6, "the example has {routes} routes");
+fn a_restart_with_an_unchanged_manifest_compiles_nothing(app: App) {
+    let components = app.components();
     let data = tempfile::tempdir().unwrap();
-    let first = start(data.path());
-    assert_eq!(
-        first.log().matches("compiled in").count(),
-        routes,
-        "{}",
-        first.log()
-    );
+    let first = start(app, data.path());
+    let log = first.log();
+    match app {
+        App::Rust => {
+            assert!(components >= 6, "the example has {components} routes");
+            assert_eq!(log.matches("compiled in").count(), components, "{log}");
+        }
+        // `edgehost build` compiled the app's component ahead, with the
+        // engine settings of a host like this one: no route compiles.
+        App::TypeScript => {
+            assert!(!log.contains("compiled in"), "{log}");
+            assert_eq!(
+                log.matches("loaded from the compile cache").count(),
+                1,
+                "the app's seven routes load one component: {log}"
+            );
+        }
+    }
     drop(first);
     let entries = std::fs::read_dir(data.path().join("compiled"))
         .unwrap()
         .count();
-    assert_eq!(entries, routes, "one cache entry per component");
+    assert_eq!(entries, components, "one cache entry per component");
 
-    let second = start(data.path());
+    let second = start(app, data.path());
     let log = second.log();
     assert_eq!(
         log.matches("loaded from the compile cache").count(),
-        routes,
+        components,
         "{log}"
     );
     assert!(!log.contains("compiled in"), "{log}");
     assert_eq!(second.get("/api/health").status, 200);
+    if let App::TypeScript = app {
+        // Recompiling the JavaScript engine takes Cranelift long seconds;
+        // the Rust app checks a corrupt entry below.
+        return;
+    }
 
     // A corrupt entry is ignored and recompiled, never trusted.
     drop(second);
     for entry in std::fs::read_dir(data.path().join("compiled")).unwrap() {
         std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
     }
-    let third = start(data.path());
+    let third = start(app, data.path());
     assert_eq!(
         third.log().matches("compiled in").count(),
-        routes,
+        components,
         "{}",
         third.log()
     );
     assert_eq!(third.get("/api/health").status, 200);
 }
 
-#[test]
-fn a_missing_secret_stops_the_host_from_starting() {
+fn a_missing_secret_stops_the_host_from_starting(app: App) {
     let data = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgehost"))
         .arg("serve")
         .arg("--manifest")
-        .arg(repo_root().join("manifest.toml"))
+        .arg(app.manifest())
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")

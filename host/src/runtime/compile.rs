@@ -10,6 +10,7 @@ use wasmtime::component::Component;
 use wasmtime::Engine;
 
 /// A compiled component and where it came from.
+#[derive(Clone)]
 pub(crate) struct Compiled {
     pub(crate) component: Component,
     /// Whether it came from the compile cache.

@@ -135,8 +135,9 @@ impl Runtime {
             }
         }
         let mut routes = Vec::new();
+        let mut loaded = route::Loaded::new();
         for spec in &manifest.routes {
-            match self.compile_route(spec) {
+            match self.compile_route(spec, &mut loaded) {
                 Ok(route) => routes.push(route),
                 Err(reason) => errors.push(ManifestError::Component {
                     file: manifest.file.display().to_string(),

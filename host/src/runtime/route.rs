@@ -25,6 +25,10 @@ const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 /// The import of a route that reads its request body as it arrives.
 const REQUEST_BODY: &str = "edge:route/request-body@0.1.0";
 
+/// The components one load has read and compiled, by file: routes that
+/// share a component (a TypeScript app's) share its compiled code.
+pub(super) type Loaded = std::collections::HashMap<PathBuf, (Arc<[u8]>, Compiled)>;
+
 /// One route, ready to serve: compiled, pre-linked and with its grants.
 pub struct CompiledRoute {
     /// The route's pattern, as written in the manifest.
@@ -114,7 +118,11 @@ impl RouteTable {
 impl Runtime {
     /// Compiles (or loads from the cache) and links one route, reading and
     /// type-checking its exports; the reason when it cannot serve.
-    pub(super) fn compile_route(&self, spec: &RouteSpec) -> Result<CompiledRoute, String> {
+    pub(super) fn compile_route(
+        &self,
+        spec: &RouteSpec,
+        loaded: &mut Loaded,
+    ) -> Result<CompiledRoute, String> {
         if spec.limits.memory > self.max_memory {
             return Err(format!(
                 "memory limit of {} bytes is over the {} bytes per instance this host reserved when it started; restart the host with this manifest to raise it",
@@ -122,25 +130,34 @@ impl Runtime {
             ));
         }
         let file = spec.component.display();
-        let bytes = read_component(&spec.component)?;
-        let started = std::time::Instant::now();
-        let Compiled {
-            component,
-            cached,
-            entry,
-        } = compile_cached(
-            &self.engine,
-            self.cache_dir.as_deref(),
-            &bytes,
-            self.compile_timeout,
-        )
-        .map_err(|err| format!("{file} does not compile: {err}"))?;
-        let how = if cached {
-            "loaded from the compile cache"
-        } else {
-            "compiled"
+        let (
+            bytes,
+            Compiled {
+                component, entry, ..
+            },
+        ) = match loaded.get(&spec.component) {
+            // The routes of one TypeScript app share their component.
+            Some(found) => found.clone(),
+            None => {
+                let bytes: Arc<[u8]> = read_component(&spec.component)?.into();
+                let started = std::time::Instant::now();
+                let compiled = compile_cached(
+                    &self.engine,
+                    self.cache_dir.as_deref(),
+                    &bytes,
+                    self.compile_timeout,
+                )
+                .map_err(|err| format!("{file} does not compile: {err}"))?;
+                let how = if compiled.cached {
+                    "loaded from the compile cache"
+                } else {
+                    "compiled"
+                };
+                tracing::info!(route = %spec.pattern, "{how} in {:?}", started.elapsed());
+                loaded.insert(spec.component.clone(), (bytes.clone(), compiled.clone()));
+                (bytes, compiled)
+            }
         };
-        tracing::info!(route = %spec.pattern, "{how} in {:?}", started.elapsed());
 
         let ty = component.component_type();
         let streams_body = ty
@@ -322,22 +339,25 @@ mod tests {
             settings,
         )
         .unwrap();
-        runtime.compile_route(&RouteSpec {
-            pattern: Pattern::parse("/t").unwrap(),
-            component: file,
-            source: None,
-            line: 1,
-            kv: Vec::new(),
-            sql: Vec::new(),
-            env: Vec::new(),
-            secrets: Vec::new(),
-            allowed_outbound_hosts: Vec::new(),
-            allow_private_networks: false,
-            cache: true,
-            cors: None,
-            rate_limit: None,
-            limits: Limits::default(),
-        })
+        runtime.compile_route(
+            &RouteSpec {
+                pattern: Pattern::parse("/t").unwrap(),
+                component: file,
+                source: None,
+                line: 1,
+                kv: Vec::new(),
+                sql: Vec::new(),
+                env: Vec::new(),
+                secrets: Vec::new(),
+                allowed_outbound_hosts: Vec::new(),
+                allow_private_networks: false,
+                cache: true,
+                cors: None,
+                rate_limit: None,
+                limits: Limits::default(),
+            },
+            &mut Loaded::new(),
+        )
     }
 
     /// A core module with one function, lifted as component export `get`.
