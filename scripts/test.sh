@@ -28,7 +28,7 @@ fi
 # One build with the workspace's unified features: a separate `cargo run -p
 # edgehost` would resolve other features and compile wasmtime a second time.
 cargo test --workspace --no-run
-"${CARGO_TARGET_DIR:-target}/debug/edgehost" build routes tests/fixtures
+"${CARGO_TARGET_DIR:-target}/debug/edgehost" build routes tests/fixtures examples/tanstack/routes tests/ts-app/routes
 cargo test --workspace "$@"
 
 # Every crate in Cargo.lock against the RustSec advisories (the snapshot in

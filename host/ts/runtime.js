@@ -7,6 +7,7 @@
 // which route matched in `x-edge-route` and its params in `x-edge-params`.
 
 import { getEnvironment } from 'wasi:cli/environment@0.2.10';
+import { exit } from 'wasi:cli/exit@0.2.10';
 import { open } from 'wasi:keyvalue/store@0.2.0-draft2';
 import { increment as atomicIncrement } from 'wasi:keyvalue/atomics@0.2.0-draft2';
 import { Connection } from 'edge:sql/sql@0.1.0';
@@ -323,6 +324,10 @@ async function call(route, handler, request, params) {
   } catch (err) {
     if (err instanceof Response) return err;
     if (err instanceof BadJson) return Response.json({ error: err.message }, { status: 400 });
+    // The engine could not allocate: the host refused memory past the
+    // route's limit. The instance ends here, so the host answers for the
+    // limit, as it does for any guest that runs out.
+    if (err === 'out of memory') exit({ tag: 'err' });
     const message = err && err.stack ? `${err}\n${err.stack}` : String(err);
     console.error(`${route.file}: ${request.method} ${route.pattern} threw: ${message}`);
     return internalError();
