@@ -174,6 +174,10 @@ enum Command {
         /// The guest-sdk crate's folder (default: found above the manifest).
         #[arg(long)]
         sdk: Option<PathBuf>,
+        /// Write a TypeScript route file (TanStack Start's createAPIFileRoute)
+        /// instead of a Rust route crate.
+        #[arg(long)]
+        ts: bool,
     },
     /// Check a manifest and compile its components without serving; exits
     /// non-zero with every reason, each with its line and route.
@@ -257,9 +261,12 @@ fn main() -> ExitCode {
             ready_file,
             admin,
         } => cli::dev(&manifest.path(), listen, data_dir, ready_file, admin),
-        Command::New { url, manifest, sdk } => {
-            cli::new_route(&manifest.path(), &url, sdk.as_deref())
-        }
+        Command::New {
+            url,
+            manifest,
+            sdk,
+            ts,
+        } => cli::new_route(&manifest.path(), &url, sdk.as_deref(), ts),
         Command::Build { dirs } => cli::build(&dirs),
         Command::Check { manifest } => cli::check(&manifest.path()),
         Command::Routes { manifest } => cli::routes(&manifest.path()),

@@ -134,9 +134,8 @@ try {
 }
 
 // 4. Componentize, unless these exact inputs were componentized before.
-const hash = createHash('sha256');
-hash.update(readFileSync(bundle));
-hash.update(config.world);
+const witHash = createHash('sha256');
+witHash.update(config.world);
 const witFiles = [];
 const walk = (dir) => {
   for (const name of readdirSync(dir).sort()) {
@@ -146,16 +145,23 @@ const walk = (dir) => {
   }
 };
 walk(config.wit);
-for (const file of witFiles) hash.update(relative(config.wit, file)).update(readFileSync(file));
+for (const file of witFiles) witHash.update(relative(config.wit, file)).update(readFileSync(file));
 const componentizePackage = JSON.parse(
   readFileSync(new URL('./node_modules/@bytecodealliance/componentize-js/package.json', import.meta.url)),
 );
-hash.update(componentizePackage.version);
-const key = hash.digest('hex');
+witHash.update(componentizePackage.version);
+const world = witHash.digest('hex');
+const key = createHash('sha256').update(readFileSync(bundle)).update(world).digest('hex');
 const cached = join(config.cache, `${key}.wasm`);
 const hit = existsSync(cached);
 if (!hit) {
   emit({ event: 'phase', name: 'componentizing' });
+  // The engine with the world's bindings spliced in is the same for every
+  // script: splice-cache.mjs keeps it, so an edit is not spliced again.
+  const { register } = await import('node:module');
+  register('./hooks.mjs', import.meta.url);
+  process.env.EDGEHOST_SPLICE_CACHE = join(config.cache, '..', 'splices');
+  process.env.EDGEHOST_SPLICE_SALT = world;
   const { componentize } = await import('@bytecodealliance/componentize-js');
   let component;
   try {

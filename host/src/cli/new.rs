@@ -1,6 +1,7 @@
 //! `edgehost new <url pattern>`: a route crate at the folder its URL spells,
 //! with a handler that compiles and answers, added to the cargo workspace and
-//! (unless a `[routes]` folder mounts it already) to the manifest.
+//! (unless a `[routes]` folder mounts it already) to the manifest; with
+//! `--ts`, a TypeScript route file there instead, in TanStack Start's form.
 
 use crate::manifest::folders::{self, relative, TARGET};
 use crate::router::Pattern;
@@ -18,7 +19,24 @@ struct Created {
 }
 
 /// `edgehost new`.
-pub fn new_route(manifest_path: &Path, url: &str, sdk: Option<&Path>) -> anyhow::Result<()> {
+pub fn new_route(
+    manifest_path: &Path,
+    url: &str,
+    sdk: Option<&Path>,
+    typescript: bool,
+) -> anyhow::Result<()> {
+    if typescript {
+        let (file, added_folder) = scaffold_ts(manifest_path, url)?;
+        println!("created {}", file.display());
+        if added_folder {
+            println!(
+                "added [routes] dir = \"routes\" to {}: its route files answer at the URL their place spells",
+                manifest_path.display()
+            );
+        }
+        println!("next: edit it, then `edgehost dev` (or `edgehost build && edgehost serve`)");
+        return Ok(());
+    }
     let created = scaffold(manifest_path, url, sdk)?;
     println!(
         "created {} (package {})",
@@ -36,16 +54,103 @@ pub fn new_route(manifest_path: &Path, url: &str, sdk: Option<&Path>) -> anyhow:
     Ok(())
 }
 
-/// Scaffolds the route crate for `url` for the manifest at `manifest_path`.
-/// `sdk` is the guest-sdk crate's folder (found above the manifest if not given).
-fn scaffold(manifest_path: &Path, url: &str, sdk: Option<&Path>) -> anyhow::Result<Created> {
+/// The URL pattern `new` was given, checked: its canonical spelling.
+fn checked_url(url: &str) -> anyhow::Result<Pattern> {
     let pattern = Pattern::parse(url).map_err(|err| anyhow::anyhow!("{url:?}: {err}"))?;
     if url
         .split('/')
         .any(|segment| segment == "." || segment == "..")
     {
-        bail!("{url:?}: `.` and `..` segments would put the crate outside the routes folder");
+        bail!("{url:?}: `.` and `..` segments would put the route outside the routes folder");
     }
+    Ok(pattern)
+}
+
+/// The routes already under `dir` (of the manifest in `base`) that answer
+/// `pattern`'s URLs, as a refusal.
+fn refuse_clash(base: &Path, dir: &str, pattern: &Pattern) -> anyhow::Result<()> {
+    if !base.join(dir).is_dir() {
+        return Ok(());
+    }
+    let existing = folders::discover(base, dir, &folders::default_target_dir(base))
+        .map_err(|reason| anyhow::anyhow!(reason))?;
+    let shape = pattern.shape();
+    if let Some(clash) = existing
+        .iter()
+        .find(|r| Pattern::parse(&r.path).is_ok_and(|p| p.shape() == shape))
+    {
+        let what = if clash.script {
+            "route file"
+        } else {
+            "route crate"
+        };
+        bail!("{what} {} already answers {}", clash.crate_dir, clash.path);
+    }
+    Ok(())
+}
+
+/// Writes a TypeScript route file for `url` into the manifest's routes
+/// folder, adding `[routes]` to the manifest when it has none; the file,
+/// and whether `[routes]` was added.
+fn scaffold_ts(manifest_path: &Path, url: &str) -> anyhow::Result<(PathBuf, bool)> {
+    let pattern = checked_url(url)?;
+    let url = pattern.to_string();
+    let manifest_text = std::fs::read_to_string(manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let mut manifest: toml_edit::DocumentMut = manifest_text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", manifest_path.display()))?;
+    let base = absolute(manifest_path.parent().unwrap_or(Path::new(".")))?;
+    let folder_table = manifest.get("routes").and_then(|t| t.as_table_like());
+    let routes_dir = folder_table
+        .and_then(|t| t.get("dir"))
+        .and_then(|d| d.as_str())
+        .unwrap_or("routes")
+        .to_string();
+    let add_folder = folder_table.is_none();
+    let mut file = base.join(&routes_dir).join(folders::folder_of(&url));
+    file.as_mut_os_string().push(".ts");
+    if file.exists() {
+        bail!("{} already exists", file.display());
+    }
+    refuse_clash(&base, &routes_dir, &pattern)?;
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::write(&file, ts_handler_source(&url))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    if add_folder {
+        let mut table = toml_edit::Table::new();
+        table.insert("dir", toml_edit::value(routes_dir));
+        manifest.insert("routes", toml_edit::Item::Table(table));
+        std::fs::write(manifest_path, manifest.to_string())
+            .with_context(|| format!("cannot write {}", manifest_path.display()))?;
+    }
+    Ok((file, add_folder))
+}
+
+/// The starting TypeScript route: `GET` answers JSON with the route and
+/// its params, as the Rust one does.
+fn ts_handler_source(url: &str) -> String {
+    let quoted = format!("'{}'", url.replace('\\', "\\\\").replace('\'', "\\'"));
+    format!(
+        r#"import {{ createAPIFileRoute }} from '@tanstack/react-start/api'
+
+// {url}: one handler per HTTP method. Code at the top level runs once, when
+// the component is built: read the clock, randomness or process.env inside
+// a handler.
+export const APIRoute = createAPIFileRoute({quoted})({{
+  GET: async ({{ params }}) => Response.json({{ route: {quoted}, params }}),
+}})
+"#
+    )
+}
+
+/// Scaffolds the route crate for `url` for the manifest at `manifest_path`.
+/// `sdk` is the guest-sdk crate's folder (found above the manifest if not given).
+fn scaffold(manifest_path: &Path, url: &str, sdk: Option<&Path>) -> anyhow::Result<Created> {
+    let pattern = checked_url(url)?;
     let url = pattern.to_string();
     let manifest_text = std::fs::read_to_string(manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
@@ -79,18 +184,8 @@ fn scaffold(manifest_path: &Path, url: &str, sdk: Option<&Path>) -> anyhow::Resu
                 clash.crate_dir
             );
         }
-        let shape = pattern.shape();
-        if let Some(clash) = existing
-            .iter()
-            .find(|r| Pattern::parse(&r.path).is_ok_and(|p| p.shape() == shape))
-        {
-            bail!(
-                "route crate {} already answers {}",
-                clash.crate_dir,
-                clash.path
-            );
-        }
     }
+    refuse_clash(&base, &routes_dir, &pattern)?;
     let sdk = match sdk {
         Some(sdk) => absolute(sdk)?,
         None => find_sdk(&base).context(
@@ -341,5 +436,57 @@ mod tests {
             Some(&root.join("sdk")),
         );
         assert!(clash.is_err());
+    }
+
+    #[test]
+    fn a_typescript_route_is_a_file_where_its_url_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let manifest = root.join("manifest.toml");
+        std::fs::write(
+            &manifest,
+            "# my app\n[server]\nlisten = \"127.0.0.1:8080\"\n",
+        )
+        .unwrap();
+        let (file, added) = scaffold_ts(&manifest, "/api/hello/$name").unwrap();
+        assert!(added);
+        assert_eq!(
+            file,
+            root.canonicalize()
+                .unwrap()
+                .join("routes/api/hello/$name.ts")
+        );
+        let source = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            source.contains("createAPIFileRoute('/api/hello/$name')"),
+            "{source}"
+        );
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        assert!(text.starts_with("# my app\n[server]"), "{text}");
+        assert!(text.contains("[routes]\ndir = \"routes\"\n"), "{text}");
+        // The folder finds it at the URL it was made for.
+        let found = folders::discover(root, "routes", "target").unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, "/api/hello/$name");
+        assert!(found[0].script);
+
+        // Again, or another spelling of the same URLs: refused, nothing written.
+        assert!(scaffold_ts(&manifest, "/api/hello/$name")
+            .unwrap_err()
+            .to_string()
+            .contains("already exists"));
+        let clash = scaffold_ts(&manifest, "/api/hello/$who").unwrap_err();
+        assert!(
+            clash
+                .to_string()
+                .contains("route file routes/api/hello/$name.ts already answers /api/hello/$name"),
+            "{clash}"
+        );
+        assert!(!root.join("routes/api/hello/$who.ts").exists());
+        // With [routes] there, the manifest is left alone.
+        let (_, added) = scaffold_ts(&manifest, "/").unwrap();
+        assert!(!added);
+        assert!(root.join("routes/index.ts").is_file());
+        assert_eq!(std::fs::read_to_string(&manifest).unwrap(), text);
     }
 }

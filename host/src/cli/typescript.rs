@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The toolchain's files, written into its folder before each build.
-const FILES: [(&str, &str); 18] = [
+const FILES: [(&str, &str); 20] = [
     ("package.json", include_str!("../../ts/package.json")),
     (
         "package-lock.json",
@@ -29,6 +29,8 @@ const FILES: [(&str, &str); 18] = [
     ),
     ("build.mjs", include_str!("../../ts/build.mjs")),
     ("runtime.js", include_str!("../../ts/runtime.js")),
+    ("hooks.mjs", include_str!("../../ts/hooks.mjs")),
+    ("splice-cache.mjs", include_str!("../../ts/splice-cache.mjs")),
     (
         "types/edgehost.d.ts",
         include_str!("../../ts/types/edgehost.d.ts"),

@@ -2,9 +2,10 @@
 //! once per content and engine, with the compiled code cached on disk so a
 //! restart compiles nothing.
 
+use super::incremental::FunctionCache;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::Engine;
@@ -239,8 +240,31 @@ pub(crate) fn precompile(file: &Path) -> Result<bool, String> {
         clock_resolution: Duration::from_millis(1),
         compile_timeout: Duration::from_secs(600),
     };
-    let engine = super::engine::engine(&settings).map_err(|err| format!("{err:#}"))?;
-    compile_cached(&engine, Some(&dir), &bytes, settings.compile_timeout).map(|c| c.cached)
+    // The functions of the JavaScript engine in every TypeScript app are
+    // the same from build to build: Cranelift takes them from this cache.
+    let functions = user_cache()
+        .map(|cache| cache.join("functions.redb"))
+        .and_then(|file| match FunctionCache::open(&file) {
+            Ok(functions) => Some(Arc::new(functions)),
+            Err(err) => {
+                tracing::warn!("compiling without the function cache: {err}");
+                None
+            }
+        });
+    let engine = super::engine::engine_with(
+        &settings,
+        functions
+            .clone()
+            .map(|functions| functions as Arc<dyn wasmtime::CacheStore>),
+    )
+    .map_err(|err| format!("{err:#}"))?;
+    let compiled = compile_cached(&engine, Some(&dir), &bytes, settings.compile_timeout)?;
+    if let Some(functions) = functions {
+        if let Err(err) = functions.flush() {
+            tracing::warn!("{err}");
+        }
+    }
+    Ok(compiled.cached)
 }
 
 /// Copies the entry `from` to `to` in `dir` atomically.

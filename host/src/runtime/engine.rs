@@ -77,6 +77,16 @@ impl EngineSettings {
 /// The engine for `settings`, with a thread ticking its epoch for as long as
 /// the engine lives.
 pub(crate) fn engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
+    engine_with(settings, None)
+}
+
+/// [`engine`], its compiler keeping each function it compiles in `store`
+/// and taking from there what it compiled before (Cranelift's incremental
+/// cache). Its compiled code is the same as [`engine`]'s.
+pub(crate) fn engine_with(
+    settings: &EngineSettings,
+    functions: Option<std::sync::Arc<dyn wasmtime::CacheStore>>,
+) -> wasmtime::Result<Engine> {
     let instances = u32::try_from(settings.max_instances).unwrap_or(u32::MAX);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances)
@@ -107,6 +117,9 @@ pub(crate) fn engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
     // neighbour's data.
     config.async_stack_zeroing(true);
     set_wasm_features(&mut config);
+    if let Some(functions) = functions {
+        config.enable_incremental_compilation(functions)?;
+    }
     let engine = Engine::new(&config)?;
 
     let ticker = engine.weak();

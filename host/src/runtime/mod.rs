@@ -27,6 +27,7 @@ pub(crate) mod compile;
 mod cpu;
 mod engine;
 mod failure;
+mod incremental;
 mod proxy;
 mod route;
 mod store;
