@@ -193,3 +193,84 @@ fn two_crates_for_one_url_are_a_load_error_naming_both() {
         "{stderr}"
     );
 }
+
+#[test]
+fn new_ts_then_dev_reloads_an_edited_typescript_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let manifest = root.join("manifest.toml");
+    std::fs::write(&manifest, "# my app\n").unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_edgehost"))
+            .args(args)
+            .current_dir(root)
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .expect("run edgehost")
+    };
+
+    // `new --ts` writes the route file where the URL says and mounts routes/.
+    let out = run(&["new", "/api/hello/$name", "--ts"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let source = root.join("routes/api/hello/$name.ts");
+    assert!(source.is_file());
+    assert!(std::fs::read_to_string(&manifest)
+        .unwrap()
+        .contains("[routes]"));
+
+    // `dev` builds it and serves it.
+    let host = Host::start_in(
+        Some(root),
+        Start {
+            manifest: Path::new("manifest.toml"),
+            data_dir: &root.join("data"),
+            env: vec![],
+        },
+        &["dev"],
+    );
+    let reply = host.get("/api/hello/world");
+    assert_eq!(reply.status, 200, "{}\n{}", reply.text(), host.log());
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({ "route": "/api/hello/$name", "params": { "name": "world" } })
+    );
+
+    // An edit is answered after the save...
+    let original = std::fs::read_to_string(&source).unwrap();
+    let changed = original.replace(
+        "route: '/api/hello/$name', params",
+        "greeting: `hello ${params.name}`",
+    );
+    assert_ne!(changed, original, "the scaffold changed shape");
+    let saved = Instant::now();
+    std::fs::write(&source, &changed).unwrap();
+    wait_until(&host, "/api/hello/world", "the reload", |reply| {
+        reply.status == 200 && reply.json()["greeting"] == "hello world"
+    });
+    eprintln!(
+        "saved TypeScript route to new answer: {:.2}s",
+        saved.elapsed().as_secs_f64()
+    );
+
+    // ...a type error is the route's 500 and in the terminal, under its file...
+    std::fs::write(&source, changed.replace("params.name", "params.nmae")).unwrap();
+    wait_until(&host, "/api/hello/world", "the build error", |reply| {
+        reply.status == 500
+            && reply
+                .text()
+                .contains("route /api/hello/$name (routes/api/hello/$name.ts):")
+            && reply.text().contains("Property 'nmae' does not exist")
+    });
+    let log = host.wait_for_log("routes/api/hello/$name.ts:");
+    assert!(log.contains("Property 'nmae' does not exist"), "{log}");
+
+    // ...and it serves again once fixed.
+    std::fs::write(&source, changed.replace("hello ", "hi ")).unwrap();
+    wait_until(&host, "/api/hello/world", "the fixed build", |reply| {
+        reply.status == 200 && reply.json()["greeting"] == "hi world"
+    });
+}

@@ -14,10 +14,10 @@ use crate::runtime::compile;
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The toolchain's files, written into its folder before each build.
@@ -30,7 +30,10 @@ const FILES: [(&str, &str); 20] = [
     ("build.mjs", include_str!("../../ts/build.mjs")),
     ("runtime.js", include_str!("../../ts/runtime.js")),
     ("hooks.mjs", include_str!("../../ts/hooks.mjs")),
-    ("splice-cache.mjs", include_str!("../../ts/splice-cache.mjs")),
+    (
+        "splice-cache.mjs",
+        include_str!("../../ts/splice-cache.mjs"),
+    ),
     (
         "types/edgehost.d.ts",
         include_str!("../../ts/types/edgehost.d.ts"),
@@ -86,6 +89,45 @@ const FILES: [(&str, &str); 20] = [
     ),
 ];
 
+/// The build script, kept running between builds (by `edgehost dev`, and
+/// across the apps of one `edgehost build`): its type checker, esbuild and
+/// the splicer's compiled code stay warm.
+static WARM: Mutex<Option<Script>> = Mutex::new(None);
+
+/// A running `node build.mjs`, reading config paths on its stdin.
+struct Script {
+    child: Child,
+    stdin: ChildStdin,
+    events: mpsc::Receiver<String>,
+}
+
+impl Script {
+    fn start(toolchain: &Path) -> anyhow::Result<Script> {
+        let mut child = Command::new("node")
+            .arg(toolchain.join("build.mjs"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context(NEEDS_NODE)?;
+        let stdin = child.stdin.take().context("the build script's input")?;
+        let stdout = child.stdout.take().context("the build script's output")?;
+        let (sender, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Script {
+            child,
+            stdin,
+            events,
+        })
+    }
+}
+
 /// How often a long step reports that it is still going.
 const TICK: Duration = Duration::from_secs(5);
 
@@ -131,6 +173,7 @@ pub(crate) fn build_app(base: &Path, app: &App) -> anyhow::Result<Option<String>
         })
         .collect();
     let config = serde_json::json!({
+        "cwd": absolute(if base.as_os_str().is_empty() { Path::new(".") } else { base }),
         "routes": routes,
         "work": work,
         "out": out,
@@ -149,31 +192,24 @@ pub(crate) fn build_app(base: &Path, app: &App) -> anyhow::Result<Option<String>
         if app.routes.len() == 1 { "" } else { "s" },
         app.component
     );
-    let mut node = Command::new("node");
-    node.arg(toolchain.join("build.mjs"))
-        .arg(&config_file)
-        .current_dir(if base.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            base
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = node.spawn().context(NEEDS_NODE)?;
-    let stdout = child.stdout.take().context("the build script's output")?;
-    let (events, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if events.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut warm = WARM.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let running = warm
+        .as_mut()
+        .is_some_and(|script| script.child.try_wait().ok().flatten().is_none());
+    if !running {
+        *warm = Some(Script::start(&toolchain)?);
+    }
+    let Some(script) = warm.as_mut() else {
+        bail!("the TypeScript build script did not start");
+    };
+    let asked =
+        writeln!(script.stdin, "{}", config_file.display()).and_then(|()| script.stdin.flush());
     let mut errors: BTreeMap<Option<String>, String> = BTreeMap::new();
     let mut phase: Option<(String, Instant)> = None;
     let mut cached = false;
-    loop {
-        match received.recv_timeout(TICK) {
+    let mut ended = None;
+    while asked.is_ok() {
+        match script.events.recv_timeout(TICK) {
             Ok(line) => {
                 let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
                     eprintln!("{line}");
@@ -194,6 +230,10 @@ pub(crate) fn build_app(base: &Path, app: &App) -> anyhow::Result<Option<String>
                     }
                     Some("warning") => eprintln!("warning: {text}"),
                     Some("done") => cached = event["cached"].as_bool().unwrap_or(false),
+                    Some("end") => {
+                        ended = Some(event["ok"].as_bool().unwrap_or(false));
+                        break;
+                    }
                     _ => eprintln!("{line}"),
                 }
             }
@@ -205,8 +245,22 @@ pub(crate) fn build_app(base: &Path, app: &App) -> anyhow::Result<Option<String>
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let status = child.wait().context("cannot wait for the build script")?;
-    if !errors.is_empty() || !status.success() {
+    if ended.is_none() {
+        // The script died (or never read the request): the next build starts another.
+        if let Some(mut script) = warm.take() {
+            let _ = script.child.kill();
+            let status = script
+                .child
+                .wait()
+                .context("cannot wait for the build script")?;
+            errors
+                .entry(None)
+                .or_default()
+                .push_str(&format!("the TypeScript build script stopped ({status})\n"));
+        }
+    }
+    drop(warm);
+    if !errors.is_empty() || ended != Some(true) {
         let mut text = String::new();
         for (file, found) in &errors {
             match file {
@@ -215,7 +269,7 @@ pub(crate) fn build_app(base: &Path, app: &App) -> anyhow::Result<Option<String>
             }
         }
         if text.is_empty() {
-            text = format!("the TypeScript build script failed ({status})\n");
+            text = "the TypeScript build script failed without saying why\n".to_string();
         }
         eprint!("{text}");
         eprintln!("build failed in {}", app.component);

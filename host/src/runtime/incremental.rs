@@ -42,36 +42,36 @@ impl FunctionCache {
         if added.is_empty() {
             return Ok(0);
         }
-        let write = || -> Result<(), redb::Error> {
-            let txn = self.db.begin_write()?;
+        let write = || -> Result<(), Box<redb::Error>> {
+            let txn = self.db.begin_write().map_err(redb::Error::from)?;
             {
-                let mut table = txn.open_table(FUNCTIONS)?;
+                let mut table = txn.open_table(FUNCTIONS).map_err(redb::Error::from)?;
                 for (key, value) in &added {
-                    table.insert(key.as_slice(), value.as_slice())?;
+                    table
+                        .insert(key.as_slice(), value.as_slice())
+                        .map_err(redb::Error::from)?;
                 }
             }
-            txn.commit()?;
+            txn.commit().map_err(redb::Error::from)?;
             Ok(())
         };
         write().map_err(|err| format!("cannot write the function cache: {err}"))?;
         Ok(added.len())
     }
 
-    fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, redb::Error> {
-        let txn = self.db.begin_read()?;
-        let table = match txn.open_table(FUNCTIONS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(err) => return Err(err.into()),
-        };
-        Ok(table.get(key)?.map(|value| value.value().to_vec()))
+    /// The entry for `key`; none when it cannot be read.
+    fn lookup(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let txn = self.db.begin_read().ok()?;
+        let table = txn.open_table(FUNCTIONS).ok()?;
+        let value = table.get(key).ok()??;
+        Some(value.value().to_vec())
     }
 }
 
 impl wasmtime::CacheStore for FunctionCache {
     fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
         // An entry that does not decode is compiled again by Cranelift.
-        self.lookup(key).ok().flatten().map(Cow::Owned)
+        self.lookup(key).map(Cow::Owned)
     }
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
@@ -88,5 +88,29 @@ impl wasmtime::CacheStore for FunctionCache {
 impl std::fmt::Debug for FunctionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("FunctionCache")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::CacheStore;
+
+    #[test]
+    fn what_the_compiler_adds_is_read_back_after_a_flush_and_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("functions.redb");
+        let cache = FunctionCache::open(&file).unwrap();
+        assert_eq!(cache.get(b"key"), None);
+        assert!(cache.insert(b"key", b"compiled".to_vec()));
+        assert_eq!(cache.flush().unwrap(), 1);
+        assert_eq!(cache.flush().unwrap(), 0, "nothing new");
+        assert_eq!(cache.get(b"key").as_deref(), Some(&b"compiled"[..]));
+        // Held by one process at a time: a second open is refused.
+        assert!(FunctionCache::open(&file).is_err());
+        drop(cache);
+        let again = FunctionCache::open(&file).unwrap();
+        assert_eq!(again.get(b"key").as_deref(), Some(&b"compiled"[..]));
+        assert_eq!(again.get(b"other"), None);
     }
 }
