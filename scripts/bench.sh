@@ -21,5 +21,5 @@ fi
 cargo build --release -p edgehost -p bench-native
 cargo bench --no-run -p edgehost -p bench-native --bench instance
 # The key-value posts routes the key-value runs use are test fixtures.
-./target/release/edgehost build routes bench/routes tests/fixtures
+./target/release/edgehost build routes bench/routes tests/fixtures bench/ts/routes examples/tanstack/routes
 exec python3 bench/run.py "$@"

@@ -156,8 +156,15 @@ fn process_env_holds_the_routes_env_and_granted_secrets_only() {
             "names": ["GRANTED_SECRET", "GREETING"],
         })
     );
-    // Another route of the same component is granted nothing.
-    let bare = host.get("/api/bare");
+    // Another route of the same component is granted nothing, and a
+    // client cannot make it run another route's code with its own grants
+    // (the host replaces the header that names the route).
+    let bare = host.request(
+        "GET",
+        "/api/bare",
+        &[("x-edge-route", "/api/env"), ("x-edge-params", "a=b")],
+        b"",
+    );
     assert_eq!(
         (bare.status, bare.json()),
         (200, json!({ "names": [], "granted": null }))

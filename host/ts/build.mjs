@@ -120,6 +120,7 @@ async function build(config) {
   tools.esbuild ??= await import('esbuild');
   const esbuild = tools.esbuild;
   const bundle = join(config.work, 'bundle.js');
+  let imported = [];
   try {
     const result = await esbuild.build({
       entryPoints: [entry],
@@ -131,11 +132,19 @@ async function build(config) {
       mainFields: ['module', 'main'],
       conditions: ['worker', 'browser', 'import'],
       logLevel: 'silent',
+      metafile: true,
       plugins: [
         {
           name: 'edgehost',
           setup(build) {
-            build.onResolve({ filter: /^(wasi|edge):/ }, (args) => ({ path: args.path, external: true }));
+            // The host's interfaces: imports of the component. Free of side
+            // effects, so one nothing uses is dropped, and the component
+            // does not import it at all.
+            build.onResolve({ filter: /^(wasi|edge):/ }, (args) => ({
+              path: args.path,
+              external: true,
+              sideEffects: false,
+            }));
             build.onResolve({ filter: /^(@tanstack\/|edgehost$)/ }, (args) =>
               RUNTIME_MODULES.has(args.path) ? { path: config.runtime } : undefined,
             );
@@ -146,6 +155,8 @@ async function build(config) {
     for (const warning of result.warnings) {
       emit({ event: 'warning', file: warning.location?.file ?? null, text: warning.text });
     }
+    const output = Object.values(result.metafile.outputs)[0];
+    imported = [...new Set(output.imports.filter((i) => i.external).map((i) => i.path))].sort();
   } catch (err) {
     for (const error of err.errors ?? [{ text: String(err) }]) {
       const at = error.location;
@@ -156,9 +167,21 @@ async function build(config) {
     throw new Failed();
   }
 
-  // 4. Componentize, unless these exact inputs were componentized before.
-  const witHash = createHash('sha256');
-  witHash.update(config.world);
+  // 4. The app's world: what its script imports of the host's interfaces
+  // (each one the full world offers), and the HTTP handler it exports.
+  const full = readFileSync(join(config.wit, 'world.wit'), 'utf8');
+  const offered = new Set([...full.matchAll(/^\s*import\s+([^;]+);/gm)].map((m) => m[1].trim()));
+  const unknown = imported.filter((name) => !offered.has(name));
+  if (unknown.length > 0) {
+    fail(
+      null,
+      `error: the routes import ${unknown.join(', ')}, which the host does not provide ` +
+        `(it provides ${[...offered].join(', ')})`,
+    );
+    throw new Failed();
+  }
+  const wit = join(config.work, 'wit');
+  mkdirSync(join(wit, 'deps'), { recursive: true });
   const witFiles = [];
   const walk = (dir) => {
     for (const name of readdirSync(dir).sort()) {
@@ -167,7 +190,26 @@ async function build(config) {
       else witFiles.push(path);
     }
   };
-  walk(config.wit);
+  walk(join(config.wit, 'deps'));
+  for (const file of witFiles) {
+    const to = join(wit, relative(config.wit, file));
+    mkdirSync(dirname(to), { recursive: true });
+    copyFileSync(file, to);
+  }
+  const worldText = [
+    'package edgehost:app@0.1.0;',
+    '',
+    `world ${config.world} {`,
+    ...imported.map((name) => `  import ${name};`),
+    ...[...full.matchAll(/^\s*export\s+([^;]+);/gm)].map((m) => `  export ${m[1].trim()};`),
+    '}',
+    '',
+  ].join('\n');
+  writeFileSync(join(wit, 'world.wit'), worldText);
+
+  // 5. Componentize, unless these exact inputs were componentized before.
+  const witHash = createHash('sha256');
+  witHash.update(config.world).update(worldText);
   for (const file of witFiles) witHash.update(relative(config.wit, file)).update(readFileSync(file));
   const componentizePackage = JSON.parse(
     readFileSync(new URL('./node_modules/@bytecodealliance/componentize-js/package.json', import.meta.url)),
@@ -193,7 +235,7 @@ async function build(config) {
     try {
       ({ component } = await componentize({
         sourcePath: bundle,
-        witPath: config.wit,
+        witPath: wit,
         worldName: config.world,
       }));
     } catch (err) {

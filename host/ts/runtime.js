@@ -334,14 +334,45 @@ async function call(route, handler, request, params) {
   }
 }
 
-async function answer(routes, request) {
+/**
+ * The route and params of `request`: as edgehost says (it matched the
+ * path), or, run by another host (`wasmtime serve`), matched here.
+ */
+function routeOf(routes, request) {
   const name = request.headers.get('x-edge-route');
-  const route = routes.get(name);
-  if (route === undefined) {
-    console.error(`no TypeScript route is built for ${name}`);
-    return internalError();
+  if (name !== null) {
+    const params = Object.fromEntries(new URLSearchParams(request.headers.get('x-edge-params') || ''));
+    return { route: routes.get(name), params };
   }
-  const params = Object.fromEntries(new URLSearchParams(request.headers.get('x-edge-params') || ''));
+  const segments = new URL(request.url).pathname.split('/').filter(Boolean).map(decodeURIComponent);
+  for (const route of routes.values()) {
+    const parts = route.pattern.split('/').filter(Boolean);
+    const params = {};
+    let matched = true;
+    for (const [i, part] of parts.entries()) {
+      if (part === '$') {
+        params._splat = segments.slice(i).join('/');
+        break;
+      }
+      if (i >= segments.length) matched = false;
+      else if (part.startsWith('$')) params[part.slice(1)] = segments[i];
+      else if (part.toLowerCase() !== segments[i].toLowerCase()) matched = false;
+      if (!matched) break;
+    }
+    if (matched && (parts.includes('$') || parts.length === segments.length)) return { route, params };
+  }
+  return { route: undefined, params: {} };
+}
+
+async function answer(routes, request) {
+  const { route, params } = routeOf(routes, request);
+  if (route === undefined) {
+    if (request.headers.has('x-edge-route')) {
+      console.error(`no TypeScript route is built for ${request.headers.get('x-edge-route')}`);
+      return internalError();
+    }
+    return Response.json({ error: 'Not found' }, { status: 404 });
+  }
   const method = request.method.toUpperCase();
   const handlers = route.handlers;
   const allow = allowOf(handlers);
