@@ -339,7 +339,7 @@ fn precompile(component: &Path) -> anyhow::Result<()> {
     }
 }
 
-const NEEDS_NODE: &str = "TypeScript routes need Node.js (18 or later) and npm: install them, for example `apt-get install nodejs npm`";
+const NEEDS_NODE: &str = "TypeScript routes need Node.js 20 or later and npm: install them (https://nodejs.org, or your system's packages)";
 
 /// The toolchain folder, its npm packages installed from the lock file.
 fn toolchain() -> anyhow::Result<PathBuf> {
