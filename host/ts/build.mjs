@@ -13,7 +13,7 @@
 //           types, wit, world, cache }
 
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync, renameSync, copyFileSync, existsSync, readdirSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync, renameSync, copyFileSync, existsSync, readdirSync, statSync, rmSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -29,6 +29,32 @@ const RUNTIME_MODULES = new Set([
   '@tanstack/react-router',
   'edgehost',
 ]);
+
+/** How many componentized apps, and splices of the engine, the caches keep. */
+const KEEP_COMPONENTS = 16;
+const KEEP_SPLICES = 8;
+
+/** Removes all but the `keep` newest files of `dir` (a splice is two files). */
+function prune(dir, keep) {
+  let files;
+  try {
+    files = readdirSync(dir)
+      .filter((name) => !name.endsWith('.partial'))
+      .map((name) => ({ path: join(dir, name), at: statSync(join(dir, name)).mtimeMs }));
+  } catch {
+    return;
+  }
+  files.sort((a, b) => b.at - a.at);
+  const byEntry = new Map();
+  for (const file of files) {
+    const entry = file.path.replace(/\.(wasm|json)$/, '');
+    if (!byEntry.has(entry)) byEntry.set(entry, []);
+    byEntry.get(entry).push(file.path);
+  }
+  for (const paths of [...byEntry.values()].slice(keep)) {
+    for (const path of paths) rmSync(path, { force: true });
+  }
+}
 
 /** The tools, loaded on first use and kept. */
 const tools = {};
@@ -246,6 +272,9 @@ async function build(config) {
     const partial = `${cached}.${process.pid}.partial`;
     writeFileSync(partial, component);
     renameSync(partial, cached);
+    // Every save in dev makes a new component: keep the latest few.
+    prune(config.cache, KEEP_COMPONENTS);
+    prune(process.env.EDGEHOST_SPLICE_CACHE, KEEP_SPLICES);
   }
   mkdirSync(dirname(config.out), { recursive: true });
   const partial = `${config.out}.${process.pid}.partial`;

@@ -244,13 +244,15 @@ pub(crate) fn precompile(file: &Path) -> Result<bool, String> {
     // the same from build to build: Cranelift takes them from this cache.
     let functions = user_cache()
         .map(|cache| cache.join("functions.redb"))
-        .and_then(|file| match FunctionCache::open(&file) {
-            Ok(functions) => Some(Arc::new(functions)),
-            Err(err) => {
-                tracing::warn!("compiling without the function cache: {err}");
-                None
-            }
-        });
+        .and_then(
+            |file| match FunctionCache::open_bounded(&file, MAX_FUNCTION_CACHE) {
+                Ok(functions) => Some(Arc::new(functions)),
+                Err(err) => {
+                    tracing::warn!("compiling without the function cache: {err}");
+                    None
+                }
+            },
+        );
     let engine = super::engine::engine_with(
         &settings,
         functions
@@ -259,12 +261,37 @@ pub(crate) fn precompile(file: &Path) -> Result<bool, String> {
     )
     .map_err(|err| format!("{err:#}"))?;
     let compiled = compile_cached(&engine, Some(&dir), &bytes, settings.compile_timeout)?;
+    // Each build of an app adds an entry a host copies into its own cache:
+    // keep the newest few.
+    prune_oldest(&dir, KEEP_AHEAD);
     if let Some(functions) = functions {
         if let Err(err) = functions.flush() {
             tracing::warn!("{err}");
         }
     }
     Ok(compiled.cached)
+}
+
+/// How many components compiled ahead the shared folder keeps.
+const KEEP_AHEAD: usize = 16;
+
+/// The size past which the function cache starts over.
+const MAX_FUNCTION_CACHE: u64 = 1 << 30;
+
+/// Removes all but the `keep` newest entries of `dir`.
+fn prune_oldest(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "cwasm"))
+        .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
+        .collect();
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.0));
+    for (_, path) in entries.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Copies the entry `from` to `to` in `dir` atomically.
@@ -283,4 +310,29 @@ fn write_cache_entry(dir: &Path, path: &Path, component: &Component) -> Result<(
     let temporary = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&temporary, bytes).map_err(|err| err.to_string())?;
     std::fs::rename(&temporary, path).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_the_newest_entries_and_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = std::time::SystemTime::now() - Duration::from_secs(100);
+        for i in 0..5u64 {
+            let path = dir.path().join(format!("{i}.cwasm"));
+            std::fs::write(&path, b"x").unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(start + Duration::from_secs(i)).unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), b"kept").unwrap();
+        prune_oldest(dir.path(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["3.cwasm", "4.cwasm", "notes.txt"]);
+    }
 }

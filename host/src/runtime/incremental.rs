@@ -36,6 +36,16 @@ impl FunctionCache {
         })
     }
 
+    /// [`FunctionCache::open`], starting over when the file has grown past
+    /// `max_bytes` (each new engine build adds its functions).
+    pub(crate) fn open_bounded(file: &Path, max_bytes: u64) -> Result<FunctionCache, String> {
+        if std::fs::metadata(file).is_ok_and(|meta| meta.len() > max_bytes) {
+            std::fs::remove_file(file)
+                .map_err(|err| format!("cannot remove {}: {err}", file.display()))?;
+        }
+        FunctionCache::open(file)
+    }
+
     /// Writes what the compiler added since the last flush; how many.
     pub(crate) fn flush(&self) -> Result<usize, String> {
         let added = std::mem::take(&mut *self.added.lock().map_err(|_| "poisoned")?);
