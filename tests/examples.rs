@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 use std::path::{Path, PathBuf};
-use support::{component, repo_root, unix_now, Host, Start};
+use support::{component, repo_root, typescript_app, unix_now, Host, Start};
 
 const SECRET: &str = "whsec_test_secret";
 
@@ -54,20 +54,7 @@ impl App {
                     component(name);
                 }
             }
-            App::TypeScript => {
-                let dir = repo_root().join("target/edgehost-ts");
-                let built = std::fs::read_dir(&dir).into_iter().flatten().any(|entry| {
-                    entry.is_ok_and(|e| {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        name.starts_with("tanstack-routes-") && name.ends_with(".wasm")
-                    })
-                });
-                assert!(
-                    built,
-                    "the TypeScript example is not built in {}: run `cargo run -p edgehost -- build examples/tanstack/routes` (scripts/test.sh does)",
-                    dir.display()
-                );
-            }
+            App::TypeScript => typescript_app("tanstack-routes", "examples/tanstack/routes"),
         }
     }
 }

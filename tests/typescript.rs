@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use support::{repo_root, write_manifest, Host, Start};
+use support::{repo_root, typescript_app, write_manifest, Host, Start};
 
 fn app_dir() -> PathBuf {
     repo_root().join("tests/ts-app")
@@ -19,18 +19,7 @@ fn app_dir() -> PathBuf {
 
 /// Fails, saying how to build it, when the fixture app is not built.
 fn ensure_built() {
-    let dir = repo_root().join("target/edgehost-ts");
-    let built = std::fs::read_dir(&dir).into_iter().flatten().any(|entry| {
-        entry.is_ok_and(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with("ts_app-routes-") && name.ends_with(".wasm")
-        })
-    });
-    assert!(
-        built,
-        "the TypeScript test app is not built in {}: run `cargo run -p edgehost -- build tests/ts-app/routes` (scripts/test.sh does)",
-        dir.display()
-    );
+    typescript_app("ts_app-routes", "tests/ts-app/routes");
 }
 
 fn start(data: &Path) -> Host {

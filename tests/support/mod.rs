@@ -36,6 +36,24 @@ pub fn component(name: &str) -> PathBuf {
     path
 }
 
+/// Fails, saying how to build it, when the TypeScript app of the routes
+/// folder `routes` (relative to the repository) is not built: its component
+/// is `target/edgehost-ts/<name>-<hash>.wasm`.
+pub fn typescript_app(name: &str, routes: &str) {
+    let dir = repo_root().join("target/edgehost-ts");
+    let built = std::fs::read_dir(&dir).into_iter().flatten().any(|entry| {
+        entry.is_ok_and(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            file.starts_with(&format!("{name}-")) && file.ends_with(".wasm")
+        })
+    });
+    assert!(
+        built,
+        "the TypeScript app in {routes} is not built in {}: run `cargo run -p edgehost -- build {routes}` (scripts/test.sh does)",
+        dir.display()
+    );
+}
+
 /// A running host process, killed when dropped.
 pub struct Host {
     child: Child,

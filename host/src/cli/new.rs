@@ -66,66 +66,115 @@ fn checked_url(url: &str) -> anyhow::Result<Pattern> {
     Ok(pattern)
 }
 
-/// The routes already under `dir` (of the manifest in `base`) that answer
-/// `pattern`'s URLs, as a refusal.
-fn refuse_clash(base: &Path, dir: &str, pattern: &Pattern) -> anyhow::Result<()> {
-    if !base.join(dir).is_dir() {
-        return Ok(());
-    }
-    let existing = folders::discover(base, dir, &folders::default_target_dir(base))
-        .map_err(|reason| anyhow::anyhow!(reason))?;
-    let shape = pattern.shape();
-    if let Some(clash) = existing
-        .iter()
-        .find(|r| Pattern::parse(&r.path).is_ok_and(|p| p.shape() == shape))
-    {
-        let what = if clash.script {
-            "route file"
+/// A manifest `new` adds a route to, read, with its `[routes]` folder.
+struct Project {
+    /// The route's URL pattern, checked, and its canonical spelling.
+    pattern: Pattern,
+    url: String,
+    manifest: toml_edit::DocumentMut,
+    /// The manifest's folder.
+    base: PathBuf,
+    /// `[routes] dir`, or `routes`.
+    routes_dir: String,
+    /// Whether the manifest has a `[routes]` table.
+    mounted_by_folder: bool,
+    /// `[routes] target_dir`, if written.
+    target_dir: Option<String>,
+    /// The routes already under the routes folder.
+    existing: Vec<folders::FolderRoute>,
+}
+
+impl Project {
+    fn read(manifest_path: &Path, url: &str) -> anyhow::Result<Project> {
+        let pattern = checked_url(url)?;
+        let url = pattern.to_string();
+        let manifest_text = std::fs::read_to_string(manifest_path)
+            .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+        let manifest: toml_edit::DocumentMut = manifest_text
+            .parse()
+            .with_context(|| format!("{} is not valid TOML", manifest_path.display()))?;
+        let base = absolute(manifest_path.parent().unwrap_or(Path::new(".")))?;
+        let folder_table = manifest.get("routes").and_then(|t| t.as_table_like());
+        let routes_dir = folder_table
+            .and_then(|t| t.get("dir"))
+            .and_then(|d| d.as_str())
+            .unwrap_or("routes")
+            .to_string();
+        let mounted_by_folder = folder_table.is_some();
+        let target_dir = folder_table
+            .and_then(|t| t.get("target_dir"))
+            .and_then(|d| d.as_str())
+            .map(str::to_string);
+        let existing = if base.join(&routes_dir).is_dir() {
+            folders::discover(&base, &routes_dir, &folders::default_target_dir(&base))
+                .map_err(|reason| anyhow::anyhow!(reason))?
         } else {
-            "route crate"
+            Vec::new()
         };
-        bail!("{what} {} already answers {}", clash.crate_dir, clash.path);
+        Ok(Project {
+            pattern,
+            url,
+            manifest,
+            base,
+            routes_dir,
+            mounted_by_folder,
+            target_dir,
+            existing,
+        })
     }
-    Ok(())
+
+    /// Refuses when a route already there answers the new route's URLs.
+    fn refuse_clash(&self) -> anyhow::Result<()> {
+        let shape = self.pattern.shape();
+        if let Some(clash) = self
+            .existing
+            .iter()
+            .find(|r| Pattern::parse(&r.path).is_ok_and(|p| p.shape() == shape))
+        {
+            let what = if clash.script {
+                "route file"
+            } else {
+                "route crate"
+            };
+            bail!("{what} {} already answers {}", clash.crate_dir, clash.path);
+        }
+        Ok(())
+    }
+
+    fn write_manifest(&self, manifest_path: &Path) -> anyhow::Result<()> {
+        std::fs::write(manifest_path, self.manifest.to_string())
+            .with_context(|| format!("cannot write {}", manifest_path.display()))
+    }
 }
 
 /// Writes a TypeScript route file for `url` into the manifest's routes
 /// folder, adding `[routes]` to the manifest when it has none; the file,
 /// and whether `[routes]` was added.
 fn scaffold_ts(manifest_path: &Path, url: &str) -> anyhow::Result<(PathBuf, bool)> {
-    let pattern = checked_url(url)?;
-    let url = pattern.to_string();
-    let manifest_text = std::fs::read_to_string(manifest_path)
-        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-    let mut manifest: toml_edit::DocumentMut = manifest_text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", manifest_path.display()))?;
-    let base = absolute(manifest_path.parent().unwrap_or(Path::new(".")))?;
-    let folder_table = manifest.get("routes").and_then(|t| t.as_table_like());
-    let routes_dir = folder_table
-        .and_then(|t| t.get("dir"))
-        .and_then(|d| d.as_str())
-        .unwrap_or("routes")
-        .to_string();
-    let add_folder = folder_table.is_none();
-    let mut file = base.join(&routes_dir).join(folders::folder_of(&url));
+    let mut project = Project::read(manifest_path, url)?;
+    let mut file = project
+        .base
+        .join(&project.routes_dir)
+        .join(folders::folder_of(&project.url));
     file.as_mut_os_string().push(".ts");
     if file.exists() {
         bail!("{} already exists", file.display());
     }
-    refuse_clash(&base, &routes_dir, &pattern)?;
+    project.refuse_clash()?;
     if let Some(parent) = file.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    std::fs::write(&file, ts_handler_source(&url))
+    std::fs::write(&file, ts_handler_source(&project.url))
         .with_context(|| format!("cannot write {}", file.display()))?;
+    let add_folder = !project.mounted_by_folder;
     if add_folder {
         let mut table = toml_edit::Table::new();
-        table.insert("dir", toml_edit::value(routes_dir));
-        manifest.insert("routes", toml_edit::Item::Table(table));
-        std::fs::write(manifest_path, manifest.to_string())
-            .with_context(|| format!("cannot write {}", manifest_path.display()))?;
+        table.insert("dir", toml_edit::value(project.routes_dir.as_str()));
+        project
+            .manifest
+            .insert("routes", toml_edit::Item::Table(table));
+        project.write_manifest(manifest_path)?;
     }
     Ok((file, add_folder))
 }
@@ -150,42 +199,22 @@ export const APIRoute = createAPIFileRoute({quoted})({{
 /// Scaffolds the route crate for `url` for the manifest at `manifest_path`.
 /// `sdk` is the guest-sdk crate's folder (found above the manifest if not given).
 fn scaffold(manifest_path: &Path, url: &str, sdk: Option<&Path>) -> anyhow::Result<Created> {
-    let pattern = checked_url(url)?;
-    let url = pattern.to_string();
-    let manifest_text = std::fs::read_to_string(manifest_path)
-        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-    let mut manifest: toml_edit::DocumentMut = manifest_text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", manifest_path.display()))?;
-    let base = absolute(manifest_path.parent().unwrap_or(Path::new(".")))?;
-    let folder_table = manifest.get("routes").and_then(|t| t.as_table_like());
-    let routes_dir = folder_table
-        .and_then(|t| t.get("dir"))
-        .and_then(|d| d.as_str())
-        .unwrap_or("routes")
-        .to_string();
-    let mounted_by_folder = folder_table.is_some();
-    let target_dir = folder_table
-        .and_then(|t| t.get("target_dir"))
-        .and_then(|d| d.as_str())
-        .map(str::to_string);
-
-    let crate_dir = base.join(&routes_dir).join(folders::folder_of(&url));
+    let mut project = Project::read(manifest_path, url)?;
+    let (base, url) = (project.base.clone(), project.url.clone());
+    let crate_dir = base
+        .join(&project.routes_dir)
+        .join(folders::folder_of(&url));
     if crate_dir.join("Cargo.toml").exists() {
         bail!("{} already holds a route crate", crate_dir.display());
     }
     let package = folders::package_for(&url);
-    if base.join(&routes_dir).is_dir() {
-        let existing = folders::discover(&base, &routes_dir, &folders::default_target_dir(&base))
-            .map_err(|reason| anyhow::anyhow!(reason))?;
-        if let Some(clash) = existing.iter().find(|r| r.package == package) {
-            bail!(
-                "package {package} already exists at {}; pick another URL or rename that crate",
-                clash.crate_dir
-            );
-        }
+    if let Some(clash) = project.existing.iter().find(|r| r.package == package) {
+        bail!(
+            "package {package} already exists at {}; pick another URL or rename that crate",
+            clash.crate_dir
+        );
     }
-    refuse_clash(&base, &routes_dir, &pattern)?;
+    project.refuse_clash()?;
     let sdk = match sdk {
         Some(sdk) => absolute(sdk)?,
         None => find_sdk(&base).context(
@@ -227,15 +256,19 @@ serde_json = "1"
         add_member(root, &crate_dir)?;
     }
 
-    let added_to_manifest = !mounted_by_folder;
+    let added_to_manifest = !project.mounted_by_folder;
     if added_to_manifest {
         // Where cargo builds the new crate, relative to the manifest.
-        let target = target_dir.unwrap_or_else(|| folders::written_target_dir(&crate_dir, &base));
+        let target = project
+            .target_dir
+            .clone()
+            .unwrap_or_else(|| folders::written_target_dir(&crate_dir, &base));
         let component = format!("{target}/{TARGET}/release/{package}.wasm");
         let mut entry = toml_edit::Table::new();
         entry.insert("path", toml_edit::value(url.clone()));
         entry.insert("component", toml_edit::value(component));
-        let routes = manifest
+        let routes = project
+            .manifest
             .entry("route")
             .or_insert_with(|| toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()));
         match routes.as_array_of_tables_mut() {
@@ -245,8 +278,7 @@ serde_json = "1"
                 manifest_path.display()
             ),
         }
-        std::fs::write(manifest_path, manifest.to_string())
-            .with_context(|| format!("cannot write {}", manifest_path.display()))?;
+        project.write_manifest(manifest_path)?;
     }
     Ok(Created {
         crate_dir,

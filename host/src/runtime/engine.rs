@@ -80,7 +80,7 @@ pub(crate) fn engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
     engine_with(settings, None)
 }
 
-/// [`engine`], its compiler keeping each function it compiles in `store`
+/// [`engine`], its compiler keeping each function it compiles in `functions`
 /// and taking from there what it compiled before (Cranelift's incremental
 /// cache). Its compiled code is the same as [`engine`]'s.
 pub(crate) fn engine_with(

@@ -25,9 +25,10 @@ const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 /// The import of a route that reads its request body as it arrives.
 const REQUEST_BODY: &str = "edge:route/request-body@0.1.0";
 
-/// The components one load has read and compiled, by file: routes that
-/// share a component (a TypeScript app's) share its compiled code.
-pub(super) type Loaded = std::collections::HashMap<PathBuf, (Arc<[u8]>, Compiled)>;
+/// The components one load has read and compiled, by file, each with the
+/// hash of its bytes: routes that share a component (a TypeScript app's)
+/// share its compiled code, and its bytes are read and hashed once.
+pub(super) type Loaded = std::collections::HashMap<PathBuf, (u64, Compiled)>;
 
 /// One route, ready to serve: compiled, pre-linked and with its grants.
 pub struct CompiledRoute {
@@ -131,7 +132,7 @@ impl Runtime {
         }
         let file = spec.component.display();
         let (
-            bytes,
+            content,
             Compiled {
                 component, entry, ..
             },
@@ -139,7 +140,7 @@ impl Runtime {
             // The routes of one TypeScript app share their component.
             Some(found) => found.clone(),
             None => {
-                let bytes: Arc<[u8]> = read_component(&spec.component)?.into();
+                let bytes = read_component(&spec.component)?;
                 let started = std::time::Instant::now();
                 let compiled = compile_cached(
                     &self.engine,
@@ -154,8 +155,9 @@ impl Runtime {
                     "compiled"
                 };
                 tracing::info!(route = %spec.pattern, "{how} in {:?}", started.elapsed());
-                loaded.insert(spec.component.clone(), (bytes.clone(), compiled.clone()));
-                (bytes, compiled)
+                let content = content_hash(&bytes);
+                loaded.insert(spec.component.clone(), (content, compiled.clone()));
+                (content, compiled)
             }
         };
 
@@ -214,7 +216,7 @@ impl Runtime {
             })
             .collect::<Result<Arc<[_]>, String>>()?;
         let name: Arc<str> = Arc::from(spec.pattern.as_str());
-        let fingerprint = fingerprint(&bytes, spec);
+        let fingerprint = fingerprint(content, spec);
         Ok(CompiledRoute {
             name: Arc::clone(&name),
             component: spec.component.clone(),
@@ -273,10 +275,10 @@ impl Runtime {
 
 /// A route's component and everything the manifest sets for it, hashed: two
 /// routes with the same fingerprint answer alike.
-fn fingerprint(component: &[u8], spec: &RouteSpec) -> u64 {
+fn fingerprint(content: u64, spec: &RouteSpec) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    component.hash(&mut hasher);
+    content.hash(&mut hasher);
     let settings = format!(
         "{}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}|{:?}",
         spec.pattern.as_str(),
@@ -291,6 +293,14 @@ fn fingerprint(component: &[u8], spec: &RouteSpec) -> u64 {
         spec.limits
     );
     settings.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A hash of a component's bytes, for [`fingerprint`].
+fn content_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
     hasher.finish()
 }
 
