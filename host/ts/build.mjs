@@ -13,7 +13,7 @@
 //           types, wit, world, cache }
 
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync, renameSync, copyFileSync, existsSync, readdirSync, statSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync, renameSync, copyFileSync, existsSync, readdirSync, statSync, rmSync, utimesSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -34,7 +34,17 @@ const RUNTIME_MODULES = new Set([
 const KEEP_COMPONENTS = 16;
 const KEEP_SPLICES = 8;
 
-/** Removes all but the `keep` newest files of `dir` (a splice is two files). */
+/** Marks `file` as used now: pruning keeps what was used last. */
+function touch(file) {
+  const now = new Date();
+  try {
+    utimesSync(file, now, now);
+  } catch {
+    // Gone meanwhile: it is made again when next needed.
+  }
+}
+
+/** Removes all but the `keep` files of `dir` used last (a splice is two files). */
 function prune(dir, keep) {
   let files;
   try {
@@ -245,6 +255,8 @@ async function build(config) {
   const key = createHash('sha256').update(readFileSync(bundle)).update(world).digest('hex');
   const cached = join(config.cache, `${key}.wasm`);
   const hit = existsSync(cached);
+  // A component used again counts as new for the pruning below.
+  if (hit) touch(cached);
   if (!hit) {
     emit({ event: 'phase', name: 'componentizing' });
     // The engine with the world's bindings spliced in is the same for every

@@ -6,7 +6,7 @@
 // EDGEHOST_SPLICE_CACHE names, so a rebuild after an edit skips it.
 
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const { splicer: real } = await import(
@@ -27,6 +27,9 @@ function spliceBindings(engine, features, witWorld, witPath, worldName, debug) {
   const wasmFile = join(dir, `${key}.wasm`);
   const restFile = join(dir, `${key}.json`);
   if (existsSync(wasmFile) && existsSync(restFile)) {
+    // Used again: the build's pruning keeps what was used last.
+    const now = new Date();
+    for (const file of [wasmFile, restFile]) utimesSync(file, now, now);
     const rest = JSON.parse(readFileSync(restFile, 'utf8'));
     return { ...rest, wasm: new Uint8Array(readFileSync(wasmFile)) };
   }

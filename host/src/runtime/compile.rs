@@ -262,7 +262,16 @@ pub(crate) fn precompile(file: &Path) -> Result<bool, String> {
     .map_err(|err| format!("{err:#}"))?;
     let compiled = compile_cached(&engine, Some(&dir), &bytes, settings.compile_timeout)?;
     // Each build of an app adds an entry a host copies into its own cache:
-    // keep the newest few.
+    // keep the few used last (an entry built again counts as used now).
+    if let (true, Some(entry)) = (compiled.cached, &compiled.entry) {
+        let touched = std::fs::File::options()
+            .write(true)
+            .open(entry)
+            .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+        if let Err(err) = touched {
+            tracing::warn!("cannot mark {} as used: {err}", entry.display());
+        }
+    }
     prune_oldest(&dir, KEEP_AHEAD);
     if let Some(functions) = functions {
         if let Err(err) = functions.flush() {
@@ -278,7 +287,7 @@ const KEEP_AHEAD: usize = 16;
 /// The size past which the function cache starts over.
 const MAX_FUNCTION_CACHE: u64 = 1 << 30;
 
-/// Removes all but the `keep` newest entries of `dir`.
+/// Removes all but the `keep` entries of `dir` modified last.
 fn prune_oldest(dir: &Path, keep: usize) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
