@@ -179,6 +179,21 @@ enum Command {
         #[arg(long)]
         ts: bool,
     },
+    /// Write a manifest.toml from a Spin manifest (spin.toml, version 2):
+    /// each HTTP trigger's route, component, outbound hosts, key-value
+    /// stores, SQLite databases and variables; prints every setting it
+    /// could not map and why.
+    Import {
+        /// The Spin manifest.
+        #[arg(default_value = "spin.toml")]
+        spin_toml: PathBuf,
+        /// Where to write (default: manifest.toml beside spin.toml).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Check a manifest and compile its components without serving; exits
     /// non-zero with every reason, each with its line and route.
     Check {
@@ -268,6 +283,11 @@ fn main() -> ExitCode {
             ts,
         } => cli::new_route(&manifest.path(), &url, sdk.as_deref(), ts),
         Command::Build { dirs } => cli::build(&dirs),
+        Command::Import {
+            spin_toml,
+            out,
+            force,
+        } => cli::import(&spin_toml, out.as_deref(), force),
         Command::Check { manifest } => cli::check(&manifest.path()),
         Command::Routes { manifest } => cli::routes(&manifest.path()),
         Command::Schedules { manifest } => cli::schedules(&manifest.path()),

@@ -13,5 +13,6 @@ pub mod kv;
 mod log_throttle;
 pub(crate) mod outbound;
 pub(crate) mod pool;
+pub(crate) mod spin;
 pub mod sql;
 pub(crate) mod stdio;

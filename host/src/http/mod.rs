@@ -7,7 +7,8 @@
 //! | `edge.rs` | a matched route's edge policies around its guest: CORS preflights, rate limit, cache |
 //! | `storing.rs` | copying a guest's answer into the response cache on its way out |
 //! | `sdk.rs` | a request for an SDK route: method, body, call, response checks |
-//! | `proxy.rs` | a request for a `wasi:http/proxy` component, streamed both ways |
+//! | `proxy.rs` | a request for a `wasi:http/proxy` or `wasi:http/service` component, streamed both ways |
+//! | `spin.rs` | the request headers Spin gives its components |
 //! | `answer.rs` | the answers the host makes itself, and their statuses |
 //! | `body.rs` | the answer body type; reading a body within a limit |
 //! | `request_id.rs` | `x-request-id` |
@@ -25,6 +26,7 @@ mod edge;
 mod listener;
 mod proxy;
 mod request_id;
+mod spin;
 pub(crate) mod schedule;
 mod sdk;
 pub(crate) mod server;

@@ -1,10 +1,12 @@
 //! A request for a standard `wasi:http/proxy` component: every method goes
 //! to it, the body streams in (within `max_body`) and the answer streams
 //! out (within `max_response`) while the guest runs; the host adds the
-//! matched params, the route and the client's address as headers.
+//! matched params, the route and the client's address as headers, ours and
+//! Spin's.
 
 use super::answer::{HeadBound, HostAnswer};
 use super::body::{declares_more_than, BoxError, HostBody};
+use super::spin;
 use crate::metrics::Event;
 use crate::runtime::{CompiledRoute, GuestError, ProxyDone, Runtime};
 use bytes::Bytes;
@@ -73,6 +75,30 @@ where
             parts.headers.insert(name, value);
         }
     }
+    // The same, as Spin tells its components.
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+            Some(host.to_owned())
+        })
+        .unwrap_or_default();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    spin::set_headers(
+        &mut parts.headers,
+        &spin::SpinRequest {
+            pattern: &route.name,
+            params: &params,
+            path_and_query: &path_and_query,
+            host: &host,
+            client,
+        },
+    );
     let path = parts.uri.path().to_string();
     let max_body = limits.max_body;
     // A body longer than max_body fails in the guest's read, not here: the
@@ -148,7 +174,7 @@ fn form_encode(text: &str) -> String {
 /// bytes, or when the guest failed before finishing it (so the connection is
 /// cut rather than the truncated body looking complete).
 struct LimitedResponse {
-    inner: wasmtime_wasi_http::p2::body::HyperOutgoingBody,
+    inner: crate::runtime::GuestBody,
     left: usize,
     route: Arc<str>,
     request_id: Arc<str>,
@@ -183,7 +209,7 @@ impl hyper::body::Body for LimitedResponse {
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }
-                Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(Box::new(err)))),
+                Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => self.ended = true,
             }

@@ -36,6 +36,7 @@ const KEEP_RESIDENT_TABLE: usize = 1 << 20;
 const KEEP_RESIDENT_STACK: usize = 128 << 10;
 
 /// What the engine is sized for.
+#[derive(Clone)]
 pub struct EngineSettings {
     /// The largest linear memory any route may have (the pool's slot size).
     pub(crate) max_memory: usize,
@@ -80,12 +81,37 @@ pub(crate) fn engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
     engine_with(settings, None)
 }
 
+/// Which component-model runtime an engine has.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Concurrency {
+    /// None: components whose imports and exports are all synchronous
+    /// (WASI 0.2, the SDK's routes). Every route that can is served here.
+    Off,
+    /// Component-model async (WASI 0.3: `stream`, `future`, `async func`),
+    /// for the components that need it and only those.
+    Async,
+}
+
+/// [`engine`] with component-model async on: the engine of WASI 0.3
+/// components, apart from the one every other route runs on.
+pub(crate) fn async_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
+    build(settings, None, Concurrency::Async)
+}
+
 /// [`engine`], its compiler keeping each function it compiles in `functions`
 /// and taking from there what it compiled before (Cranelift's incremental
 /// cache). Its compiled code is the same as [`engine`]'s.
 pub(crate) fn engine_with(
     settings: &EngineSettings,
     functions: Option<std::sync::Arc<dyn wasmtime::CacheStore>>,
+) -> wasmtime::Result<Engine> {
+    build(settings, functions, Concurrency::Off)
+}
+
+fn build(
+    settings: &EngineSettings,
+    functions: Option<std::sync::Arc<dyn wasmtime::CacheStore>>,
+    concurrency: Concurrency,
 ) -> wasmtime::Result<Engine> {
     let instances = u32::try_from(settings.max_instances).unwrap_or(u32::MAX);
     let mut pool = PoolingAllocationConfig::new();
@@ -116,7 +142,7 @@ pub(crate) fn engine_with(
     // a compiler bug reading a slot before writing it cannot see a
     // neighbour's data.
     config.async_stack_zeroing(true);
-    set_wasm_features(&mut config);
+    set_wasm_features(&mut config, concurrency);
     if let Some(functions) = functions {
         config.enable_incremental_compilation(functions)?;
     }
@@ -171,9 +197,9 @@ const WASM_FEATURES: [(WasmFeatures, bool); 42] = [
     (WasmFeatures::MULTI_MEMORY, false), // toolchains emit one memory per module; each is a pool slot
     (WasmFeatures::CUSTOM_DESCRIPTORS, false), // unfinished proposal
     (WasmFeatures::COMPACT_IMPORTS, false), // an encoding no toolchain we build with emits
-    (WasmFeatures::CM_ASYNC, false),     // component-model async (WASI 0.3): not served yet
-    (WasmFeatures::CM_ASYNC_STACKFUL, false), // the same
-    (WasmFeatures::CM_MORE_ASYNC_BUILTINS, false), // the same
+    (WasmFeatures::CM_ASYNC, false), // component-model async (WASI 0.3): only on the async engine (ASYNC_FEATURES)
+    (WasmFeatures::CM_ASYNC_STACKFUL, false), // stackful async lifts: no toolchain we take emits them
+    (WasmFeatures::CM_MORE_ASYNC_BUILTINS, false), // only on the async engine (ASYNC_FEATURES)
     (WasmFeatures::CM_THREADING, false), // component-model threads: unfinished
     (WasmFeatures::CM_ERROR_CONTEXT, false), // belongs to component-model async
     (WasmFeatures::CM_FIXED_LENGTH_LISTS, false), // new WIT types no interface here uses
@@ -186,19 +212,44 @@ const WASM_FEATURES: [(WasmFeatures, bool); 42] = [
     (WasmFeatures::CM_CANON_NAMES, false), // the same
 ];
 
-fn set_wasm_features(config: &mut Config) {
+/// What the async engine adds to [`WASM_FEATURES`]: what components built
+/// with wit-bindgen's async support (Spin 4's SDK, WASI 0.3) use.
+const ASYNC_FEATURES: [WasmFeatures; 2] = [
+    // `stream`, `future`, `async func` and their canonical built-ins.
+    WasmFeatures::CM_ASYNC,
+    // The built-ins wit-bindgen's runtime calls besides (`context.get`...).
+    WasmFeatures::CM_MORE_ASYNC_BUILTINS,
+];
+
+fn set_wasm_features(config: &mut Config, concurrency: Concurrency) {
     for (feature, enabled) in WASM_FEATURES {
         config.wasm_features(feature, enabled);
     }
+    let on = concurrency == Concurrency::Async;
+    for feature in ASYNC_FEATURES {
+        config.wasm_features(feature, on);
+    }
     // Were relaxed SIMD ever turned on, the same results on every CPU.
     config.relaxed_simd_deterministic(true);
-    // No component-model async runtime in the stores (see CM_ASYNC).
-    config.concurrency_support(false);
+    // The component-model async runtime in the stores only where the
+    // engine serves components that need it.
+    config.concurrency_support(on);
 }
 
 /// Every import a route may use. What each reaches is set per request.
-pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+pub(crate) fn linker(
+    engine: &Engine,
+    concurrency: Concurrency,
+) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
+    if concurrency == Concurrency::Async {
+        // WASI 0.3 and its HTTP client, for the components built for it,
+        // reaching what their 0.2 imports reach; and Spin's interfaces,
+        // whose functions are `async func`.
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        crate::capabilities::spin::add_to_linker(&mut linker)?;
+    }
     // WASI p2 is linked because every Rust wasm32-wasip2 program imports
     // it; what it can reach is set per request (no preopens, only the
     // granted env, sockets denied).

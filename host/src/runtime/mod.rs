@@ -17,6 +17,7 @@
 //! | `body.rs` | `body.wit`: answers sent before the method returns, request bodies read as they arrive |
 //! | `background.rs` | guests still running after their answer, waited for at shutdown |
 //! | `proxy.rs` | calling a `wasi:http/proxy` component, streaming both ways |
+//! | `service.rs` | calling a WASI 0.3 `wasi:http/service` component, streaming both ways |
 //! | `cpu.rs` | the `cpu_time` meter |
 //! | `failure.rs` | [`GuestError`] and its one mapping to a status, a metric and a log level |
 
@@ -30,6 +31,7 @@ mod failure;
 mod incremental;
 mod proxy;
 mod route;
+mod service;
 mod store;
 
 pub use crate::wit::{Method, Request as GuestRequest, Response as GuestResponse};
@@ -37,7 +39,7 @@ pub(crate) use body::{Incoming, Piece};
 pub(crate) use call::Answer;
 pub use engine::EngineSettings;
 pub use failure::GuestError;
-pub(crate) use proxy::ProxyDone;
+pub(crate) use proxy::{GuestBody, ProxyDone};
 pub use route::{CompiledRoute, RouteTable};
 
 use crate::capabilities::kv::KvStores;
@@ -47,10 +49,11 @@ use crate::edge::RateLimiters;
 use crate::manifest::{Manifest, ManifestError, ManifestErrors};
 use crate::metrics::Metrics;
 use crate::router::Router;
+use engine::Concurrency;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use store::HostState;
+pub(crate) use store::HostState;
 use wasmtime::component::Linker;
 use wasmtime::Engine;
 
@@ -58,6 +61,12 @@ use wasmtime::Engine;
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
+    /// What the engine was made with: the async engine is made alike.
+    settings: EngineSettings,
+    /// The engine and linker of WASI 0.3 components, made when the first
+    /// one loads: hosts without such routes never have the component-model
+    /// async runtime.
+    async_side: OnceLock<Result<(Engine, Linker<HostState>), String>>,
     kv: KvStores,
     sql: SqlDatabases,
     cache_dir: Option<PathBuf>,
@@ -83,22 +92,68 @@ impl Runtime {
         settings: EngineSettings,
     ) -> wasmtime::Result<Runtime> {
         let engine = engine::engine(&settings)?;
-        let linker = engine::linker(&engine)?;
+        let linker = engine::linker(&engine, Concurrency::Off)?;
         let metrics = Arc::<Metrics>::default();
         Ok(Runtime {
             engine,
             linker,
+            async_side: OnceLock::new(),
             kv,
             sql,
-            cache_dir: settings.cache_dir,
+            cache_dir: settings.cache_dir.clone(),
             max_memory: settings.max_memory,
             clock_resolution: settings.clock_resolution,
             compile_timeout: settings.compile_timeout,
+            settings,
             pool: Arc::new(OutboundPool::new(Arc::clone(&metrics))),
             metrics,
             limiters: RateLimiters::default(),
             background: background::Background::default(),
         })
+    }
+
+    /// The engine and linker for components of `concurrency`.
+    fn side(&self, concurrency: Concurrency) -> Result<(&Engine, &Linker<HostState>), String> {
+        match concurrency {
+            Concurrency::Off => Ok((&self.engine, &self.linker)),
+            Concurrency::Async => {
+                let side = self.async_side.get_or_init(|| {
+                    let engine = engine::async_engine(&self.settings)
+                        .map_err(|err| format!("cannot make the WASI 0.3 engine: {err:#}"))?;
+                    let linker = engine::linker(&engine, Concurrency::Async)
+                        .map_err(|err| format!("cannot link WASI 0.3: {err:#}"))?;
+                    tracing::info!("WASI 0.3 engine made (component-model async on)");
+                    Ok((engine, linker))
+                });
+                match side {
+                    Ok((engine, linker)) => Ok((engine, linker)),
+                    Err(err) => Err(err.clone()),
+                }
+            }
+        }
+    }
+
+    /// Compiles a component on the engine every route runs on, or, when it
+    /// needs component-model async (a WASI 0.3 component), on the async
+    /// engine.
+    fn compile_either(&self, bytes: &[u8]) -> Result<(compile::Compiled, Concurrency), String> {
+        let compile = |engine: &Engine| {
+            compile::compile_cached(
+                engine,
+                self.cache_dir.as_deref(),
+                bytes,
+                self.compile_timeout,
+            )
+        };
+        match compile(&self.engine) {
+            Ok(compiled) => Ok((compiled, Concurrency::Off)),
+            Err(err) if err.contains("component model async") => {
+                let (engine, _) = self.side(Concurrency::Async)?;
+                let compiled = compile(engine).map_err(|err| format!("does not compile: {err}"))?;
+                Ok((compiled, Concurrency::Async))
+            }
+            Err(err) => Err(format!("does not compile: {err}")),
+        }
     }
 
     /// The counters of every route this runtime has loaded.

@@ -5,9 +5,11 @@
 
 use super::cpu::{CpuMeter, Metered};
 use super::failure::{guest_trap, instantiate_error, GuestError};
-use super::route::CompiledRoute;
+use super::route::{CompiledRoute, Proxy};
 use super::store::new_store;
 use super::Runtime;
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +17,12 @@ use std::sync::Arc;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of a `wasi:http/proxy` or `wasi:http/service` guest's answer,
+/// streamed from the guest while it runs.
+pub(crate) type GuestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// How a `wasi:http/proxy` guest ended, or will: `true` if it failed (trap,
 /// timeout), so a body that ended early must not look complete.
@@ -39,18 +47,44 @@ impl Runtime {
         request: http::Request<B>,
         request_id: &Arc<str>,
         guard: impl Send + 'static,
+    ) -> Result<(http::Response<GuestBody>, ProxyDone), GuestError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let pre = match &route.proxy {
+            Some(Proxy::P2(pre)) => pre.clone(),
+            Some(Proxy::P3(pre)) => {
+                return self
+                    .call_service(route, pre.clone(), request, request_id, guard)
+                    .await
+            }
+            None => {
+                return Err(GuestError::Instantiate(wasmtime::format_err!(
+                    "route is not a wasi:http/proxy component"
+                )))
+            }
+        };
+        let (response, done) = self.call_p2(route, pre, request, request_id, guard).await?;
+        let response =
+            response.map(|body| body.map_err(|err| Box::new(err) as BoxError).boxed_unsync());
+        Ok((response, done))
+    }
+
+    async fn call_p2<B>(
+        &self,
+        route: &CompiledRoute,
+        pre: wasmtime_wasi_http::p2::bindings::ProxyPre<super::store::HostState>,
+        request: http::Request<B>,
+        request_id: &Arc<str>,
+        guard: impl Send + 'static,
     ) -> Result<(http::Response<HyperOutgoingBody>, ProxyDone), GuestError>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let Some(pre) = route.proxy.clone() else {
-            return Err(GuestError::Instantiate(wasmtime::format_err!(
-                "route is not a wasi:http/proxy component"
-            )));
-        };
         let meter = route.limits.cpu_time.map(|_| Arc::new(CpuMeter::default()));
-        let mut store = new_store(&self.engine, &route.grants, request_id, meter.clone());
+        let mut store = new_store(&route.engine, &route.grants, request_id, meter.clone());
         let (sender, mut receiver) = tokio::sync::oneshot::channel();
         // Whether the guest set its response: a failure after that (while
         // streaming the body) is the guest's run to report, as nobody else sees it.

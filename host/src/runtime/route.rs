@@ -2,7 +2,8 @@
 //! exports read and type-checked, its grants resolved), and the immutable
 //! [`RouteTable`] of one manifest's routes.
 
-use super::compile::{compile_cached, read_component, Compiled};
+use super::compile::{read_component, Compiled};
+use super::engine::Concurrency;
 use super::store::{Grants, HostState};
 use super::Runtime;
 use crate::capabilities::kv::KvAccess;
@@ -17,10 +18,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{ComponentExportIndex, InstancePre};
+use wasmtime::Engine;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 /// The export a standard `wasi:http/proxy` component answers with.
 const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+
+/// The export a WASI 0.3 HTTP component (`wasi:http/service`, what Spin 4
+/// builds) answers with.
+const HANDLER_P3: &str = "wasi:http/handler@0.3";
 
 /// The import of a route that reads its request body as it arrives.
 const REQUEST_BODY: &str = "edge:route/request-body@0.1.0";
@@ -28,7 +35,14 @@ const REQUEST_BODY: &str = "edge:route/request-body@0.1.0";
 /// The components one load has read and compiled, by file, each with the
 /// hash of its bytes: routes that share a component (a TypeScript app's)
 /// share its compiled code, and its bytes are read and hashed once.
-pub(super) type Loaded = std::collections::HashMap<PathBuf, (u64, Compiled)>;
+pub(super) type Loaded = std::collections::HashMap<PathBuf, (u64, Compiled, Concurrency)>;
+
+/// A component that answers every method itself: a `wasi:http/proxy`
+/// (WASI 0.2) or `wasi:http/service` (WASI 0.3) component.
+pub(super) enum Proxy {
+    P2(ProxyPre<HostState>),
+    P3(ServicePre<HostState>),
+}
 
 /// One route, ready to serve: compiled, pre-linked and with its grants.
 pub struct CompiledRoute {
@@ -39,9 +53,11 @@ pub struct CompiledRoute {
     /// Its entry in the compile cache, if it has one.
     pub(crate) compiled: Option<PathBuf>,
     pub(super) pre: InstancePre<HostState>,
-    /// Set for a standard `wasi:http/proxy` component (it exports
-    /// `wasi:http/incoming-handler`): every method goes to it.
-    pub(super) proxy: Option<ProxyPre<HostState>>,
+    /// The engine it was compiled for: its stores are made on it.
+    pub(super) engine: Engine,
+    /// Set for a standard `wasi:http/proxy` or `wasi:http/service`
+    /// component: every method goes to it.
+    pub(super) proxy: Option<Proxy>,
     /// Each method's export, by [`Method::index`].
     pub(super) handlers: [Option<ComponentExportIndex>; Method::ALL.len()],
     /// It imports `request-body`: its request bodies are streamed to it,
@@ -70,9 +86,14 @@ impl CompiledRoute {
         self.proxy.is_some() || self.handlers[method.index()].is_some()
     }
 
-    /// Whether this is a standard `wasi:http/proxy` component.
+    /// Whether this is a standard `wasi:http/proxy` or `wasi:http/service` component.
     pub(crate) fn is_proxy(&self) -> bool {
         self.proxy.is_some()
+    }
+
+    /// Whether this is a WASI 0.3 (`wasi:http/service`) component.
+    pub(crate) fn is_p3(&self) -> bool {
+        matches!(self.proxy, Some(Proxy::P3(_)))
     }
 
     /// A slot to run one instance, or `None` when `max_concurrency` are
@@ -136,19 +157,16 @@ impl Runtime {
             Compiled {
                 component, entry, ..
             },
+            concurrency,
         ) = match loaded.get(&spec.component) {
             // The routes of one TypeScript app share their component.
             Some(found) => found.clone(),
             None => {
                 let bytes = read_component(&spec.component)?;
                 let started = std::time::Instant::now();
-                let compiled = compile_cached(
-                    &self.engine,
-                    self.cache_dir.as_deref(),
-                    &bytes,
-                    self.compile_timeout,
-                )
-                .map_err(|err| format!("{file} does not compile: {err}"))?;
+                let (compiled, concurrency) = self
+                    .compile_either(&bytes)
+                    .map_err(|err| format!("{file} {err}"))?;
                 let how = if compiled.cached {
                     "loaded from the compile cache"
                 } else {
@@ -156,40 +174,45 @@ impl Runtime {
                 };
                 tracing::info!(route = %spec.pattern, "{how} in {:?}", started.elapsed());
                 let content = content_hash(&bytes);
-                loaded.insert(spec.component.clone(), (content, compiled.clone()));
-                (content, compiled)
+                let found = (content, compiled, concurrency);
+                loaded.insert(spec.component.clone(), found.clone());
+                found
             }
         };
+        let (engine, linker) = self.side(concurrency)?;
 
         let ty = component.component_type();
         let streams_body = ty
-            .imports(&self.engine)
+            .imports(&engine)
             .any(|(name, _)| name == REQUEST_BODY);
         let mut handlers = [None; Method::ALL.len()];
         for method in Method::ALL {
-            if ty.get_export(&self.engine, method.export_name()).is_some() {
+            if ty.get_export(&engine, method.export_name()).is_some() {
                 handlers[method.index()] = component.get_export_index(None, method.export_name());
             }
         }
         let has_methods = handlers.iter().any(Option::is_some);
-        let exports_proxy = ty
-            .exports(&self.engine)
-            .any(|(name, _)| name.starts_with(INCOMING_HANDLER));
-        if !has_methods && !exports_proxy {
+        let exports = |prefix: &str| ty.exports(&engine).any(|(name, _)| name.starts_with(prefix));
+        let (exports_proxy, exports_p3) = (exports(INCOMING_HANDLER), exports(HANDLER_P3));
+        if !has_methods && !exports_proxy && !exports_p3 {
             return Err(format!(
-                "{file} exports no method handler (get, post, put, patch, delete, head, options) and no wasi:http/incoming-handler; is it built with guest_sdk::route!?"
+                "{file} exports no method handler (get, post, put, patch, delete, head, options), no wasi:http/incoming-handler@0.2 and no wasi:http/handler@0.3; is it built with guest_sdk::route!?"
             ));
         }
 
-        let pre = self.linker.instantiate_pre(&component).map_err(|err| {
-            format!("{file} imports something the host does not provide: {err:#}")
-        })?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|err| unprovided_import(&file.to_string(), &err))?;
         let proxy = if has_methods {
             None
+        } else if exports_p3 {
+            Some(Proxy::P3(ServicePre::new(pre.clone()).map_err(|err| {
+                format!("{file}: its wasi:http/handler@0.3 export is not one the host can call: {err:#}")
+            })?))
         } else {
-            Some(ProxyPre::new(pre.clone()).map_err(|err| {
+            Some(Proxy::P2(ProxyPre::new(pre.clone()).map_err(|err| {
                 format!("{file}: its wasi:http/incoming-handler export is not one the host can call: {err:#}")
-            })?)
+            })?))
         };
         for method in Method::ALL {
             if handlers[method.index()].is_none() {
@@ -197,7 +220,7 @@ impl Runtime {
             }
             let name = method.export_name();
             let Some(ComponentItem::ComponentFunc(func)) =
-                ty.get_export(&self.engine, name).map(|e| e.ty)
+                ty.get_export(&engine, name).map(|e| e.ty)
             else {
                 return Err(format!("{file}: export `{name}` is not a function"));
             };
@@ -222,6 +245,7 @@ impl Runtime {
             component: spec.component.clone(),
             compiled: entry,
             pre,
+            engine: engine.clone(),
             allow: allow_header(proxy.is_some(), &handlers),
             streams_body,
             proxy,
@@ -271,6 +295,18 @@ impl Runtime {
             fingerprint,
         })
     }
+}
+
+/// Why a component cannot be linked: the import the host does not
+/// provide, named, and for an interface of Spin's, which ones it does.
+fn unprovided_import(file: &str, err: &wasmtime::Error) -> String {
+    let reason = format!("{err:#}");
+    let spin = if reason.contains("spin:") || reason.contains("fermyon:") {
+        " (of Spin's interfaces this host provides spin:variables@3.0.0, spin:key-value@3.0.0 and spin:sqlite@3.1.0)"
+    } else {
+        ""
+    };
+    format!("{file} imports something the host does not provide: {reason}{spin}")
 }
 
 /// A route's component and everything the manifest sets for it, hashed: two

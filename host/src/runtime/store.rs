@@ -81,6 +81,15 @@ impl HostState {
         &mut self.bodies
     }
 
+    /// What Spin's imports work on.
+    pub(crate) fn spin(&mut self) -> crate::capabilities::spin::SpinView<'_> {
+        crate::capabilities::spin::SpinView {
+            table: &mut self.table,
+            kv: &self.kv,
+            env: &self.wasi.env,
+        }
+    }
+
     /// What the SQL import works on.
     pub(crate) fn sql(&mut self) -> SqlView<'_> {
         SqlView::new(&mut self.table, &self.sql)

@@ -16,7 +16,7 @@ use crate::wit::{Bucket, Cas};
 use wasmtime::component::{HasData, Resource, ResourceTable};
 
 /// Keys returned by one `list-keys` page.
-const KEYS_PER_PAGE: usize = 1000;
+pub(crate) const KEYS_PER_PAGE: usize = 1000;
 
 /// What the key-value imports work on in one request: its grants and the
 /// request's resource table, where the buckets it opened live.
@@ -67,7 +67,7 @@ impl<'a> KvView<'a> {
     }
 }
 
-async fn get(
+pub(crate) async fn get(
     access: &KvAccess,
     store: &StoreHandle,
     key: String,
@@ -77,7 +77,7 @@ async fn get(
     access.run(store, KvOp::Get, call).await.map_err(other)
 }
 
-async fn set(
+pub(crate) async fn set(
     access: &KvAccess,
     store: &StoreHandle,
     key: String,
@@ -88,20 +88,20 @@ async fn set(
     access.run(store, KvOp::Set, call).await.map_err(other)
 }
 
-async fn delete(access: &KvAccess, store: &StoreHandle, key: String) -> Result<(), store::Error> {
+pub(crate) async fn delete(access: &KvAccess, store: &StoreHandle, key: String) -> Result<(), store::Error> {
     access.check_key(&key).map_err(other)?;
     let call = store.backend.delete(&store.name, &key);
     access.run(store, KvOp::Delete, call).await.map_err(other)
 }
 
-async fn exists(access: &KvAccess, store: &StoreHandle, key: String) -> Result<bool, store::Error> {
+pub(crate) async fn exists(access: &KvAccess, store: &StoreHandle, key: String) -> Result<bool, store::Error> {
     access.check_key(&key).map_err(other)?;
     let call = store.backend.exists(&store.name, &key);
     access.run(store, KvOp::Exists, call).await.map_err(other)
 }
 
 /// One page of keys after `after`, and whether more follow.
-async fn page(
+pub(crate) async fn page(
     access: &KvAccess,
     store: &StoreHandle,
     after: Option<&str>,

@@ -19,7 +19,7 @@
 //! | `guest.rs` | the `wasi:keyvalue` interfaces a guest imports |
 
 mod embedded;
-mod guest;
+pub(crate) mod guest;
 mod postgres;
 mod redis;
 mod stores;

@@ -1,0 +1,187 @@
+//! Calling a WASI 0.3 `wasi:http/service` route (what Spin 4 builds): the
+//! request streams in, the answer's head comes back as soon as the guest
+//! returns it, and the store's event loop runs on in a task of its own
+//! while the body streams out, until the body ends, the guest fails or its
+//! `timeout` passes.
+
+use super::cpu::{CpuMeter, Metered};
+use super::failure::{guest_trap, instantiate_error, GuestError};
+use super::proxy::{GuestBody, ProxyDone};
+use super::route::CompiledRoute;
+use super::store::{new_store, HostState};
+use super::Runtime;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::oneshot;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::WasiHttpView;
+
+type Head = Result<http::Response<GuestBody>, GuestError>;
+
+impl Runtime {
+    /// Runs a `wasi:http/service` route on `request` in a fresh instance;
+    /// see [`Runtime::call_proxy`], whose contract this keeps.
+    pub(super) async fn call_service<B>(
+        &self,
+        route: &CompiledRoute,
+        pre: ServicePre<HostState>,
+        request: http::Request<B>,
+        request_id: &Arc<str>,
+        guard: impl Send + 'static,
+    ) -> Result<(http::Response<GuestBody>, ProxyDone), GuestError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let meter = route.limits.cpu_time.map(|_| Arc::new(CpuMeter::default()));
+        let mut store = new_store(&route.engine, &route.grants, request_id, meter.clone());
+        let (request, request_io) =
+            wasmtime_wasi_http::p3::Request::from_http(store.data_mut().http().hooks, request);
+        let (head_tx, mut head_rx) = oneshot::channel::<Head>();
+        let responded = Arc::new(AtomicBool::new(false));
+        let timeout = route.limits.timeout;
+        let id = Arc::clone(request_id);
+        let name = Arc::clone(&route.name);
+        let metrics = Arc::clone(&route.metrics);
+        let flag = Arc::clone(&responded);
+        let run = async move {
+            let _guard = guard;
+            let run = async {
+                let service = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiate_error)?;
+                let ran = store
+                    .run_concurrent(async move |accessor| {
+                        let handled = async {
+                            let response = match service.handle(accessor, request).await? {
+                                Ok(response) => response,
+                                Err(code) => {
+                                    let _ = head_tx.send(Err(GuestError::Trap(format!(
+                                        "the guest answered with error {code:?}"
+                                    ))));
+                                    return Ok(());
+                                }
+                            };
+                            let response = accessor.with(|mut store| {
+                                response.into_http(&mut store, async { Ok(()) })
+                            })?;
+                            // The store's event loop moves the body from the
+                            // guest: it runs until the body has ended.
+                            let (ended_tx, ended) = oneshot::channel();
+                            let response = response.map(|body| {
+                                Ended {
+                                    inner: body,
+                                    ended: Some(ended_tx),
+                                }
+                                .map_err(|err| Box::new(err) as super::proxy::BoxError)
+                                .boxed_unsync()
+                            });
+                            flag.store(true, Ordering::Release);
+                            if head_tx.send(Ok(response)).is_ok() {
+                                let _ = ended.await;
+                            }
+                            wasmtime::Result::<()>::Ok(())
+                        };
+                        // How the request body's transfer went: nothing to
+                        // wait for, but it is polled with the handler.
+                        let io = async {
+                            let _ = request_io.await;
+                            std::future::pending::<()>().await
+                        };
+                        tokio::select! {
+                            handled = handled => handled,
+                            () = io => Ok(()),
+                        }
+                    })
+                    .await;
+                match ran {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(err)) | Err(err) => Err(guest_trap(store.data(), &err, &id)),
+                }
+            };
+            let result = tokio::time::timeout(timeout, run)
+                .await
+                .unwrap_or(Err(GuestError::Timeout(timeout)));
+            if let Err(err) = &result {
+                if responded.load(Ordering::Acquire) {
+                    metrics.count(err.verdict().event);
+                    tracing::error!(
+                        request_id = %id,
+                        route = %name,
+                        "{err} after the response head was sent; its body was cut short"
+                    );
+                }
+            }
+            result
+        };
+        let mut run: Pin<Box<dyn Future<Output = Result<(), GuestError>> + Send>> = match meter {
+            Some(meter) => Box::pin(Metered::new(run, meter)),
+            None => Box::pin(run),
+        };
+        let unanswered = |ended: Result<(), GuestError>| {
+            ended.err().unwrap_or_else(|| {
+                GuestError::Trap("the guest returned without a response".into())
+            })
+        };
+        tokio::select! {
+            biased;
+            head = &mut head_rx => match head {
+                Ok(Ok(response)) => {
+                    let (done, finished) = oneshot::channel();
+                    tokio::spawn(async move {
+                        // Tells the response body whether it ended because the guest failed.
+                        let _ = done.send(run.await.is_err());
+                    });
+                    Ok((response, ProxyDone::Running(finished)))
+                }
+                Ok(Err(err)) => {
+                    let _ = run.await;
+                    Err(err)
+                }
+                Err(_) => Err(unanswered(run.await)),
+            },
+            result = &mut run => match head_rx.try_recv() {
+                Ok(Ok(response)) => Ok((response, ProxyDone::Finished(result.is_err()))),
+                Ok(Err(err)) => Err(err),
+                Err(_) => Err(unanswered(result)),
+            },
+        }
+    }
+}
+
+/// A guest's response body that says when it has ended (or was dropped),
+/// so the store's event loop moving it can stop.
+struct Ended<B> {
+    inner: B,
+    ended: Option<oneshot::Sender<()>>,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Ended<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.ended.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
