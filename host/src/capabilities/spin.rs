@@ -9,7 +9,6 @@
 
 use super::kv::guest as kv;
 use super::kv::KvAccess;
-use crate::runtime::HostState;
 use crate::wit::Bucket;
 use std::sync::Arc;
 use wasmtime::component::{
@@ -48,10 +47,13 @@ impl HasData for Spin {
     type Data<'a> = SpinView<'a>;
 }
 
-/// Links Spin's interfaces.
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    variables::add_to_linker::<HostState, Spin>(linker, HostState::spin)?;
-    key_value::add_to_linker::<HostState, Spin>(linker, HostState::spin)?;
+/// Links Spin's interfaces, each reaching what `view` gives of a store's state.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> SpinView<'_>,
+) -> wasmtime::Result<()> {
+    variables::add_to_linker::<T, Spin>(linker, view)?;
+    key_value::add_to_linker::<T, Spin>(linker, view)?;
     Ok(())
 }
 

@@ -248,7 +248,7 @@ pub(crate) fn linker(
         // whose functions are `async func`.
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
-        crate::capabilities::spin::add_to_linker(&mut linker)?;
+        crate::capabilities::spin::add_to_linker(&mut linker, HostState::spin)?;
     }
     // WASI p2 is linked because every Rust wasm32-wasip2 program imports
     // it; what it can reach is set per request (no preopens, only the

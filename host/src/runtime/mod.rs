@@ -53,7 +53,7 @@ use engine::Concurrency;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-pub(crate) use store::HostState;
+use store::HostState;
 use wasmtime::component::Linker;
 use wasmtime::Engine;
 

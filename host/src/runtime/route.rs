@@ -194,15 +194,16 @@ impl Runtime {
         let has_methods = handlers.iter().any(Option::is_some);
         let exports = |prefix: &str| ty.exports(&engine).any(|(name, _)| name.starts_with(prefix));
         let (exports_proxy, exports_p3) = (exports(INCOMING_HANDLER), exports(HANDLER_P3));
+        // What it imports first: a component of another platform says so
+        // there, whatever it exports.
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|err| unprovided_import(&file.to_string(), &err))?;
         if !has_methods && !exports_proxy && !exports_p3 {
             return Err(format!(
                 "{file} exports no method handler (get, post, put, patch, delete, head, options), no wasi:http/incoming-handler@0.2 and no wasi:http/handler@0.3; is it built with guest_sdk::route!?"
             ));
         }
-
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|err| unprovided_import(&file.to_string(), &err))?;
         let proxy = if has_methods {
             None
         } else if exports_p3 {
