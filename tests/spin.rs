@@ -68,14 +68,21 @@ fn a_spin_service_reads_its_path_param_and_the_rest_through_spin_headers() {
     assert_eq!(reply.json()["method"], "DELETE");
     // Its log lines carry the request's id.
     let id = reply.header("x-request-id").unwrap_or_default().to_string();
-    host.wait_for_log(&format!("request_id={id} method=DELETE path=/spin/items/7 route=/spin/items/$id status=200"));
+    host.wait_for_log(&format!(
+        "request_id={id} method=DELETE path=/spin/items/7 route=/spin/items/$id status=200"
+    ));
 }
 
 #[test]
 fn a_wildcard_route_gives_the_rest_of_the_path_as_spin_path_info() {
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path(), &http_route("/spin/$", ""), vec![]);
-    let reply = host.request("POST", "/spin/echo", &[("content-type", "text/plain")], b"hello spin");
+    let reply = host.request(
+        "POST",
+        "/spin/echo",
+        &[("content-type", "text/plain")],
+        b"hello spin",
+    );
     assert_eq!((reply.status, reply.text().as_str()), (200, "hello spin"));
     assert_eq!(reply.header("content-type"), Some("text/plain"));
     assert_eq!(reply.header("x-echo-length"), Some("10"));
@@ -112,14 +119,20 @@ fn bodies_stream_both_ways_through_a_service_smaller_than_them() {
     assert_eq!(reply.body.len(), 40 << 20);
     // In order: chunk i is 64 KiB of byte i.
     for (i, chunk) in reply.body.chunks(64 << 10).enumerate() {
-        assert!(chunk.iter().all(|b| *b == i as u8), "chunk {i} out of order");
+        assert!(
+            chunk.iter().all(|b| *b == i as u8),
+            "chunk {i} out of order"
+        );
     }
     // Over max_body by its declared length: 413 before the guest runs.
     let head = format!(
         "POST /spin/count HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
         49 << 20
     );
-    assert_eq!(support::send_raw(host.addr, head.as_bytes(), false).status, 413);
+    assert_eq!(
+        support::send_raw(host.addr, head.as_bytes(), false).status,
+        413
+    );
     // A streamed answer past max_response is cut off, not ended as whole.
     let reply = host.request("GET", "/cut", &[("x-chunks", "64")], b"");
     assert!(reply.body.len() < 4 << 20, "{} bytes", reply.body.len());
@@ -132,7 +145,9 @@ fn response_trailers_reach_a_client_that_accepts_them() {
     let host = start(dir.path(), &http_route("/spin/$", ""), vec![]);
     let mut stream = std::net::TcpStream::connect(host.addr).unwrap();
     stream
-        .write_all(b"GET /spin/trailers HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n")
+        .write_all(
+            b"GET /spin/trailers HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n",
+        )
         .unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
@@ -205,9 +220,18 @@ fn max_concurrency_holds_for_a_service() {
         if reply.status == 503 {
             break reply;
         }
-        assert!(std::time::Instant::now() < deadline, "never refused: {}", reply.text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused: {}",
+            reply.text()
+        );
     };
-    assert_eq!(refused.json()["limit"], "max_concurrency", "{}", refused.text());
+    assert_eq!(
+        refused.json()["limit"],
+        "max_concurrency",
+        "{}",
+        refused.text()
+    );
     assert_eq!(busy.join().unwrap().status, 504);
 }
 
@@ -247,7 +271,11 @@ fn a_services_outbound_requests_are_policed() {
     assert_eq!(reply.text(), "200 upstream");
     let url = format!("http://{other_addr}/x");
     let reply = host.request("GET", "/spin/fetch", &[("x-fetch", &url)], b"");
-    assert!(reply.text().contains("HttpRequestDenied"), "{}", reply.text());
+    assert!(
+        reply.text().contains("HttpRequestDenied"),
+        "{}",
+        reply.text()
+    );
     assert_eq!(other_connections.load(Ordering::SeqCst), 0);
     host.wait_for_log("refused");
 }
@@ -268,8 +296,15 @@ fn spin_key_value_and_variables_reach_only_what_the_route_is_granted() {
         kv_route("kv = [\"default\"]\nenv = { GREETING = \"hello\" }\nsecrets = [\"API_KEY\"]"),
         component("fixture_spin_kv")
     );
-    let host = start(dir.path(), &routes, vec![("API_KEY", "s3cret"), ("OTHER_SECRET", "no")]);
-    assert_eq!(host.request("PUT", "/kv?post-1", &[], b"first post").status, 204);
+    let host = start(
+        dir.path(),
+        &routes,
+        vec![("API_KEY", "s3cret"), ("OTHER_SECRET", "no")],
+    );
+    assert_eq!(
+        host.request("PUT", "/kv?post-1", &[], b"first post").status,
+        204
+    );
     let reply = host.get("/kv?post-1");
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["value"], "first post");
@@ -278,27 +313,58 @@ fn spin_key_value_and_variables_reach_only_what_the_route_is_granted() {
     assert_eq!(reply_keys(&host), ["post-1", "post-2"]);
     assert_eq!(host.request("DELETE", "/kv?post-1", &[], b"").status, 204);
     let reply = host.get("/kv?post-1");
-    assert_eq!((reply.status, &reply.json()["exists"]), (404, &serde_json::json!(false)));
+    assert_eq!(
+        (reply.status, &reply.json()["exists"]),
+        (404, &serde_json::json!(false))
+    );
     assert_eq!(reply_keys(&host), ["post-2"]);
 
     // A store it is not granted is denied, as is every store to a route
     // granted none.
     let reply = host.request("GET", "/kv?post-2", &[("x-store", "sessions")], b"");
     assert_eq!(reply.status, 403);
-    assert!(reply.json()["error"].as_str().unwrap().contains("AccessDenied"), "{}", reply.text());
+    assert!(
+        reply.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("AccessDenied"),
+        "{}",
+        reply.text()
+    );
     let reply = host.get("/other?post-2");
-    assert!(reply.json()["error"].as_str().unwrap().contains("AccessDenied"), "{}", reply.text());
+    assert!(
+        reply.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("AccessDenied"),
+        "{}",
+        reply.text()
+    );
 
     // Variables are the route's env and granted secrets, by Spin's
     // lower-case names; nothing else of the host's environment.
-    let variable = |path: &str, name: &str| host.request("GET", path, &[("x-variable", name)], b"").json();
+    let variable = |path: &str, name: &str| {
+        host.request("GET", path, &[("x-variable", name)], b"")
+            .json()
+    };
     assert_eq!(variable("/kv", "greeting")["value"], "hello");
     assert_eq!(variable("/kv", "api_key")["value"], "s3cret");
-    for (path, name) in [("/kv", "other_secret"), ("/kv", "path"), ("/other", "api_key"), ("/other", "greeting")] {
+    for (path, name) in [
+        ("/kv", "other_secret"),
+        ("/kv", "path"),
+        ("/other", "api_key"),
+        ("/other", "greeting"),
+    ] {
         let answer = variable(path, name);
-        assert!(answer["error"].as_str().unwrap().contains("Undefined"), "{path} {name}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("Undefined"),
+            "{path} {name}: {answer}"
+        );
     }
-    assert!(variable("/kv", "API_KEY")["error"].as_str().unwrap().contains("InvalidName"));
+    assert!(variable("/kv", "API_KEY")["error"]
+        .as_str()
+        .unwrap()
+        .contains("InvalidName"));
 }
 
 fn reply_keys(host: &Host) -> Vec<String> {
@@ -317,7 +383,11 @@ fn reply_keys(host: &Host) -> Vec<String> {
 #[test]
 fn a_store_over_its_limits_is_refused_to_a_spin_component_too() {
     let dir = tempfile::tempdir().unwrap();
-    let host = start(dir.path(), &kv_route("kv = [\"default\"]\nmax_kv_value = \"1KiB\""), vec![]);
+    let host = start(
+        dir.path(),
+        &kv_route("kv = [\"default\"]\nmax_kv_value = \"1KiB\""),
+        vec![],
+    );
     let reply = host.request("PUT", "/kv?big", &[], &vec![b'x'; 4096]);
     assert_eq!(reply.status, 500, "{}", reply.text());
     assert_eq!(host.get("/kv?big").status, 404);
@@ -356,10 +426,19 @@ fn a_wasi_02_route_and_a_wasi_03_route_serve_side_by_side_and_deploy_together() 
     let manifest = write_manifest(&next, &(both("2") + &http_route("/spin/more/$", "")));
     let to = format!("http://{}", host.admin());
     let out = edgehost(&["deploy", manifest.to_str().unwrap(), "--to", &to], TOKEN);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     check(&host);
     let reply = host.get("/spin/more/a");
-    assert_eq!(reply.json()["headers"]["spin-path-info"], "/a", "{}", reply.text());
+    assert_eq!(
+        reply.json()["headers"]["spin-path-info"],
+        "/a",
+        "{}",
+        reply.text()
+    );
     // The WASI 0.3 engine is made once, for the routes that need it.
     let log = host.log();
     assert_eq!(log.matches("WASI 0.3 engine made").count(), 1, "{log}");
@@ -431,9 +510,16 @@ fn an_imported_spin_manifest_checks_and_serves() {
     std::fs::write(&spin_file, spin_toml).unwrap();
     let out = edgehost(&["import", spin_file.to_str().unwrap()], TOKEN);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // What it could not map, and why.
-    assert!(stdout.contains("`files`: routes have no filesystem here"), "{stdout}");
+    assert!(
+        stdout.contains("`files`: routes have no filesystem here"),
+        "{stdout}"
+    );
     let manifest = dir.path().join("manifest.toml");
     let written = std::fs::read_to_string(&manifest).unwrap();
     assert!(written.contains("path = \"/items/$id\""), "{written}");
@@ -449,7 +535,11 @@ fn an_imported_spin_manifest_checks_and_serves() {
         .env("API_KEY", "s3cret")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let host = Host::start(Start {
         manifest: &manifest,
@@ -460,7 +550,10 @@ fn an_imported_spin_manifest_checks_and_serves() {
     assert_eq!(reply.json()["id"], "5", "{}", reply.text());
     assert_eq!(host.request("PUT", "/store/x?k", &[], b"v").status, 204);
     assert_eq!(host.get("/store/x?k").json()["value"], "v");
-    let variable = |name: &str| host.request("GET", "/store", &[("x-variable", name)], b"").json();
+    let variable = |name: &str| {
+        host.request("GET", "/store", &[("x-variable", name)], b"")
+            .json()
+    };
     assert_eq!(variable("greeting")["value"], "hello");
     assert_eq!(variable("api_key")["value"], "s3cret");
 }

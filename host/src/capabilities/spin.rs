@@ -94,7 +94,9 @@ impl<T> variables::HostWithStore<T> for Spin {
 }
 
 /// A `wasi:keyvalue` error as Spin's interface spells it.
-fn spin_error(err: crate::wit::bindings::wasi::keyvalue0_2_0_draft2::store::Error) -> key_value::Error {
+fn spin_error(
+    err: crate::wit::bindings::wasi::keyvalue0_2_0_draft2::store::Error,
+) -> key_value::Error {
     use crate::wit::bindings::wasi::keyvalue0_2_0_draft2::store::Error as Kv;
     match err {
         Kv::NoSuchStore => key_value::Error::NoSuchStore,
@@ -160,7 +162,9 @@ impl<T> key_value::HostStoreWithStore<T> for Spin {
         store: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, key_value::Error>> {
-        on_store!(accessor, store, |access, handle| kv::get(&access, handle, key))
+        on_store!(accessor, store, |access, handle| kv::get(
+            &access, handle, key
+        ))
     }
 
     async fn set(
@@ -169,7 +173,9 @@ impl<T> key_value::HostStoreWithStore<T> for Spin {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), key_value::Error>> {
-        on_store!(accessor, store, |access, handle| kv::set(&access, handle, key, value))
+        on_store!(accessor, store, |access, handle| kv::set(
+            &access, handle, key, value
+        ))
     }
 
     async fn delete(
@@ -177,7 +183,9 @@ impl<T> key_value::HostStoreWithStore<T> for Spin {
         store: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), key_value::Error>> {
-        on_store!(accessor, store, |access, handle| kv::delete(&access, handle, key))
+        on_store!(accessor, store, |access, handle| kv::delete(
+            &access, handle, key
+        ))
     }
 
     async fn exists(
@@ -185,13 +193,18 @@ impl<T> key_value::HostStoreWithStore<T> for Spin {
         store: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<bool, key_value::Error>> {
-        on_store!(accessor, store, |access, handle| kv::exists(&access, handle, key))
+        on_store!(accessor, store, |access, handle| kv::exists(
+            &access, handle, key
+        ))
     }
 
     async fn get_keys(
         accessor: &Accessor<T, Self>,
         store: Resource<Bucket>,
-    ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), key_value::Error>>)> {
+    ) -> wasmtime::Result<(
+        StreamReader<String>,
+        FutureReader<Result<(), key_value::Error>>,
+    )> {
         let found = opened(accessor, &store)?;
         let listed: Result<Vec<String>, key_value::Error> = async {
             let (access, name) = found?;
@@ -221,7 +234,8 @@ impl<T> key_value::HostStoreWithStore<T> for Spin {
         };
         accessor.with(|mut access| {
             let keys = StreamReader::new(&mut access, keys)?;
-            let ended = FutureReader::new(&mut access, async move { Ok::<_, wasmtime::Error>(ended) })?;
+            let ended =
+                FutureReader::new(&mut access, async move { Ok::<_, wasmtime::Error>(ended) })?;
             Ok((keys, ended))
         })
     }

@@ -22,7 +22,8 @@ pub(crate) struct Imported {
 pub fn import(spin_toml: &Path, out: Option<&Path>, force: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(spin_toml)
         .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", spin_toml.display()))?;
-    let imported = translate(&text).map_err(|err| anyhow::anyhow!("{}: {err}", spin_toml.display()))?;
+    let imported =
+        translate(&text).map_err(|err| anyhow::anyhow!("{}: {err}", spin_toml.display()))?;
     let out: PathBuf = match out {
         Some(out) => out.to_path_buf(),
         None => spin_toml
@@ -143,7 +144,10 @@ pub(crate) fn translate(text: &str) -> Result<Imported, String> {
             }
         }
         let (name, component) = match trigger.get("component") {
-            Some(Value::String(name)) => match components.and_then(|c| c.get(name)).and_then(Value::as_table) {
+            Some(Value::String(name)) => match components
+                .and_then(|c| c.get(name))
+                .and_then(Value::as_table)
+            {
                 Some(component) => (name.clone(), component),
                 None => {
                     unmapped.push(format!("{label} ({path}): no [component.{name}]; left out"));
@@ -164,7 +168,10 @@ pub(crate) fn translate(text: &str) -> Result<Imported, String> {
         match component.get("source") {
             Some(Value::String(file)) => route.component = file.clone(),
             Some(Value::Table(_)) => {
-                note("`source` is a URL with a digest: download the file and set `component` to it".into());
+                note(
+                    "`source` is a URL with a digest: download the file and set `component` to it"
+                        .into(),
+                );
                 route.component = format!("{name}.wasm");
             }
             _ => {
@@ -236,8 +243,14 @@ pub(crate) fn translate(text: &str) -> Result<Imported, String> {
         ));
     }
     for key in spin.keys() {
-        if !["spin_manifest_version", "application", "variables", "component", "trigger"]
-            .contains(&key.as_str())
+        if ![
+            "spin_manifest_version",
+            "application",
+            "variables",
+            "component",
+            "trigger",
+        ]
+        .contains(&key.as_str())
         {
             unmapped.push(format!("`{key}` has no equivalent; left out"));
         }
@@ -284,7 +297,9 @@ pub(crate) fn route_pattern(route: &str) -> Result<String, String> {
                 format!("${name}")
             }
             s if s.contains(['$', '*', '{', '}']) => {
-                return Err(format!("segment `{s}` has characters a pattern cannot hold"))
+                return Err(format!(
+                    "segment `{s}` has characters a pattern cannot hold"
+                ))
             }
             s => s.to_owned(),
         });
@@ -379,12 +394,19 @@ fn write(spin: &Table, routes: &[Route], databases: &[String]) -> String {
         out,
         "# Imported from spin.toml (application {name:?}) by `edgehost import`.\n"
     );
-    let _ = writeln!(out, "[server]\nlisten = \"127.0.0.1:3000\"\ndata_dir = \".edgehost\"");
+    let _ = writeln!(
+        out,
+        "[server]\nlisten = \"127.0.0.1:3000\"\ndata_dir = \".edgehost\""
+    );
     let mut seen = Vec::new();
     for database in databases {
         if !seen.contains(database) {
             seen.push(database.clone());
-            let _ = writeln!(out, "\n# A SQLite file under data_dir, as Spin's default.\n[sql.{}]", quoted(database));
+            let _ = writeln!(
+                out,
+                "\n# A SQLite file under data_dir, as Spin's default.\n[sql.{}]",
+                quoted(database)
+            );
         }
     }
     for route in routes {
@@ -488,7 +510,10 @@ source = { url = "https://example.com/fileserver.wasm", digest = "sha256:00" }
         );
         assert_eq!(strings(&items["kv"]), ["default"]);
         assert_eq!(strings(&items["sql"]), ["default"]);
-        assert_eq!(strings(&items["allowed_outbound_hosts"]), ["https://api.example.com"]);
+        assert_eq!(
+            strings(&items["allowed_outbound_hosts"]),
+            ["https://api.example.com"]
+        );
         assert_eq!(strings(&items["secrets"]), ["API_KEY", "REGION"]);
         let env = items["env"].as_table().unwrap();
         assert_eq!(env["MODE"].as_str(), Some("prod"));
@@ -505,15 +530,24 @@ source = { url = "https://example.com/fileserver.wasm", digest = "sha256:00" }
             "variable url",
             "a URL with a digest",
         ] {
-            assert!(said.contains(expected), "{expected:?} not reported in:\n{said}");
+            assert!(
+                said.contains(expected),
+                "{expected:?} not reported in:\n{said}"
+            );
         }
     }
 
     #[test]
     fn what_is_not_a_version_2_manifest_is_refused() {
-        assert!(translate("spin_manifest_version = 1").unwrap_err().contains("only version 2"));
-        assert!(translate("[application]\nname = 'x'").unwrap_err().contains("spin_manifest_version"));
-        assert!(translate("spin_manifest_version = 2").unwrap_err().contains("trigger.http"));
+        assert!(translate("spin_manifest_version = 1")
+            .unwrap_err()
+            .contains("only version 2"));
+        assert!(translate("[application]\nname = 'x'")
+            .unwrap_err()
+            .contains("spin_manifest_version"));
+        assert!(translate("spin_manifest_version = 2")
+            .unwrap_err()
+            .contains("trigger.http"));
         assert!(translate("not toml [").unwrap_err().contains("TOML"));
     }
 }

@@ -86,9 +86,15 @@ pub fn routes(manifest_path: &Path) -> anyhow::Result<()> {
                 rate.requests, rate.per, rate.burst
             ));
         }
+        // A WASI 0.3 component runs on the async engine: say so.
+        let methods = if route.is_p3() {
+            format!("{} (wasi:http@0.3)", route.allow)
+        } else {
+            route.allow.clone()
+        };
         rows.push([
             route.name.to_string(),
-            route.allow.clone(),
+            methods,
             grants.join(" "),
             limits.join(" "),
         ]);

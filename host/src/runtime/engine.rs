@@ -200,16 +200,16 @@ const WASM_FEATURES: [(WasmFeatures, bool); 42] = [
     (WasmFeatures::CM_ASYNC, false), // component-model async (WASI 0.3): only on the async engine (ASYNC_FEATURES)
     (WasmFeatures::CM_ASYNC_STACKFUL, false), // stackful async lifts: no toolchain we take emits them
     (WasmFeatures::CM_MORE_ASYNC_BUILTINS, false), // only on the async engine (ASYNC_FEATURES)
-    (WasmFeatures::CM_THREADING, false), // component-model threads: unfinished
-    (WasmFeatures::CM_ERROR_CONTEXT, false), // belongs to component-model async
+    (WasmFeatures::CM_THREADING, false),      // component-model threads: unfinished
+    (WasmFeatures::CM_ERROR_CONTEXT, false),  // belongs to component-model async
     (WasmFeatures::CM_FIXED_LENGTH_LISTS, false), // new WIT types no interface here uses
-    (WasmFeatures::CM_MAP, false),       // the same
-    (WasmFeatures::CM64, false),         // 64-bit component memories: see MEMORY64
-    (WasmFeatures::CM_GC, false),        // GC-typed lifting: see GC
-    (WasmFeatures::CM_IMPLEMENTS, false), // new, unneeded
-    (WasmFeatures::CM_VALUES, false),    // component start values: unfinished
-    (WasmFeatures::CM_NESTED_NAMES, false), // unfinished naming extension
-    (WasmFeatures::CM_CANON_NAMES, false), // the same
+    (WasmFeatures::CM_MAP, false),            // the same
+    (WasmFeatures::CM64, false),              // 64-bit component memories: see MEMORY64
+    (WasmFeatures::CM_GC, false),             // GC-typed lifting: see GC
+    (WasmFeatures::CM_IMPLEMENTS, false),     // new, unneeded
+    (WasmFeatures::CM_VALUES, false),         // component start values: unfinished
+    (WasmFeatures::CM_NESTED_NAMES, false),   // unfinished naming extension
+    (WasmFeatures::CM_CANON_NAMES, false),    // the same
 ];
 
 /// What the async engine adds to [`WASM_FEATURES`]: what components built

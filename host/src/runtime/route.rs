@@ -182,17 +182,15 @@ impl Runtime {
         let (engine, linker) = self.side(concurrency)?;
 
         let ty = component.component_type();
-        let streams_body = ty
-            .imports(&engine)
-            .any(|(name, _)| name == REQUEST_BODY);
+        let streams_body = ty.imports(engine).any(|(name, _)| name == REQUEST_BODY);
         let mut handlers = [None; Method::ALL.len()];
         for method in Method::ALL {
-            if ty.get_export(&engine, method.export_name()).is_some() {
+            if ty.get_export(engine, method.export_name()).is_some() {
                 handlers[method.index()] = component.get_export_index(None, method.export_name());
             }
         }
         let has_methods = handlers.iter().any(Option::is_some);
-        let exports = |prefix: &str| ty.exports(&engine).any(|(name, _)| name.starts_with(prefix));
+        let exports = |prefix: &str| ty.exports(engine).any(|(name, _)| name.starts_with(prefix));
         let (exports_proxy, exports_p3) = (exports(INCOMING_HANDLER), exports(HANDLER_P3));
         // What it imports first: a component of another platform says so
         // there, whatever it exports.
@@ -221,7 +219,7 @@ impl Runtime {
             }
             let name = method.export_name();
             let Some(ComponentItem::ComponentFunc(func)) =
-                ty.get_export(&engine, name).map(|e| e.ty)
+                ty.get_export(engine, name).map(|e| e.ty)
             else {
                 return Err(format!("{file}: export `{name}` is not a function"));
             };

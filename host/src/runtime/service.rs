@@ -125,9 +125,9 @@ impl Runtime {
             None => Box::pin(run),
         };
         let unanswered = |ended: Result<(), GuestError>| {
-            ended.err().unwrap_or_else(|| {
-                GuestError::Trap("the guest returned without a response".into())
-            })
+            ended
+                .err()
+                .unwrap_or_else(|| GuestError::Trap("the guest returned without a response".into()))
         };
         tokio::select! {
             biased;

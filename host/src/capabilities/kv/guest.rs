@@ -88,13 +88,21 @@ pub(crate) async fn set(
     access.run(store, KvOp::Set, call).await.map_err(other)
 }
 
-pub(crate) async fn delete(access: &KvAccess, store: &StoreHandle, key: String) -> Result<(), store::Error> {
+pub(crate) async fn delete(
+    access: &KvAccess,
+    store: &StoreHandle,
+    key: String,
+) -> Result<(), store::Error> {
     access.check_key(&key).map_err(other)?;
     let call = store.backend.delete(&store.name, &key);
     access.run(store, KvOp::Delete, call).await.map_err(other)
 }
 
-pub(crate) async fn exists(access: &KvAccess, store: &StoreHandle, key: String) -> Result<bool, store::Error> {
+pub(crate) async fn exists(
+    access: &KvAccess,
+    store: &StoreHandle,
+    key: String,
+) -> Result<bool, store::Error> {
     access.check_key(&key).map_err(other)?;
     let call = store.backend.exists(&store.name, &key);
     access.run(store, KvOp::Exists, call).await.map_err(other)
