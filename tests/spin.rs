@@ -367,6 +367,61 @@ fn spin_key_value_and_variables_reach_only_what_the_route_is_granted() {
         .contains("InvalidName"));
 }
 
+#[test]
+fn spin_sqlite_runs_on_the_routes_granted_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = format!(
+        "[sql.default]\n[sql.other]\n{}[[route]]\npath = \"/ungranted\"\ncomponent = {:?}\n",
+        kv_route("sql = [\"default\"]"),
+        component("fixture_spin_kv")
+    );
+    let host = start(dir.path(), &routes, vec![]);
+    let sql = |path: &str, statement: &str, param: &str| {
+        host.request("POST", path, &[("x-sql", statement)], param.as_bytes())
+    };
+    let reply = sql(
+        "/kv",
+        "CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL)",
+        "",
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    for (title, rowid) in [("first", 1), ("second", 2)] {
+        let reply = sql("/kv", "INSERT INTO posts (title) VALUES (?)", title);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(
+            (
+                reply.json()["rowid"].as_i64(),
+                reply.json()["changes"].as_u64()
+            ),
+            (Some(rowid), Some(1))
+        );
+    }
+    let reply = sql("/kv", "SELECT id, title FROM posts ORDER BY id", "");
+    assert_eq!(reply.json()["columns"], serde_json::json!(["id", "title"]));
+    assert_eq!(
+        reply.json()["rows"],
+        serde_json::json!([[1, "first"], [2, "second"]])
+    );
+    let reply = sql("/kv", "UPDATE posts SET title = 'x'", "");
+    assert_eq!(reply.json()["changes"], 2, "{}", reply.text());
+    // A constraint and a typo come back as errors, not a failed instance.
+    let reply = sql("/kv", "INSERT INTO posts (id, title) VALUES (1, ?)", "dup");
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("constraint"), "{}", reply.text());
+    // The sandbox holds: no ATTACH, no database it is not granted.
+    let reply = sql("/kv", "ATTACH DATABASE 'x.db' AS x", "");
+    assert!(reply.text().contains("not allowed"), "{}", reply.text());
+    let reply = host.request(
+        "POST",
+        "/kv",
+        &[("x-sql", "SELECT 1"), ("x-database", "other")],
+        b"",
+    );
+    assert!(reply.text().contains("AccessDenied"), "{}", reply.text());
+    let reply = sql("/ungranted", "SELECT 1", "");
+    assert!(reply.text().contains("AccessDenied"), "{}", reply.text());
+}
+
 fn reply_keys(host: &Host) -> Vec<String> {
     let reply = host.get("/kv");
     assert_eq!(reply.status, 200, "{}", reply.text());

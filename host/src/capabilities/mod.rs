@@ -14,5 +14,6 @@ mod log_throttle;
 pub(crate) mod outbound;
 pub(crate) mod pool;
 pub(crate) mod spin;
+mod spin_sqlite;
 pub mod sql;
 pub(crate) mod stdio;

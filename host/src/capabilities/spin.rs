@@ -2,26 +2,34 @@
 //! the same grants as ours: `spin:variables@3.0.0` reads the route's `env`
 //! (its granted secrets among them), `spin:key-value@3.0.0` opens only the
 //! route's granted key-value stores, through the same limits and backends
-//! as `wasi:keyvalue`.
+//! as `wasi:keyvalue`; `spin:sqlite@3.1.0` (`spin_sqlite.rs`) opens only
+//! its granted SQL databases.
 //!
 //! Their functions are `async func`: they are linked only on the engine of
 //! WASI 0.3 components.
 
 use super::kv::guest as kv;
 use super::kv::KvAccess;
+use super::sql::SqlAccess;
 use crate::wit::Bucket;
 use std::sync::Arc;
 use wasmtime::component::{
-    Access, Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
+    Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
 };
 
-mod bindings {
+pub(super) mod bindings {
     wasmtime::component::bindgen!({
         path: "wit/spin",
         world: "edge:spin/imports",
-        imports: { default: store | trappable },
+        // `async func`s take the store's accessor; the one blocking call
+        // that waits on a database runs on the guest's fiber.
+        imports: {
+            "spin:sqlite/sqlite.[method]connection.execute": async | trappable,
+            default: trappable,
+        },
         with: {
             "spin:key-value/key-value.store": crate::wit::Bucket,
+            "spin:sqlite/sqlite.connection": super::super::spin_sqlite::SpinSqlConnection,
         },
     });
 }
@@ -37,6 +45,7 @@ const MAX_LISTED_KEYS: usize = 100_000;
 pub(crate) struct SpinView<'a> {
     pub(crate) table: &'a mut ResourceTable,
     pub(crate) kv: &'a KvAccess,
+    pub(crate) sql: &'a SqlAccess,
     pub(crate) env: &'a Arc<[(String, String)]>,
 }
 
@@ -54,6 +63,7 @@ pub(crate) fn add_to_linker<T: Send + 'static>(
 ) -> wasmtime::Result<()> {
     variables::add_to_linker::<T, Spin>(linker, view)?;
     key_value::add_to_linker::<T, Spin>(linker, view)?;
+    bindings::spin::sqlite::sqlite::add_to_linker::<T, Spin>(linker, view)?;
     Ok(())
 }
 
@@ -136,14 +146,14 @@ macro_rules! on_store {
 
 impl key_value::Host for SpinView<'_> {}
 
-impl key_value::HostStore for SpinView<'_> {}
-
-impl<T> key_value::HostStoreWithStore<T> for Spin {
-    fn drop(mut access: Access<'_, T, Self>, store: Resource<Bucket>) -> wasmtime::Result<()> {
-        access.get().table.delete(store)?;
+impl key_value::HostStore for SpinView<'_> {
+    fn drop(&mut self, store: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(store)?;
         Ok(())
     }
+}
 
+impl<T> key_value::HostStoreWithStore<T> for Spin {
     async fn open(
         accessor: &Accessor<T, Self>,
         label: String,

@@ -86,6 +86,7 @@ impl HostState {
         crate::capabilities::spin::SpinView {
             table: &mut self.table,
             kv: &self.kv,
+            sql: &self.sql,
             env: &self.wasi.env,
         }
     }
