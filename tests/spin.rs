@@ -520,6 +520,98 @@ fn a_component_importing_a_spin_interface_the_host_lacks_fails_to_load_naming_it
     assert!(stderr.contains("spin:key-value@3.0.0"), "{stderr}");
 }
 
+/// `wasmtime serve` (49, with WASI 0.3 on) serving `component`, killed
+/// when dropped; `EDGEHOST_TEST_WASMTIME` names the CLI (`scripts/test.sh`
+/// fetches it with `scripts/wasmtime-cli.sh`).
+struct WasmtimeServe {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl WasmtimeServe {
+    fn start(component: &Path) -> WasmtimeServe {
+        let cli = std::env::var("EDGEHOST_TEST_WASMTIME").unwrap_or_else(|_| {
+            panic!(
+                "EDGEHOST_TEST_WASMTIME is not set: it names the wasmtime 49 CLI this test compares against; \
+                 run ./scripts/test.sh, or EDGEHOST_TEST_WASMTIME=$(./scripts/wasmtime-cli.sh) cargo test"
+            )
+        });
+        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let child = std::process::Command::new(&cli)
+            .args(["serve", "--addr", &addr.to_string(), "-Scli", "-Sp3", "-Wcomponent-model-async"])
+            .arg(component)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot run {cli}: {err}"));
+        let served = WasmtimeServe { child, addr };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "wasmtime serve never listened on {addr}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        served
+    }
+}
+
+impl Drop for WasmtimeServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_spin_component_answers_here_as_it_does_under_wasmtime_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = format!(
+        "{}[[route]]\npath = \"/stream\"\ncomponent = {:?}\nmax_response = \"64MiB\"\n",
+        http_route("/spin/$", "max_body = \"8MiB\""),
+        component("fixture_spin_stream"),
+    );
+    let host = start(dir.path(), &routes, vec![]);
+    let peer_http = WasmtimeServe::start(&component("fixture_spin_http"));
+    let peer_stream = WasmtimeServe::start(&component("fixture_spin_stream"));
+    let body: Vec<u8> = (0..(3 << 20)).map(|i| (i % 251) as u8).collect();
+    let cases: [(&str, &str, &[(&str, &str)], &[u8], std::net::SocketAddr); 5] = [
+        ("POST", "/spin/echo", &[("content-type", "application/x-test")], &body, peer_http.addr),
+        ("POST", "/spin/count", &[], &body, peer_http.addr),
+        ("PUT", "/spin/items", &[], b"", peer_http.addr),
+        ("GET", "/stream", &[("x-chunks", "100")], b"", peer_stream.addr),
+        ("GET", "/stream", &[], b"", peer_stream.addr),
+    ];
+    for (method, path, headers, sent, peer) in cases {
+        let ours = host.request(method, path, headers, sent);
+        let theirs = support::request(peer, method, path, headers, sent);
+        let what = format!("{method} {path}");
+        assert_eq!(ours.status, theirs.status, "{what}");
+        for name in ["content-type", "x-echo-length"] {
+            assert_eq!(ours.header(name), theirs.header(name), "{what}: {name}");
+        }
+        if path == "/spin/items" {
+            // What differs is only what Spin's headers add here.
+            let (ours, theirs) = (ours.json(), theirs.json());
+            assert_eq!((&ours["method"], &ours["path"]), (&theirs["method"], &theirs["path"]), "{what}");
+            assert_eq!(theirs["headers"], serde_json::json!({}), "{what}");
+        } else {
+            assert_eq!(ours.body.len(), theirs.body.len(), "{what}");
+            assert!(ours.body == theirs.body, "{what}: the bodies differ");
+        }
+    }
+    // Trailers too, as each writes them.
+    let raw = |addr| {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /spin/trailers HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        raw[raw.find("\r\n\r\n").unwrap()..].to_string()
+    };
+    assert_eq!(raw(host.addr), raw(peer_http.addr));
+}
+
 /// A Spin application as `spin new` lays one out: two HTTP triggers (one
 /// a wildcard), a key-value store, a plain and a secret variable.
 const SPIN_TOML: &str = r#"
