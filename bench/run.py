@@ -259,10 +259,12 @@ def wasmtime_binary():
     return out.strip().splitlines()[-1]
 
 
-def wasmtime_serve(component):
-    """`wasmtime serve`, tuned: pooling allocator with resident memory kept."""
+def wasmtime_serve(component, p3=False):
+    """`wasmtime serve`, tuned: pooling allocator with resident memory kept;
+    with `p3`, WASI 0.3 and component-model async on."""
     port = free_port()
-    argv = [wasmtime_binary(), "serve", "--addr", f"127.0.0.1:{port}", "-S", "cli=y",
+    wasi_p3 = ["-S", "p3=y", "-W", "component-model-async=y"] if p3 else []
+    argv = [wasmtime_binary(), "serve", "--addr", f"127.0.0.1:{port}", "-S", "cli=y", *wasi_p3,
             "-O", "pooling-allocator=y,pooling-memory-keep-resident=8388608,"
                   "pooling-table-keep-resident=1048576,pooling-pagemap-scan=y",
             component]
@@ -347,6 +349,7 @@ def main():
     work = tempfile.mkdtemp(prefix="edgehost-bench-")
     hello = os.path.join(WASM, "bench_hello.wasm")
     hello_http = os.path.join(WASM, "bench_hello_wasi_http.wasm")
+    hello_p3 = os.path.join(WASM, "bench_hello_p3.wasm")
     posts = os.path.join(WASM, "fixture_posts_kv.wasm")
     post_id = os.path.join(WASM, "fixture_posts_kv_postid.wasm")
     data_route = os.path.join(WASM, "api_data.wasm")
@@ -360,15 +363,16 @@ def main():
         # The example app's route that answers `Cache-Control: public, s-maxage=60`.
         ("/api/data", data_route, ""),
     ]
-    write_manifest(main_manifest, bench_routes)
+    # The WASI 0.3 hello beside them: this host runs it on its second
+    # engine (a binary from before that engine could not load it).
+    write_manifest(main_manifest, bench_routes + [("/wasi-p3", hello_p3, "")])
     old_wasm = args.compare_wasm
 
     def compare_component(path):
         return os.path.join(old_wasm, os.path.basename(path)) if old_wasm else path
 
-    if old_wasm:
-        compare_manifest = os.path.join(work, "bench-compare.toml")
-        write_manifest(compare_manifest, [(p, compare_component(c), e) for p, c, e in bench_routes])
+    compare_manifest = os.path.join(work, "bench-compare.toml")
+    write_manifest(compare_manifest, [(p, compare_component(c), e) for p, c, e in bench_routes])
     # The same routes on a host with its response cache off: the uncached
     # path's cost without the cache lookup, and /api/data run every time.
     nocache_manifest = os.path.join(work, "bench-nocache.toml")
@@ -396,6 +400,7 @@ def main():
         "hello": (srv, "/"),
         "post": (srv, f"/api/posts/{pid}"),
         "wasi-http": (srv, "/wasi-http"),
+        "wasi-p3": (srv, "/wasi-p3"),
         "data-cached": (srv, "/api/data"),
     }
     # One incoming request, one outbound fetch: the example proxy route
@@ -488,11 +493,14 @@ def main():
                             binary=args.compare_host)
         wait_for_200(cmp_outbound.url("/proxy/"), proc=cmp_outbound.proc)
         targets["compare-outbound"] = (cmp_outbound, "/proxy/")
-    wt = wt_ts = None
+    wt = wt_ts = wt_p3 = None
     if args.with_wasmtime:
         wt = wasmtime_serve(hello_http)
         wait_for_200(wt.url("/"), proc=wt.proc)
         targets["wasmtime"] = (wt, "/")
+        wt_p3 = wasmtime_serve(hello_p3, p3=True)
+        wait_for_200(wt_p3.url("/"), proc=wt_p3.proc)
+        targets["wasmtime-p3"] = (wt_p3, "/")
         wt_ts = wasmtime_serve(ts_component("ts-routes"))
         wait_for_200(wt_ts.url("/"), proc=wt_ts.proc)
         targets["wasmtime-ts"] = (wt_ts, "/")
@@ -515,7 +523,7 @@ def main():
     postgres.stop()
     nat.stop()
     srv.stop()
-    for other in (wt, wt_ts, cmp, nocache, outbound, example, ts_hello, ts_example) + ((targets["compare-outbound"][0],)
+    for other in (wt, wt_ts, wt_p3, cmp, nocache, outbound, example, ts_hello, ts_example) + ((targets["compare-outbound"][0],)
                                                   if "compare-outbound" in targets else ()):
         if other is not None:
             other.stop()
@@ -689,6 +697,8 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores
              "post": "edgehost `GET /api/posts/$postId` (params + kv read)",
              "wasi-http": "edgehost, hello as a wasi:http component (wstd)",
              "wasmtime": f"`wasmtime serve` {WASMTIME_VERSION}, same wasi:http component, tuned",
+             "wasi-p3": "edgehost, hello as a WASI 0.3 component (Spin SDK 7, `wasi:http/handler@0.3.0`)",
+             "wasmtime-p3": f"`wasmtime serve` {WASMTIME_VERSION}, same WASI 0.3 component, tuned",
              "post-redis": "edgehost `GET /api/posts/$postId`, posts on Redis",
              "post-postgres": "edgehost `GET /api/posts/$postId`, posts on PostgreSQL",
              "post-sqlite": "edgehost `GET /api/posts/$postId`, posts in SQL on SQLite",
@@ -706,7 +716,7 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores
              "wasmtime-ts": f"`wasmtime serve` {WASMTIME_VERSION}, the same TypeScript hello component, tuned"}
     for key in ("native", "hello", "hello-nocache", "health", "post", "post-redis", "post-postgres",
                 "post-sqlite", "post-sql-postgres", "ts-hello", "ts-post", "wasmtime-ts",
-                "wasi-http", "wasmtime",
+                "wasi-http", "wasmtime", "wasi-p3", "wasmtime-p3",
                 "data-cached", "data-nocache", "outbound", "compare-hello", "compare-post",
                 "compare-outbound"):
         if key not in r:
@@ -727,6 +737,15 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores
         f"{instance['mean']:.1f} us, so {floor:.1f} us is about the least a host that runs each request "
         f"in a fresh wasmtime instance can use. edgehost used {hello_cpu:.1f} us "
         f"({hello_cpu - floor:+.1f} us beyond that).",
+    ]
+    p3, p2, sdk = r["wasi-p3"][32], r["wasi-http"][32], r["hello"][32]
+    lines += [
+        "",
+        f"WASI 0.3 at 32 connections: the same hello as a `wasi:http/handler@0.3.0` component (Spin SDK 7, "
+        f"served on the host's second engine, component-model async on) made {p3['rps']:,.0f} requests/s "
+        f"with {p3['cpu_us']:.1f} us of server CPU per request, against {p2['rps']:,.0f} and "
+        f"{p2['cpu_us']:.1f} us as a WASI 0.2 `wasi:http/proxy` component and {sdk['rps']:,.0f} and "
+        f"{sdk['cpu_us']:.1f} us as an SDK route.",
     ]
     cached, uncached = r["data-cached"][32], r["data-nocache"][32]
     hello_off = r["hello-nocache"][32]
@@ -840,6 +859,15 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores
             f"on the same component.",
             "",
         ]
+        if "wasmtime-p3" in r:
+            w3, e3 = r["wasmtime-p3"][32], r["wasi-p3"][32]
+            lines += [
+                f"The WASI 0.3 hello (a Spin SDK 7 component) under `wasmtime serve` with `-S p3=y -W "
+                f"component-model-async=y` added made {w3['rps']:,.0f} requests/s at {w3['cpu_us']:.1f} us of "
+                f"CPU per request; edgehost made {e3['rps'] / w3['rps']:.1f}x its requests/s at "
+                f"{e3['cpu_us']:.1f} us.",
+                "",
+            ]
     else:
         lines += [
             "",
