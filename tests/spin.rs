@@ -74,6 +74,15 @@ fn a_spin_service_reads_its_path_param_and_the_rest_through_spin_headers() {
 }
 
 #[test]
+fn spin_headers_can_be_turned_off_and_a_clients_never_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path(), &http_route("/spin/items/$id", "spin_headers = false"), vec![]);
+    let reply = host.request("GET", "/spin/items/3", &[("spin-path-match-id", "forged")], b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["headers"], serde_json::json!({}), "{}", reply.text());
+}
+
+#[test]
 fn a_wildcard_route_gives_the_rest_of_the_path_as_spin_path_info() {
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path(), &http_route("/spin/$", ""), vec![]);

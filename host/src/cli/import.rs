@@ -412,6 +412,8 @@ fn write(spin: &Table, routes: &[Route], databases: &[String]) -> String {
     for route in routes {
         let _ = writeln!(out, "\n[[route]]\npath = {}", quoted(&route.path));
         let _ = writeln!(out, "component = {}", quoted(&route.component));
+        // A Spin 3 (WASI 0.2) component reads them too.
+        let _ = writeln!(out, "spin_headers = true");
         if !route.env.is_empty() {
             let pairs: Vec<String> = route
                 .env
@@ -504,6 +506,7 @@ source = { url = "https://example.com/fileserver.wasm", digest = "sha256:00" }
         assert_eq!(routes.len(), 2, "{}", imported.manifest);
         let items = routes[0].as_table().unwrap();
         assert_eq!(items["path"].as_str(), Some("/items/$id"));
+        assert_eq!(items["spin_headers"].as_bool(), Some(true));
         assert_eq!(
             items["component"].as_str(),
             Some("target/wasm32-wasip2/release/items.wasm")

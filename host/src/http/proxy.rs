@@ -75,7 +75,7 @@ where
             parts.headers.insert(name, value);
         }
     }
-    // The same, as Spin tells its components.
+    // The same, as Spin tells its components (when the route gets them).
     let host = parts
         .uri
         .authority()
@@ -89,16 +89,14 @@ where
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
-    spin::set_headers(
-        &mut parts.headers,
-        &spin::SpinRequest {
-            pattern: &route.name,
-            params: &params,
-            path_and_query: &path_and_query,
-            host: &host,
-            client,
-        },
-    );
+    let spin = spin::SpinRequest {
+        pattern: &route.name,
+        params: &params,
+        path_and_query: &path_and_query,
+        host: &host,
+        client,
+    };
+    spin::set_headers(&mut parts.headers, route.spin_headers.then_some(&spin));
     let path = parts.uri.path().to_string();
     let max_body = limits.max_body;
     // A body longer than max_body fails in the guest's read, not here: the

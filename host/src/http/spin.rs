@@ -25,16 +25,22 @@ pub(crate) struct SpinRequest<'a> {
     pub(crate) client: &'a str,
 }
 
-/// Removes every `spin-*` header of `headers`, then sets Spin's for `request`.
-pub(crate) fn set_headers(headers: &mut HeaderMap, request: &SpinRequest<'_>) {
-    let forged: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with(PREFIX))
-        .cloned()
-        .collect();
-    for name in forged {
-        headers.remove(&name);
+/// Removes every `spin-*` header of `headers`, then sets Spin's for
+/// `request`, if given.
+pub(crate) fn set_headers(headers: &mut HeaderMap, request: Option<&SpinRequest<'_>>) {
+    if headers.keys().any(|name| name.as_str().starts_with(PREFIX)) {
+        let forged: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with(PREFIX))
+            .cloned()
+            .collect();
+        for name in forged {
+            headers.remove(&name);
+        }
     }
+    let Some(request) = request else {
+        return;
+    };
     for (name, value) in spin_headers(request) {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
@@ -119,15 +125,25 @@ mod tests {
         headers.insert("accept", HeaderValue::from_static("*/*"));
         set_headers(
             &mut headers,
-            &SpinRequest {
+            Some(&SpinRequest {
                 pattern,
                 params: &params,
                 path_and_query: path,
                 host: "example.test:8080",
                 client: "127.0.0.1:5000",
-            },
+            }),
         );
         headers
+    }
+
+    #[test]
+    fn without_spin_headers_a_clients_are_still_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert("spin-path-match-id", HeaderValue::from_static("forged"));
+        headers.insert("accept", HeaderValue::from_static("*/*"));
+        set_headers(&mut headers, None);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("accept"));
     }
 
     fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -148,6 +148,10 @@ pub struct RouteSpec {
     pub(crate) allow_private_networks: bool,
     /// Its answers may be stored in the host's cache (`cache = false`: never).
     pub(crate) cache: bool,
+    /// Whether a proxy component gets Spin's request headers
+    /// (`spin_headers`); `None`: when it is a WASI 0.3 component or imports
+    /// one of Spin's interfaces.
+    pub(crate) spin_headers: Option<bool>,
     /// Its CORS policy (its own or `[server]`'s), if any.
     pub(crate) cors: Option<std::sync::Arc<CorsPolicy>>,
     pub(crate) rate_limit: Option<RateLimitPolicy>,
@@ -839,6 +843,7 @@ max_concurrency = 3
                 "secrets",
                 "allowed_outbound_hosts",
                 "allow_private_networks",
+                "spin_headers",
                 "listen",
                 "data_dir",
                 "dir",

@@ -140,6 +140,9 @@ pub(crate) struct RawRoute {
     pub(crate) allow_private_networks: bool,
     /// `cache = false`: the route's answers are never stored.
     pub(crate) cache: bool,
+    /// `spin_headers`: whether a proxy component gets Spin's request
+    /// headers; absent, the host decides from the component.
+    pub(crate) spin_headers: Option<bool>,
     pub(crate) cors: Option<Spanned<RawCors>>,
     pub(crate) rate_limit: Option<Spanned<RawRateLimit>>,
     pub(crate) limits: WrittenLimits,
@@ -158,6 +161,7 @@ impl RawRoute {
             allowed_outbound_hosts: Vec::new(),
             allow_private_networks: false,
             cache: true,
+            spin_headers: None,
             cors: None,
             rate_limit: None,
             limits: Vec::new(),
@@ -189,6 +193,7 @@ enum RouteKey {
     AllowedOutboundHosts,
     AllowPrivateNetworks,
     Cache,
+    SpinHeaders,
     Cors,
     RateLimit,
 }
@@ -203,6 +208,7 @@ const ROUTE_KEYS: &[(&str, RouteKey)] = &[
     ("allowed_outbound_hosts", RouteKey::AllowedOutboundHosts),
     ("allow_private_networks", RouteKey::AllowPrivateNetworks),
     ("cache", RouteKey::Cache),
+    ("spin_headers", RouteKey::SpinHeaders),
     ("cors", RouteKey::Cors),
     ("rate_limit", RouteKey::RateLimit),
 ];
@@ -312,6 +318,7 @@ impl<'de> Deserialize<'de> for RawRoute {
                 let mut allowed_outbound_hosts = Vec::new();
                 let mut allow_private_networks = false;
                 let mut cache = true;
+                let mut spin_headers = None;
                 let mut cors = None;
                 let mut rate_limit = None;
                 let mut limits = Vec::new();
@@ -334,6 +341,7 @@ impl<'de> Deserialize<'de> for RawRoute {
                             allow_private_networks = map.next_value()?
                         }
                         Key::Own(RouteKey::Cache) => cache = map.next_value()?,
+                        Key::Own(RouteKey::SpinHeaders) => spin_headers = Some(map.next_value()?),
                         Key::Own(RouteKey::Cors) => cors = Some(map.next_value()?),
                         Key::Own(RouteKey::RateLimit) => rate_limit = Some(map.next_value()?),
                         Key::Limit(spec) => limits.push((spec, map.next_value()?)),
@@ -349,6 +357,7 @@ impl<'de> Deserialize<'de> for RawRoute {
                     allowed_outbound_hosts,
                     allow_private_networks,
                     cache,
+                    spin_headers,
                     cors,
                     rate_limit,
                     limits,

@@ -560,6 +560,7 @@ impl Checker<'_> {
             allowed_outbound_hosts,
             allow_private_networks: raw.allow_private_networks,
             cache: raw.cache,
+            spin_headers: raw.spin_headers,
             cors,
             rate_limit,
             limits,

@@ -63,6 +63,8 @@ pub struct CompiledRoute {
     /// It imports `request-body`: its request bodies are streamed to it,
     /// not read whole first.
     pub(crate) streams_body: bool,
+    /// A proxy component that gets Spin's request headers.
+    pub(crate) spin_headers: bool,
     /// The `Allow` header's value, computed at load.
     pub(crate) allow: String,
     /// What each of its stores gets.
@@ -183,6 +185,9 @@ impl Runtime {
 
         let ty = component.component_type();
         let streams_body = ty.imports(engine).any(|(name, _)| name == REQUEST_BODY);
+        let imports_spin = ty
+            .imports(engine)
+            .any(|(name, _)| name.starts_with("spin:") || name.starts_with("fermyon:spin/"));
         let mut handlers = [None; Method::ALL.len()];
         for method in Method::ALL {
             if ty.get_export(engine, method.export_name()).is_some() {
@@ -247,6 +252,10 @@ impl Runtime {
             engine: engine.clone(),
             allow: allow_header(proxy.is_some(), &handlers),
             streams_body,
+            // Spin's headers cost a guest that copies every request header
+            // (most wasi:http libraries do) about a microsecond each: given
+            // to the components built for Spin, or where the manifest says.
+            spin_headers: spec.spin_headers.unwrap_or(exports_p3 || imports_spin),
             proxy,
             handlers,
             grants: Grants {
@@ -315,7 +324,7 @@ fn fingerprint(content: u64, spec: &RouteSpec) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     content.hash(&mut hasher);
     let settings = format!(
-        "{}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}|{:?}",
+        "{}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}",
         spec.pattern.as_str(),
         spec.kv,
         spec.sql,
@@ -323,6 +332,7 @@ fn fingerprint(content: u64, spec: &RouteSpec) -> u64 {
         spec.allowed_outbound_hosts,
         spec.allow_private_networks,
         spec.cache,
+        spec.spin_headers,
         spec.cors,
         spec.rate_limit,
         spec.limits
@@ -397,6 +407,7 @@ mod tests {
                 allowed_outbound_hosts: Vec::new(),
                 allow_private_networks: false,
                 cache: true,
+                spin_headers: None,
                 cors: None,
                 rate_limit: None,
                 limits: Limits::default(),
