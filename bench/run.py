@@ -259,7 +259,7 @@ def wasmtime_binary():
     return out.strip().splitlines()[-1]
 
 
-def wasmtime_serve(component, p3=False):
+def wasmtime_serve(component, p3=False, extra=()):
     """`wasmtime serve`, tuned: pooling allocator with resident memory kept;
     with `p3`, WASI 0.3 and component-model async on."""
     port = free_port()
@@ -267,7 +267,7 @@ def wasmtime_serve(component, p3=False):
     argv = [wasmtime_binary(), "serve", "--addr", f"127.0.0.1:{port}", "-S", "cli=y", *wasi_p3,
             "-O", "pooling-allocator=y,pooling-memory-keep-resident=8388608,"
                   "pooling-table-keep-resident=1048576,pooling-pagemap-scan=y",
-            component]
+            *extra, component]
     return Server(argv, port)
 
 
@@ -365,7 +365,8 @@ def main():
     ]
     # The WASI 0.3 hello beside them: this host runs it on its second
     # engine (a binary from before that engine could not load it).
-    write_manifest(main_manifest, bench_routes + [("/wasi-p3", hello_p3, "")])
+    write_manifest(main_manifest, bench_routes + [("/wasi-p3", hello_p3, ""),
+                                                  ("/wasi-p3-bare", hello_p3, "spin_headers = false")])
     old_wasm = args.compare_wasm
 
     def compare_component(path):
@@ -401,6 +402,7 @@ def main():
         "post": (srv, f"/api/posts/{pid}"),
         "wasi-http": (srv, "/wasi-http"),
         "wasi-p3": (srv, "/wasi-p3"),
+        "wasi-p3-bare": (srv, "/wasi-p3-bare"),
         "data-cached": (srv, "/api/data"),
     }
     # One incoming request, one outbound fetch: the example proxy route
@@ -493,7 +495,7 @@ def main():
                             binary=args.compare_host)
         wait_for_200(cmp_outbound.url("/proxy/"), proc=cmp_outbound.proc)
         targets["compare-outbound"] = (cmp_outbound, "/proxy/")
-    wt = wt_ts = wt_p3 = None
+    wt = wt_ts = wt_p3 = wt_p3_fresh = None
     if args.with_wasmtime:
         wt = wasmtime_serve(hello_http)
         wait_for_200(wt.url("/"), proc=wt.proc)
@@ -501,6 +503,11 @@ def main():
         wt_p3 = wasmtime_serve(hello_p3, p3=True)
         wait_for_200(wt_p3.url("/"), proc=wt_p3.proc)
         targets["wasmtime-p3"] = (wt_p3, "/")
+        # Its default for WASI 0.3 reuses an instance for up to 128
+        # requests; edgehost makes a fresh one for each, as here.
+        wt_p3_fresh = wasmtime_serve(hello_p3, p3=True, extra=["--max-instance-reuse-count", "1"])
+        wait_for_200(wt_p3_fresh.url("/"), proc=wt_p3_fresh.proc)
+        targets["wasmtime-p3-fresh"] = (wt_p3_fresh, "/")
         wt_ts = wasmtime_serve(ts_component("ts-routes"))
         wait_for_200(wt_ts.url("/"), proc=wt_ts.proc)
         targets["wasmtime-ts"] = (wt_ts, "/")
@@ -523,7 +530,7 @@ def main():
     postgres.stop()
     nat.stop()
     srv.stop()
-    for other in (wt, wt_ts, wt_p3, cmp, nocache, outbound, example, ts_hello, ts_example) + ((targets["compare-outbound"][0],)
+    for other in (wt, wt_ts, wt_p3, wt_p3_fresh, cmp, nocache, outbound, example, ts_hello, ts_example) + ((targets["compare-outbound"][0],)
                                                   if "compare-outbound" in targets else ()):
         if other is not None:
             other.stop()
@@ -698,7 +705,9 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores
              "wasi-http": "edgehost, hello as a wasi:http component (wstd)",
              "wasmtime": f"`wasmtime serve` {WASMTIME_VERSION}, same wasi:http component, tuned",
              "wasi-p3": "edgehost, hello as a WASI 0.3 component (Spin SDK 7, `wasi:http/handler@0.3.0`)",
-             "wasmtime-p3": f"`wasmtime serve` {WASMTIME_VERSION}, same WASI 0.3 component, tuned",
+             "wasi-p3-bare": "edgehost, the same WASI 0.3 component, `spin_headers = false`",
+             "wasmtime-p3": f"`wasmtime serve` {WASMTIME_VERSION}, same WASI 0.3 component, tuned (instances reused)",
+             "wasmtime-p3-fresh": f"`wasmtime serve` {WASMTIME_VERSION}, same WASI 0.3 component, a fresh instance per request",
              "post-redis": "edgehost `GET /api/posts/$postId`, posts on Redis",
              "post-postgres": "edgehost `GET /api/posts/$postId`, posts on PostgreSQL",
              "post-sqlite": "edgehost `GET /api/posts/$postId`, posts in SQL on SQLite",
@@ -716,7 +725,7 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores
              "wasmtime-ts": f"`wasmtime serve` {WASMTIME_VERSION}, the same TypeScript hello component, tuned"}
     for key in ("native", "hello", "hello-nocache", "health", "post", "post-redis", "post-postgres",
                 "post-sqlite", "post-sql-postgres", "ts-hello", "ts-post", "wasmtime-ts",
-                "wasi-http", "wasmtime", "wasi-p3", "wasmtime-p3",
+                "wasi-http", "wasmtime", "wasi-p3", "wasi-p3-bare", "wasmtime-p3", "wasmtime-p3-fresh",
                 "data-cached", "data-nocache", "outbound", "compare-hello", "compare-post",
                 "compare-outbound"):
         if key not in r:
@@ -860,12 +869,17 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores
             "",
         ]
         if "wasmtime-p3" in r:
-            w3, e3 = r["wasmtime-p3"][32], r["wasi-p3"][32]
+            w3, f3 = r["wasmtime-p3"][32], r["wasmtime-p3-fresh"][32]
+            e3, b3 = r["wasi-p3"][32], r["wasi-p3-bare"][32]
             lines += [
                 f"The WASI 0.3 hello (a Spin SDK 7 component) under `wasmtime serve` with `-S p3=y -W "
                 f"component-model-async=y` added made {w3['rps']:,.0f} requests/s at {w3['cpu_us']:.1f} us of "
-                f"CPU per request; edgehost made {e3['rps'] / w3['rps']:.1f}x its requests/s at "
-                f"{e3['cpu_us']:.1f} us.",
+                f"CPU per request, reusing an instance for up to 128 requests (its default for WASI 0.3), and "
+                f"{f3['rps']:,.0f} at {f3['cpu_us']:.1f} us with a fresh instance per request "
+                f"(`--max-instance-reuse-count 1`), as edgehost always runs one. edgehost made "
+                f"{e3['rps']:,.0f} requests/s at {e3['cpu_us']:.1f} us with Spin's headers "
+                f"({e3['rps'] / f3['rps']:.2f}x the fresh-instance peer's requests/s) and {b3['rps']:,.0f} at "
+                f"{b3['cpu_us']:.1f} us without them ({b3['rps'] / f3['rps']:.2f}x).",
                 "",
             ]
     else:

@@ -76,10 +76,24 @@ fn a_spin_service_reads_its_path_param_and_the_rest_through_spin_headers() {
 #[test]
 fn spin_headers_can_be_turned_off_and_a_clients_never_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let host = start(dir.path(), &http_route("/spin/items/$id", "spin_headers = false"), vec![]);
-    let reply = host.request("GET", "/spin/items/3", &[("spin-path-match-id", "forged")], b"");
+    let host = start(
+        dir.path(),
+        &http_route("/spin/items/$id", "spin_headers = false"),
+        vec![],
+    );
+    let reply = host.request(
+        "GET",
+        "/spin/items/3",
+        &[("spin-path-match-id", "forged")],
+        b"",
+    );
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.json()["headers"], serde_json::json!({}), "{}", reply.text());
+    assert_eq!(
+        reply.json()["headers"],
+        serde_json::json!({}),
+        "{}",
+        reply.text()
+    );
 }
 
 #[test]
@@ -95,6 +109,8 @@ fn a_wildcard_route_gives_the_rest_of_the_path_as_spin_path_info() {
     assert_eq!((reply.status, reply.text().as_str()), (200, "hello spin"));
     assert_eq!(reply.header("content-type"), Some("text/plain"));
     assert_eq!(reply.header("x-echo-length"), Some("10"));
+    // A short answer finished in one go goes out whole, with its length.
+    assert_eq!(reply.header("content-length"), Some("10"));
     let reply = host.get("/spin/a/b");
     let headers = &reply.json()["headers"];
     assert_eq!(headers["spin-path-info"], "/a/b");
@@ -125,6 +141,7 @@ fn bodies_stream_both_ways_through_a_service_smaller_than_them() {
     );
     let reply = host.request("GET", "/stream", &[("x-chunks", "640")], b"");
     assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("transfer-encoding"), Some("chunked"));
     assert_eq!(reply.body.len(), 40 << 20);
     // In order: chunk i is 64 KiB of byte i.
     for (i, chunk) in reply.body.chunks(64 << 10).enumerate() {
@@ -545,9 +562,19 @@ impl WasmtimeServe {
                  run ./scripts/test.sh, or EDGEHOST_TEST_WASMTIME=$(./scripts/wasmtime-cli.sh) cargo test"
             )
         });
-        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let child = std::process::Command::new(&cli)
-            .args(["serve", "--addr", &addr.to_string(), "-Scli", "-Sp3", "-Wcomponent-model-async"])
+            .args([
+                "serve",
+                "--addr",
+                &addr.to_string(),
+                "-Scli",
+                "-Sp3",
+                "-Wcomponent-model-async",
+            ])
             .arg(component)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -556,7 +583,10 @@ impl WasmtimeServe {
         let served = WasmtimeServe { child, addr };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect(addr).is_err() {
-            assert!(std::time::Instant::now() < deadline, "wasmtime serve never listened on {addr}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "wasmtime serve never listened on {addr}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         served
@@ -583,10 +613,22 @@ fn a_spin_component_answers_here_as_it_does_under_wasmtime_serve() {
     let peer_stream = WasmtimeServe::start(&component("fixture_spin_stream"));
     let body: Vec<u8> = (0..(3 << 20)).map(|i| (i % 251) as u8).collect();
     let cases: [(&str, &str, &[(&str, &str)], &[u8], std::net::SocketAddr); 5] = [
-        ("POST", "/spin/echo", &[("content-type", "application/x-test")], &body, peer_http.addr),
+        (
+            "POST",
+            "/spin/echo",
+            &[("content-type", "application/x-test")],
+            &body,
+            peer_http.addr,
+        ),
         ("POST", "/spin/count", &[], &body, peer_http.addr),
         ("PUT", "/spin/items", &[], b"", peer_http.addr),
-        ("GET", "/stream", &[("x-chunks", "100")], b"", peer_stream.addr),
+        (
+            "GET",
+            "/stream",
+            &[("x-chunks", "100")],
+            b"",
+            peer_stream.addr,
+        ),
         ("GET", "/stream", &[], b"", peer_stream.addr),
     ];
     for (method, path, headers, sent, peer) in cases {
@@ -600,7 +642,11 @@ fn a_spin_component_answers_here_as_it_does_under_wasmtime_serve() {
         if path == "/spin/items" {
             // What differs is only what Spin's headers add here.
             let (ours, theirs) = (ours.json(), theirs.json());
-            assert_eq!((&ours["method"], &ours["path"]), (&theirs["method"], &theirs["path"]), "{what}");
+            assert_eq!(
+                (&ours["method"], &ours["path"]),
+                (&theirs["method"], &theirs["path"]),
+                "{what}"
+            );
             assert_eq!(theirs["headers"], serde_json::json!({}), "{what}");
         } else {
             assert_eq!(ours.body.len(), theirs.body.len(), "{what}");

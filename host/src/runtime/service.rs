@@ -133,12 +133,23 @@ impl Runtime {
             biased;
             head = &mut head_rx => match head {
                 Ok(Ok(response)) => {
-                    let (done, finished) = oneshot::channel();
-                    tokio::spawn(async move {
-                        // Tells the response body whether it ended because the guest failed.
-                        let _ = done.send(run.await.is_err());
-                    });
-                    Ok((response, ProxyDone::Running(finished)))
+                    let (parts, body) = response.into_parts();
+                    match take_whole(&mut run, body).await {
+                        // A short answer, all of it here: one write, with
+                        // its length, and no task of its own.
+                        Taken::Whole(body, failed) => {
+                            let failed = failed.unwrap_or(run.await.is_err());
+                            Ok((http::Response::from_parts(parts, body), ProxyDone::Finished(failed)))
+                        }
+                        Taken::Streaming(body) => {
+                            let (done, finished) = oneshot::channel();
+                            tokio::spawn(async move {
+                                // Tells the response body whether it ended because the guest failed.
+                                let _ = done.send(run.await.is_err());
+                            });
+                            Ok((http::Response::from_parts(parts, body), ProxyDone::Running(finished)))
+                        }
+                    }
                 }
                 Ok(Err(err)) => {
                     let _ = run.await;
@@ -153,6 +164,119 @@ impl Runtime {
             },
         }
     }
+}
+
+/// Bytes of an answer taken whole before its head goes out; a longer one
+/// streams.
+const WHOLE_LIMIT: usize = 64 << 10;
+
+/// Rounds in a row in which neither the guest nor its body moved, after
+/// which the body streams (the guest waits on something: a timer, I/O).
+const IDLE_ROUNDS: usize = 3;
+
+/// What [`take_whole`] got of a guest's body.
+enum Taken {
+    /// All of it, and whether the guest failed if it has finished.
+    Whole(GuestBody, Option<bool>),
+    /// What came so far, then the rest as it streams.
+    Streaming(GuestBody),
+}
+
+type Frame = hyper::body::Frame<Bytes>;
+
+/// Drives the guest and reads its body here, in the request's task, while
+/// both move: most guests finish a short answer in the same go, which then
+/// goes out whole, with its length. A body past [`WHOLE_LIMIT`], or one the
+/// guest stops writing for a while, streams from where it got to.
+async fn take_whole(
+    run: &mut Pin<Box<dyn Future<Output = Result<(), GuestError>> + Send>>,
+    mut body: GuestBody,
+) -> Taken {
+    enum Step {
+        Frame(Frame),
+        End,
+        Failed(super::proxy::BoxError),
+        Finished(bool),
+        Idle,
+    }
+    let mut frames: Vec<Frame> = Vec::new();
+    let (mut size, mut idle) = (0usize, 0usize);
+    let mut finished: Option<bool> = None;
+    loop {
+        let step = std::future::poll_fn(|cx| {
+            if finished.is_none() {
+                if let Poll::Ready(result) = run.as_mut().poll(cx) {
+                    return Poll::Ready(Step::Finished(result.is_err()));
+                }
+            }
+            Poll::Ready(
+                match hyper::body::Body::poll_frame(Pin::new(&mut body), cx) {
+                    Poll::Ready(Some(Ok(frame))) => Step::Frame(frame),
+                    Poll::Ready(Some(Err(err))) => Step::Failed(err),
+                    Poll::Ready(None) => Step::End,
+                    Poll::Pending => Step::Idle,
+                },
+            )
+        })
+        .await;
+        match step {
+            Step::Frame(frame) => {
+                idle = 0;
+                size += frame.data_ref().map_or(0, Bytes::len);
+                frames.push(frame);
+                if size > WHOLE_LIMIT {
+                    return Taken::Streaming(then(frames, body));
+                }
+            }
+            Step::End => return Taken::Whole(whole(frames), finished),
+            Step::Failed(err) => {
+                // The error ends the body as the guest's would.
+                return Taken::Streaming(then(frames, failed(err)));
+            }
+            Step::Finished(failed) => finished = Some(failed),
+            Step::Idle => {
+                idle += 1;
+                if idle >= IDLE_ROUNDS {
+                    return Taken::Streaming(then(frames, body));
+                }
+            }
+        }
+    }
+}
+
+/// `frames`, all of the body: data only is one buffer of known length.
+fn whole(frames: Vec<Frame>) -> GuestBody {
+    if frames.iter().all(|f| f.is_data()) {
+        let mut data = bytes::BytesMut::new();
+        for frame in frames {
+            if let Ok(chunk) = frame.into_data() {
+                data.extend_from_slice(&chunk);
+            }
+        }
+        return http_body_util::Full::new(data.freeze())
+            .map_err(|never| match never {})
+            .boxed_unsync();
+    }
+    then(
+        frames,
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    )
+}
+
+/// `frames`, then `rest`.
+fn then(frames: Vec<Frame>, rest: GuestBody) -> GuestBody {
+    use futures_util::StreamExt;
+    let first = futures_util::stream::iter(frames.into_iter().map(Ok));
+    let rest = http_body_util::BodyStream::new(rest);
+    http_body_util::StreamBody::new(first.chain(rest)).boxed_unsync()
+}
+
+/// A body that fails at once with `err`.
+fn failed(err: super::proxy::BoxError) -> GuestBody {
+    let once = futures_util::stream::iter([Err::<Frame, _>(err)]);
+    http_body_util::StreamBody::new(once).boxed_unsync()
 }
 
 /// A guest's response body that says when it has ended (or was dropped),
