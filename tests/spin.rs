@@ -600,6 +600,16 @@ impl Drop for WasmtimeServe {
     }
 }
 
+/// A request sent to both hosts: method, path, headers, body, and the
+/// peer's address.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    &'a [u8],
+    std::net::SocketAddr,
+);
+
 #[test]
 fn a_spin_component_answers_here_as_it_does_under_wasmtime_serve() {
     let dir = tempfile::tempdir().unwrap();
@@ -612,7 +622,7 @@ fn a_spin_component_answers_here_as_it_does_under_wasmtime_serve() {
     let peer_http = WasmtimeServe::start(&component("fixture_spin_http"));
     let peer_stream = WasmtimeServe::start(&component("fixture_spin_stream"));
     let body: Vec<u8> = (0..(3 << 20)).map(|i| (i % 251) as u8).collect();
-    let cases: [(&str, &str, &[(&str, &str)], &[u8], std::net::SocketAddr); 5] = [
+    let cases: [Case; 5] = [
         (
             "POST",
             "/spin/echo",
