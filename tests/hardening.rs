@@ -97,6 +97,32 @@ fn assert_healthy(host: &Host) {
 }
 
 #[test]
+fn a_light_route_stays_quick_while_two_guests_spin_on_two_cores() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path());
+    // Two guests burning their CPU until their 5 s timeout: as many as the
+    // machine this suite runs on has cores.
+    let loops = start_loops(&host, "/busy/loop", 2);
+    let mut took: Vec<Duration> = (0..100)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            assert_eq!(host.get("/api/health").status, 200);
+            started.elapsed()
+        })
+        .collect();
+    took.sort();
+    let (p50, p99) = (took[49], took[98]);
+    println!("/api/health beside two spinning guests: p50 {p50:?}, p99 {p99:?} over 100 requests");
+    assert!(
+        p99 < Duration::from_millis(50),
+        "p99 {p99:?} (p50 {p50:?}): a light route waited on its neighbours"
+    );
+    for handle in loops {
+        assert_eq!(handle.join().unwrap().status, 504);
+    }
+}
+
+#[test]
 fn an_infinite_loop_is_stopped_with_504() {
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path());
