@@ -586,14 +586,62 @@ def main():
             nat1.stop()
             srv1.stop()
 
+    print("fairness: a light route beside two spinning guests ...", flush=True)
+    fair = {"this": fairness(work, HOST, "this")}
+    if args.compare_host:
+        fair["compare"] = fairness(work, args.compare_host, "compare")
+
     print("instantiate + call + drop (in process) ...", flush=True)
     instance = instance_cost(main_manifest, "/")
 
-    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds, kv, sse, cores, ts)
+    report = render(results, idle_rss, cold, scaling, instance, s, args.rounds, kv, sse, cores, ts, fair)
     with open(args.output, "w") as f:
         f.write(report)
     print(report)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def fairness(work, binary, label):
+    """p50 and p99 in ms of 100 sequential `GET /api/health` on new
+    connections while two guests spin until their 10 s timeout (as many as
+    this machine's 2 cores)."""
+    manifest = os.path.join(work, "fairness.toml")
+    write_manifest(manifest, [
+        ("/busy/$mode", os.path.join(WASM, "fixture_hostile.wasm"), 'timeout = "10s"\nmax_concurrency = 2'),
+        ("/api/health", os.path.join(WASM, "api_health.wasm"), ""),
+    ])
+    srv = host(manifest, os.path.join(work, f"fairness-{label}"), binary=binary)
+    wait_for_200(srv.url("/api/health"), proc=srv.proc)
+
+    def spin():
+        try:
+            urllib.request.urlopen(srv.url("/busy/loop"), timeout=60).read()
+        except urllib.error.HTTPError:
+            pass  # the 504 at its timeout
+
+    spinners = [threading.Thread(target=spin) for _ in range(2)]
+    for t in spinners:
+        t.start()
+    # Both are spinning once the route's two slots are taken.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(srv.url("/busy/probe"), timeout=30).read()
+        except urllib.error.HTTPError as err:
+            if err.code == 503:
+                break
+        if time.monotonic() > deadline:
+            raise RuntimeError("the spinning guests never took their slots")
+    took = []
+    for _ in range(100):
+        started = time.perf_counter()
+        urllib.request.urlopen(srv.url("/api/health"), timeout=30).read()
+        took.append((time.perf_counter() - started) * 1000)
+    took.sort()
+    for t in spinners:
+        t.join()
+    srv.stop()
+    return {"p50": took[49], "p99": took[98]}
 
 
 def first_event_ms(server, path, times):
@@ -679,7 +727,7 @@ def typescript_figures(work):
     return figures
 
 
-def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores, ts):
+def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores, ts, fair):
     cpu = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -755,6 +803,14 @@ def render(r, idle_rss, cold, scaling, instance, seconds, rounds, kv, sse, cores
         f"with {p3['cpu_us']:.1f} us of server CPU per request, against {p2['rps']:,.0f} and "
         f"{p2['cpu_us']:.1f} us as a WASI 0.2 `wasi:http/proxy` component and {sdk['rps']:,.0f} and "
         f"{sdk['cpu_us']:.1f} us as an SDK route.",
+    ]
+    this = fair["this"]
+    lines += [
+        "",
+        f"Fairness: while two guests spin until their 10 s timeout (one per core), 100 sequential "
+        f"`GET /api/health` on new connections took p50 {this['p50']:.1f} ms, p99 {this['p99']:.1f} ms"
+        + (f" (the `--compare-host` binary: p50 {fair['compare']['p50']:.1f} ms, p99 "
+           f"{fair['compare']['p99']:.1f} ms)." if "compare" in fair else "."),
     ]
     cached, uncached = r["data-cached"][32], r["data-nocache"][32]
     hello_off = r["hello-nocache"][32]
