@@ -187,8 +187,7 @@ impl Checker<'_> {
         }
     }
 
-    /// `written` applied over `route` and `server`, each value checked
-    /// against its kind.
+    /// `written` over `route` and `server`, each value checked by its kind.
     fn limits(
         &mut self,
         written: &WrittenLimits,
