@@ -239,6 +239,9 @@ async fn take_whole(
                 if idle >= IDLE_ROUNDS {
                     return Taken::Streaming(then(frames, body));
                 }
+                // A guest stopped at its slice's end waits for the worker
+                // to poll for I/O first (as it would in a task of its own).
+                tokio::task::yield_now().await;
             }
         }
     }
