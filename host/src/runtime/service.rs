@@ -239,9 +239,13 @@ async fn take_whole(
                 if idle >= IDLE_ROUNDS {
                     return Taken::Streaming(then(frames, body));
                 }
-                // A guest stopped at its slice's end waits for the worker
-                // to poll for I/O first (as it would in a task of its own).
-                tokio::task::yield_now().await;
+                // The first idle round is the guest's own wake-up, moved
+                // along at once; after that, a guest stopped at its slice's
+                // end waits for the worker to poll for I/O first (as it
+                // would in a task of its own).
+                if idle > 1 {
+                    tokio::task::yield_now().await;
+                }
             }
         }
     }
