@@ -121,25 +121,9 @@ impl Runtime {
                     .await;
                 called.map_err(|err| guest_trap(store.data(), &err, &id))
             };
-            let result = tokio::time::timeout(timeout, run)
-                .await
-                .unwrap_or(Err(GuestError::Timeout(timeout)));
-            if let Err(err) = &result {
-                if responded.load(Ordering::Acquire) {
-                    metrics.count(err.verdict().event);
-                    tracing::error!(
-                        request_id = %id,
-                        route = %name,
-                        "{err} after the response head was sent; its body was cut short"
-                    );
-                }
-            }
-            result
+            within_timeout(run, timeout, &responded, &metrics, &id, &name).await
         };
-        let mut run: Pin<Box<dyn Future<Output = Result<(), GuestError>> + Send>> = match meter {
-            Some(meter) => Box::pin(Metered::new(run, meter)),
-            None => Box::pin(run),
-        };
+        let mut run = metered(run, meter);
         let answered = |answer: Result<http::Response<HyperOutgoingBody>, _>| match answer {
             Ok(response) => Ok(response),
             Err(code) => Err(GuestError::Trap(format!(
@@ -174,5 +158,45 @@ impl Runtime {
                 Err(_) => Err(unanswered(run.await)),
             },
         }
+    }
+}
+
+/// A guest's whole run, boxed to be driven here or moved to a task.
+pub(super) type Run = Pin<Box<dyn Future<Output = Result<(), GuestError>> + Send>>;
+
+/// `run` within the route's `timeout`; a failure after the response head
+/// was sent (`responded`) is counted and logged here, as nobody else sees it.
+pub(super) async fn within_timeout(
+    run: impl Future<Output = Result<(), GuestError>>,
+    timeout: std::time::Duration,
+    responded: &AtomicBool,
+    metrics: &crate::metrics::RouteMetrics,
+    id: &str,
+    name: &str,
+) -> Result<(), GuestError> {
+    let result = tokio::time::timeout(timeout, run)
+        .await
+        .unwrap_or(Err(GuestError::Timeout(timeout)));
+    if let Err(err) = &result {
+        if responded.load(Ordering::Acquire) {
+            metrics.count(err.verdict().event);
+            tracing::error!(
+                request_id = %id,
+                route = %name,
+                "{err} after the response head was sent; its body was cut short"
+            );
+        }
+    }
+    result
+}
+
+/// `run`, boxed, its CPU time metered when the route has a `cpu_time`.
+pub(super) fn metered(
+    run: impl Future<Output = Result<(), GuestError>> + Send + 'static,
+    meter: Option<Arc<CpuMeter>>,
+) -> Run {
+    match meter {
+        Some(meter) => Box::pin(Metered::new(run, meter)),
+        None => Box::pin(run),
     }
 }

@@ -4,15 +4,14 @@
 //! while the body streams out, until the body ends, the guest fails or its
 //! `timeout` passes.
 
-use super::cpu::{CpuMeter, Metered};
+use super::cpu::CpuMeter;
 use super::failure::{guest_trap, instantiate_error, GuestError};
-use super::proxy::{GuestBody, ProxyDone};
+use super::proxy::{metered, within_timeout, GuestBody, ProxyDone, Run};
 use super::route::CompiledRoute;
 use super::store::{new_store, HostState};
 use super::Runtime;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -105,25 +104,9 @@ impl Runtime {
                     Ok(Err(err)) | Err(err) => Err(guest_trap(store.data(), &err, &id)),
                 }
             };
-            let result = tokio::time::timeout(timeout, run)
-                .await
-                .unwrap_or(Err(GuestError::Timeout(timeout)));
-            if let Err(err) = &result {
-                if responded.load(Ordering::Acquire) {
-                    metrics.count(err.verdict().event);
-                    tracing::error!(
-                        request_id = %id,
-                        route = %name,
-                        "{err} after the response head was sent; its body was cut short"
-                    );
-                }
-            }
-            result
+            within_timeout(run, timeout, &responded, &metrics, &id, &name).await
         };
-        let mut run: Pin<Box<dyn Future<Output = Result<(), GuestError>> + Send>> = match meter {
-            Some(meter) => Box::pin(Metered::new(run, meter)),
-            None => Box::pin(run),
-        };
+        let mut run = metered(run, meter);
         let unanswered = |ended: Result<(), GuestError>| {
             ended
                 .err()
@@ -188,10 +171,7 @@ type Frame = hyper::body::Frame<Bytes>;
 /// both move: most guests finish a short answer in the same go, which then
 /// goes out whole, with its length. A body past [`WHOLE_LIMIT`], or one the
 /// guest stops writing for a while, streams from where it got to.
-async fn take_whole(
-    run: &mut Pin<Box<dyn Future<Output = Result<(), GuestError>> + Send>>,
-    mut body: GuestBody,
-) -> Taken {
+async fn take_whole(run: &mut Run, mut body: GuestBody) -> Taken {
     enum Step {
         Frame(Frame),
         End,
