@@ -134,17 +134,12 @@ fn a_proxy_components_outbound_requests_are_policed() {
 
 #[test]
 fn response_trailers_reach_a_client_that_accepts_them() {
-    use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path(), "");
-    let mut stream = std::net::TcpStream::connect(host.addr).unwrap();
-    stream
-        .write_all(
-            b"GET /px/1/trailers HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n",
-        )
-        .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    let raw = support::exchange_raw(
+        host.addr,
+        b"GET /px/1/trailers HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n",
+    );
     let raw = String::from_utf8_lossy(&raw);
     assert!(raw.contains("transfer-encoding: chunked"), "{raw}");
     assert!(

@@ -14,6 +14,10 @@ use support::{component, edgehost, write_manifest, Host, Start};
 
 const TOKEN: &str = "spin-test-token";
 
+/// A request for the Spin fixture's answer with a trailer.
+const TRAILERS_REQUEST: &[u8] =
+    b"GET /spin/trailers HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n";
+
 fn start(dir: &Path, routes: &str, env: Vec<(&'static str, &'static str)>) -> Host {
     let manifest = write_manifest(dir, routes);
     Host::start(Start {
@@ -169,14 +173,7 @@ fn bodies_stream_both_ways_through_a_service_smaller_than_them() {
 fn response_trailers_reach_a_client_that_accepts_them() {
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path(), &http_route("/spin/$", ""), vec![]);
-    let mut stream = std::net::TcpStream::connect(host.addr).unwrap();
-    stream
-        .write_all(
-            b"GET /spin/trailers HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n",
-        )
-        .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    let raw = support::exchange_raw(host.addr, TRAILERS_REQUEST);
     let raw = String::from_utf8_lossy(&raw);
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     assert!(
@@ -665,12 +662,7 @@ fn a_spin_component_answers_here_as_it_does_under_wasmtime_serve() {
     }
     // Trailers too, as each writes them.
     let raw = |addr| {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream
-            .write_all(b"GET /spin/trailers HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n")
-            .unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).unwrap();
+        let raw = support::exchange_raw(addr, TRAILERS_REQUEST);
         let raw = String::from_utf8_lossy(&raw).into_owned();
         raw[raw.find("\r\n\r\n").unwrap()..].to_string()
     };

@@ -387,6 +387,12 @@ pub fn request(
 
 /// Writes raw bytes and parses the one response that comes back.
 pub fn send_raw(addr: SocketAddr, raw: &[u8], head_only: bool) -> Reply {
+    parse_response(&exchange_raw(addr, raw), head_only)
+}
+
+/// Writes raw bytes and returns every byte that comes back, unparsed (to
+/// check framing: chunks, trailers).
+pub fn exchange_raw(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).expect("connect to host");
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -394,7 +400,7 @@ pub fn send_raw(addr: SocketAddr, raw: &[u8], head_only: bool) -> Reply {
     stream.write_all(raw).expect("send request");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).expect("read response");
-    parse_response(&response, head_only)
+    response
 }
 
 /// Parses one HTTP/1.1 response (content-length or chunked framing).

@@ -75,28 +75,33 @@ where
             parts.headers.insert(name, value);
         }
     }
-    // The same, as Spin tells its components (when the route gets them).
-    let host = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            let host = parts.headers.get(header::HOST)?.to_str().ok()?;
-            Some(host.to_owned())
-        })
-        .unwrap_or_default();
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
-    let spin = spin::SpinRequest {
-        pattern: &route.name,
-        params: &params,
-        path_and_query: &path_and_query,
-        host: &host,
-        client,
-    };
-    spin::set_headers(&mut parts.headers, route.spin_headers.then_some(&spin));
+    // The same, as Spin tells its components (when the route gets them);
+    // any `spin-*` header a client sent is dropped either way.
+    if route.spin_headers {
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+                Some(host.to_owned())
+            })
+            .unwrap_or_default();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+        let spin = spin::SpinRequest {
+            pattern: &route.name,
+            params: &params,
+            path_and_query: &path_and_query,
+            host: &host,
+            client,
+        };
+        spin::set_headers(&mut parts.headers, Some(&spin));
+    } else {
+        spin::set_headers(&mut parts.headers, None);
+    }
     let path = parts.uri.path().to_string();
     let max_body = limits.max_body;
     // A body longer than max_body fails in the guest's read, not here: the

@@ -74,7 +74,7 @@ impl Runtime {
         let export = route.handlers[method.index()].ok_or_else(no_export)?;
         let limits = &route.limits;
         let meter = limits.cpu_time.map(|_| Arc::new(CpuMeter::default()));
-        let mut store = new_store(&route.engine, &route.grants, request_id, meter.clone());
+        let mut store = new_store(route.pre.engine(), &route.grants, request_id, meter.clone());
         let (early_sender, mut early) = oneshot::channel::<EarlyAnswer>();
         let bodies = store.data_mut().bodies();
         bodies.answering = Answering::new(early_sender, limits.max_response, limits.wait_until);

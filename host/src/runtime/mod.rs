@@ -50,9 +50,7 @@ use crate::manifest::{Manifest, ManifestError, ManifestErrors};
 use crate::metrics::Metrics;
 use crate::router::Router;
 use engine::Concurrency;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 use store::HostState;
 use wasmtime::component::Linker;
 use wasmtime::Engine;
@@ -61,7 +59,8 @@ use wasmtime::Engine;
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
-    /// What the engine was made with: the async engine is made alike.
+    /// What the engines are made with (the async one alike), and the
+    /// compile cache, memory bound, clock step and compile timeout routes get.
     settings: EngineSettings,
     /// The engine and linker of WASI 0.3 components, made when the first
     /// one loads: hosts without such routes never have the component-model
@@ -69,10 +68,6 @@ pub struct Runtime {
     async_side: OnceLock<Result<(Engine, Linker<HostState>), String>>,
     kv: KvStores,
     sql: SqlDatabases,
-    cache_dir: Option<PathBuf>,
-    max_memory: usize,
-    clock_resolution: Duration,
-    compile_timeout: Duration,
     metrics: Arc<Metrics>,
     /// Every route's rate-limit buckets, kept across deploys.
     limiters: RateLimiters,
@@ -100,10 +95,6 @@ impl Runtime {
             async_side: OnceLock::new(),
             kv,
             sql,
-            cache_dir: settings.cache_dir.clone(),
-            max_memory: settings.max_memory,
-            clock_resolution: settings.clock_resolution,
-            compile_timeout: settings.compile_timeout,
             settings,
             pool: Arc::new(OutboundPool::new(Arc::clone(&metrics))),
             metrics,
@@ -140,9 +131,9 @@ impl Runtime {
         let compile = |engine: &Engine| {
             compile::compile_cached(
                 engine,
-                self.cache_dir.as_deref(),
+                self.settings.cache_dir.as_deref(),
                 bytes,
-                self.compile_timeout,
+                self.settings.compile_timeout,
             )
         };
         match compile(&self.engine) {

@@ -84,7 +84,7 @@ impl Runtime {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let meter = route.limits.cpu_time.map(|_| Arc::new(CpuMeter::default()));
-        let mut store = new_store(&route.engine, &route.grants, request_id, meter.clone());
+        let mut store = new_store(route.pre.engine(), &route.grants, request_id, meter.clone());
         let (sender, mut receiver) = tokio::sync::oneshot::channel();
         // Whether the guest set its response: a failure after that (while
         // streaming the body) is the guest's run to report, as nobody else sees it.

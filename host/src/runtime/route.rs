@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{ComponentExportIndex, InstancePre};
-use wasmtime::Engine;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
@@ -52,9 +51,9 @@ pub struct CompiledRoute {
     pub(crate) component: PathBuf,
     /// Its entry in the compile cache, if it has one.
     pub(crate) compiled: Option<PathBuf>,
+    /// Its stores are made on the engine it was compiled for
+    /// (`pre.engine()`).
     pub(super) pre: InstancePre<HostState>,
-    /// The engine it was compiled for: its stores are made on it.
-    pub(super) engine: Engine,
     /// Set for a standard `wasi:http/proxy` or `wasi:http/service`
     /// component: every method goes to it.
     pub(super) proxy: Option<Proxy>,
@@ -147,10 +146,10 @@ impl Runtime {
         spec: &RouteSpec,
         loaded: &mut Loaded,
     ) -> Result<CompiledRoute, String> {
-        if spec.limits.memory > self.max_memory {
+        if spec.limits.memory > self.settings.max_memory {
             return Err(format!(
                 "memory limit of {} bytes is over the {} bytes per instance this host reserved when it started; restart the host with this manifest to raise it",
-                spec.limits.memory, self.max_memory
+                spec.limits.memory, self.settings.max_memory
             ));
         }
         let file = spec.component.display();
@@ -249,7 +248,6 @@ impl Runtime {
             component: spec.component.clone(),
             compiled: entry,
             pre,
-            engine: engine.clone(),
             allow: allow_header(proxy.is_some(), &handlers),
             streams_body,
             // Spin's headers cost a guest that copies every request header
@@ -290,7 +288,7 @@ impl Runtime {
                 pool: Arc::clone(&self.pool),
                 memory: spec.limits.memory,
                 cpu_time: spec.limits.cpu_time,
-                clock: self.clock_resolution,
+                clock: self.settings.clock_resolution,
             },
             limits: spec.limits.clone(),
             metrics: self.metrics.route(spec.pattern.as_str()),

@@ -38,7 +38,7 @@ impl Runtime {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let meter = route.limits.cpu_time.map(|_| Arc::new(CpuMeter::default()));
-        let mut store = new_store(&route.engine, &route.grants, request_id, meter.clone());
+        let mut store = new_store(route.pre.engine(), &route.grants, request_id, meter.clone());
         let (request, request_io) =
             wasmtime_wasi_http::p3::Request::from_http(store.data_mut().http().hooks, request);
         let (head_tx, mut head_rx) = oneshot::channel::<Head>();
